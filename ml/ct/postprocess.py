@@ -1,0 +1,285 @@
+"""3D post-processing of CT lung masks: airway removal, two lungs, holes, right/left sides.
+
+All functions take canonical ``(D, H, W)`` arrays (see :mod:`ml.ct.io`: W runs toward the
+patient's left, H toward posterior, D toward superior) and spacing in mm in ``(D, H, W)`` order.
+The output label convention is 0 = background, 1 = patient's right lung, 2 = patient's left lung.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy import ndimage
+
+logger = logging.getLogger(__name__)
+
+RIGHT_LUNG = 1
+LEFT_LUNG = 2
+_STRUCTURE_6 = ndimage.generate_binary_structure(3, 1)
+_STRUCTURE_26 = ndimage.generate_binary_structure(3, 3)
+
+
+def component_sizes(labels: np.ndarray, count: int) -> np.ndarray:
+    """Voxel count of each component ``1..count`` of a label image; index 0 is background."""
+    return np.bincount(labels.ravel(), minlength=count + 1)
+
+
+def largest_components(mask: np.ndarray, keep: int, min_voxels: int = 1) -> np.ndarray:
+    """Label the ``keep`` largest 3D components of a binary mask (26-connectivity).
+
+    Args:
+        mask: ``(D, H, W)`` boolean.
+        keep: how many components to keep.
+        min_voxels: components smaller than this are dropped.
+
+    Returns:
+        ``(D, H, W)`` int32 labels ``1..n`` (n ≤ keep), ordered by decreasing size.
+    """
+    labels, count = ndimage.label(mask, structure=_STRUCTURE_26)
+    if count == 0:
+        return labels.astype(np.int32)
+    sizes = component_sizes(labels, count)
+    sizes[0] = 0
+    order = [int(i) for i in np.argsort(sizes)[::-1][:keep] if sizes[i] >= min_voxels]
+    lut = np.zeros(count + 1, dtype=np.int32)
+    for rank, index in enumerate(order, start=1):
+        lut[index] = rank
+    return lut[labels]
+
+
+def body_mask(volume_hu: np.ndarray, threshold_hu: float = -500.0) -> np.ndarray:
+    """The patient's body: largest component above ``threshold_hu``, holes filled per slice.
+
+    Args:
+        volume_hu: ``(D, H, W)`` HU.
+        threshold_hu: soft-tissue/air threshold in HU.
+
+    Returns:
+        ``(D, H, W)`` boolean.
+    """
+    dense = volume_hu > threshold_hu
+    dense = ndimage.binary_opening(dense, structure=_STRUCTURE_6)
+    body = largest_components(dense, keep=1) > 0
+    return fill_holes_per_slice(body)
+
+
+def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+    """Fill holes of a ``(D, H, W)`` boolean mask in each axial slice."""
+    out = np.empty_like(mask, dtype=bool)
+    for z in range(mask.shape[0]):
+        out[z] = ndimage.binary_fill_holes(mask[z])
+    return out
+
+
+def airway_mask(
+    volume_hu: np.ndarray,
+    air: np.ndarray,
+    spacing: tuple[float, float, float],
+    max_ml: float = 250.0,
+) -> np.ndarray:
+    """Trachea and main bronchi by leak-controlled region growing from a seed in the trachea.
+
+    The seed is the most superior small, central air component. The airway is grown in
+    ``air & (HU < t)`` for increasing thresholds ``t``; growth stops before the region leaks
+    into the lungs (sudden volume jump or more than ``max_ml``).
+
+    Args:
+        volume_hu: ``(D, H, W)`` HU.
+        air: ``(D, H, W)`` boolean air inside the body (lungs plus airways).
+        spacing: voxel spacing ``(D, H, W)`` in mm.
+        max_ml: largest plausible volume of trachea plus main bronchi, in mL.
+
+    Returns:
+        ``(D, H, W)`` boolean airway mask (empty when no trachea is found).
+    """
+    seed = _trachea_seed(air, spacing)
+    if seed is None:
+        logger.info("no trachea seed found; airway removal skipped")
+        return np.zeros_like(air, dtype=bool)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    best = np.zeros_like(air, dtype=bool)
+    previous_ml = 0.0
+    for threshold in (-990.0, -975.0, -960.0, -945.0, -930.0, -915.0, -900.0):
+        region = _grow(air & (volume_hu < threshold), seed)
+        volume_ml = float(region.sum()) * voxel_ml
+        if volume_ml > max_ml or (previous_ml > 5.0 and volume_ml > 2.0 * previous_ml + 10.0):
+            break
+        best, previous_ml = region, volume_ml
+    logger.debug("airway volume %.1f mL", previous_ml)
+    return best
+
+
+def _grow(candidates: np.ndarray, seed: tuple[int, int, int]) -> np.ndarray:
+    if not candidates[seed]:
+        return np.zeros_like(candidates, dtype=bool)
+    labels, _ = ndimage.label(candidates, structure=_STRUCTURE_26)
+    return labels == labels[seed]
+
+
+def _trachea_seed(air: np.ndarray, spacing: tuple[float, float, float]) -> tuple[int, int, int] | None:
+    """A voxel in the trachea: small (1–6 cm²), roughly central air blob in a superior slice."""
+    depth, height, width = air.shape
+    pixel_mm2 = spacing[1] * spacing[2]
+    areas = air.reshape(depth, -1).sum(axis=1) * pixel_mm2
+    slices_with_air = np.flatnonzero(areas > 50.0)
+    if slices_with_air.size == 0:
+        return None
+    top = slices_with_air[-1]
+    for z in range(top, max(top - int(60.0 / spacing[0]), -1), -1):
+        labels, count = ndimage.label(air[z])
+        for index in range(1, count + 1):
+            blob = labels == index
+            area = float(blob.sum()) * pixel_mm2
+            if not 60.0 <= area <= 700.0:
+                continue
+            ys, xs = np.nonzero(blob)
+            if abs(xs.mean() - width / 2) < 0.15 * width and ys.mean() < 0.75 * height:
+                if _is_isolated_blob(air, z, blob, spacing):
+                    return (z, int(ys[len(ys) // 2]), int(xs[len(xs) // 2]))
+    return None
+
+
+def _is_isolated_blob(air: np.ndarray, z: int, blob: np.ndarray, spacing: tuple[float, float, float]) -> bool:
+    """True when the air in slice ``z`` is mostly this blob, or the blob is the most central one."""
+    other = air[z] & ~blob
+    return float(other.sum()) * spacing[1] * spacing[2] < 20_000.0
+
+
+def separate_lungs(mask: np.ndarray, spacing: tuple[float, float, float], min_ml: float = 30.0) -> np.ndarray:
+    """Split a lung mask into two components, eroding where the lungs touch.
+
+    Args:
+        mask: ``(D, H, W)`` boolean lungs (airways already removed).
+        spacing: ``(D, H, W)`` mm.
+        min_ml: smallest volume in mL accepted as a lung.
+
+    Returns:
+        ``(D, H, W)`` int32 with components 1 and 2 (arbitrary order; 0 elsewhere). A single
+        component is returned when the mask cannot be split.
+    """
+    min_voxels = max(1, int(min_ml * 1000.0 / float(np.prod(spacing))))
+    parts = largest_components(mask, keep=2, min_voxels=min_voxels)
+    if _two_balanced(parts):
+        return parts
+    eroded = mask.copy()
+    for _ in range(8):
+        eroded = ndimage.binary_erosion(eroded, structure=_STRUCTURE_6)
+        seeds = largest_components(eroded, keep=2, min_voxels=max(1, min_voxels // 4))
+        if _two_balanced(seeds):
+            return _grow_back(seeds, mask)
+    logger.info("lungs could not be separated; keeping one component")
+    return largest_components(mask, keep=1, min_voxels=min_voxels)
+
+
+def _two_balanced(parts: np.ndarray, ratio: float = 0.2) -> bool:
+    sizes = np.bincount(parts.ravel(), minlength=3)[1:3]
+    return bool(sizes[1] > 0 and sizes[1] >= ratio * sizes[0])
+
+
+def _grow_back(seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Assign each voxel of ``mask`` to its nearest seed component (within the bounding box)."""
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    sub_seeds = seeds[box]
+    _, indices = ndimage.distance_transform_edt(sub_seeds == 0, return_indices=True)
+    nearest = sub_seeds[tuple(indices)]
+    out = np.zeros_like(seeds)
+    out[box] = np.where(mask[box], nearest, 0)
+    return out
+
+
+def merge_fragments(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Merge components of ``mask`` that touch a labelled lung into that lung; drop the rest.
+
+    Args:
+        labels: ``(D, H, W)`` int lungs (1, 2).
+        mask: ``(D, H, W)`` boolean candidate lung voxels (a superset of ``labels > 0``).
+
+    Returns:
+        ``(D, H, W)`` labels with touching fragments added.
+    """
+    fragments = mask & (labels == 0)
+    if not fragments.any():
+        return labels
+    frag_labels, count = ndimage.label(fragments, structure=_STRUCTURE_26)
+    grown = ndimage.grey_dilation(labels, footprint=_STRUCTURE_26)
+    touching = np.zeros(count + 1, dtype=labels.dtype)
+    for lung in np.unique(labels[labels > 0]):
+        hit = np.unique(frag_labels[(grown == lung) & (frag_labels > 0)])
+        touching[hit] = np.where(touching[hit] == 0, lung, touching[hit])
+    out = labels.copy()
+    out[frag_labels > 0] = touching[frag_labels[frag_labels > 0]]
+    return np.where(labels > 0, labels, out)
+
+
+def fill_lung_holes(labels: np.ndarray) -> np.ndarray:
+    """Fill holes of each lung in every axial slice (vessels, nodules enclosed by lung)."""
+    out = labels.copy()
+    for lung in (RIGHT_LUNG, LEFT_LUNG):
+        filled = fill_holes_per_slice(labels == lung)
+        out[filled & (out == 0)] = lung
+    return out
+
+
+def assign_sides(parts: np.ndarray, direction: tuple[float, ...], lung_only: bool = False) -> np.ndarray:
+    """Label components by patient side: 1 = right lung, 2 = left lung.
+
+    The side comes from the patient-coordinate x (LPS: +x toward the patient's left) of each
+    component's centroid, so it follows the patient orientation, not the image side.
+
+    Args:
+        parts: ``(D, H, W)`` components 1 and 2 (order arbitrary).
+        direction: the 9 direction cosines of the canonical grid (row-major 3×3).
+        lung_only: label every lung voxel 1 (no side) instead.
+
+    Returns:
+        ``(D, H, W)`` uint8 labels.
+    """
+    out = np.zeros(parts.shape, dtype=np.uint8)
+    present = [p for p in (1, 2) if (parts == p).any()]
+    if lung_only or not present:
+        out[parts > 0] = 1
+        return out
+    matrix = np.array(direction, dtype=float).reshape(3, 3)
+    patient_x = {}
+    for p in present:
+        z, y, x = ndimage.center_of_mass(parts == p)
+        patient_x[p] = float(matrix[0] @ np.array([x, y, z]))
+    if len(present) == 1:
+        p = present[0]
+        width_centre = float(matrix[0] @ np.array([(parts.shape[2] - 1) / 2, 0.0, 0.0]))
+        out[parts == p] = RIGHT_LUNG if patient_x[p] < width_centre else LEFT_LUNG
+        return out
+    right = min(present, key=lambda p: patient_x[p])
+    out[parts == right] = RIGHT_LUNG
+    out[(parts > 0) & (parts != right)] = LEFT_LUNG
+    return out
+
+
+def postprocess_lungs(
+    lung: np.ndarray,
+    volume_hu: np.ndarray,
+    spacing: tuple[float, float, float],
+    direction: tuple[float, ...],
+) -> np.ndarray:
+    """From a binary lung proposal to right/left lung labels.
+
+    Steps: airways removed, 3D components (two lungs kept, split where they touch), fragments
+    merged into the lung they touch, holes filled per slice, sides from patient orientation.
+
+    Args:
+        lung: ``(D, H, W)`` boolean lung proposal (may include trachea and bronchi).
+        volume_hu: ``(D, H, W)`` HU on the same grid.
+        spacing: ``(D, H, W)`` mm.
+        direction: canonical direction cosines (9 floats).
+
+    Returns:
+        ``(D, H, W)`` uint8: 0 background, 1 right lung, 2 left lung.
+    """
+    airway = airway_mask(volume_hu, lung, spacing)
+    airway = ndimage.binary_dilation(airway, structure=_STRUCTURE_6) if airway.any() else airway
+    lung = lung & ~airway
+    parts = separate_lungs(lung, spacing)
+    parts = merge_fragments(parts, lung)
+    labels = assign_sides(parts, direction)
+    return fill_lung_holes(labels)
