@@ -1,0 +1,162 @@
+"""Chest X-ray manifests and datasets.
+
+A manifest is a CSV with at least the columns ``dataset, case, split`` (see
+``../shared/data/cxr/manifest.csv``). The data root is the manifest's folder; the image of a
+case is ``<root>/<dataset>/images/<case>.png`` and its label map
+``<root>/<dataset>/labels/<case>.png`` (uint8: 0 background, 1 right lung, 2 left lung).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ml.preprocessing import letterbox_labels, prepare_image
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+REQUIRED_COLUMNS = ("dataset", "case", "split")
+
+
+class ManifestError(ValueError):
+    """The manifest file is missing, malformed, or refers to missing files."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One manifest row with resolved file paths."""
+
+    dataset: str
+    case: str
+    split: str
+    image_path: Path
+    label_path: Path
+    category: str = ""
+    lr_labels: bool = True
+
+
+def _find_file(folder: Path, stem: str) -> Path:
+    for suffix in IMAGE_SUFFIXES:
+        candidate = folder / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return folder / f"{stem}.png"
+
+
+def read_manifest(manifest: Path, splits: Iterable[str] | None = None) -> list[Case]:
+    """Read a manifest CSV and return the cases of the requested splits.
+
+    Args:
+        manifest: path to ``manifest.csv``; its folder is the data root.
+        splits: split names to keep (e.g. ``["train"]``); ``None`` keeps all.
+
+    Returns:
+        Cases in file order.
+
+    Raises:
+        ManifestError: file missing, required column missing, or no case selected.
+    """
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise ManifestError(f"manifest not found: {manifest}")
+    wanted = None if splits is None else set(splits)
+    root = manifest.parent
+    cases: list[Case] = []
+    with manifest.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ManifestError(f"{manifest}: missing column(s) {missing}; need {REQUIRED_COLUMNS}")
+        for row in reader:
+            if wanted is not None and row["split"] not in wanted:
+                continue
+            ds_dir = root / row["dataset"]
+            cases.append(
+                Case(
+                    dataset=row["dataset"],
+                    case=row["case"],
+                    split=row["split"],
+                    image_path=_find_file(ds_dir / "images", row["case"]),
+                    label_path=_find_file(ds_dir / "labels", row["case"]),
+                    category=row.get("category", "") or "",
+                    lr_labels=str(row.get("lr_labels", "1")).strip() not in {"0", "false", "False"},
+                )
+            )
+    if not cases:
+        raise ManifestError(f"{manifest}: no cases for split(s) {sorted(wanted or [])}")
+    return cases
+
+
+def load_image(path: Path) -> np.ndarray:
+    """Read an image file as an array (8/16-bit grayscale or RGB kept as stored).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    with Image.open(path) as img:
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            return np.asarray(img, dtype=np.int32).astype(np.uint16 if img.mode != "I" else np.int32)
+        if img.mode not in ("L", "RGB", "RGBA", "F"):
+            img = img.convert("RGB")
+        return np.asarray(img)
+
+
+def load_labels(path: Path) -> np.ndarray:
+    """Read a label PNG as (H, W) uint8."""
+    arr = load_image(path)
+    if arr.ndim == 3:
+        arr = arr[..., 0]
+    return arr.astype(np.uint8)
+
+
+class CXRSegmentationDataset(Dataset):
+    """Chest X-ray images + label maps, preprocessed once and held in memory at model size.
+
+    Items are ``{"image": (1, S, S) float32 tensor in [0, 1], "label": (S, S) int64 tensor,
+    "index": int}``. Images are stored as uint8 (normalised × 255) to keep memory small
+    (2,400 images at 256² ≈ 160 MB).
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[Case],
+        size: int = 256,
+        low_pct: float = 0.5,
+        high_pct: float = 99.5,
+        show_progress: bool = False,
+    ) -> None:
+        self.cases = list(cases)
+        self.size = size
+        self.images = np.zeros((len(self.cases), size, size), dtype=np.uint8)
+        self.labels = np.zeros((len(self.cases), size, size), dtype=np.uint8)
+        iterator: Iterable[int] = range(len(self.cases))
+        if show_progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(iterator, desc="loading", unit="img")
+        for i in iterator:
+            case = self.cases[i]
+            canvas, _ = prepare_image(load_image(case.image_path), size, "MONOCHROME2", low_pct, high_pct)
+            self.images[i] = np.round(canvas * 255.0).astype(np.uint8)
+            self.labels[i] = letterbox_labels(load_labels(case.label_path), size)
+        logger.info("loaded %d cases at %d²", len(self.cases), size)
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        image = torch.from_numpy(self.images[index].astype(np.float32) / 255.0)[None]
+        label = torch.from_numpy(self.labels[index].astype(np.int64))
+        return {"image": image, "label": label, "index": index}

@@ -1,0 +1,132 @@
+"""Name → constructor registry for segmentation networks (timm-style ``@register_network``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from monai.networks.nets import AttentionUnet, UNet
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+NetworkFactory = Callable[..., nn.Module]
+NETWORKS: dict[str, NetworkFactory] = {}
+
+DEFAULT_CHANNELS: tuple[int, ...] = (16, 32, 64, 128, 256)
+
+
+class UnknownNetworkError(KeyError):
+    """No network is registered under the requested name."""
+
+
+def register_network(name: str) -> Callable[[NetworkFactory], NetworkFactory]:
+    """Decorator registering ``factory(in_channels, out_channels, **kwargs)`` under ``name``."""
+
+    def wrap(factory: NetworkFactory) -> NetworkFactory:
+        if name in NETWORKS:
+            raise ValueError(f"network {name!r} is already registered")
+        NETWORKS[name] = factory
+        return factory
+
+    return wrap
+
+
+def build_network(name: str, in_channels: int, out_channels: int, **kwargs: Any) -> nn.Module:
+    """Build a registered network.
+
+    Args:
+        name: ``unet``, ``resunet`` or ``attention_unet``.
+        in_channels: image channels (1 for X-ray).
+        out_channels: classes including background (3: background, right lung, left lung).
+        **kwargs: network options (``channels``, ``strides``, ``num_res_units``, ``dropout``,
+            ``norm``, ``spatial_dims``).
+
+    Returns:
+        Module mapping (B, in_channels, H, W) → logits (B, out_channels, H, W).
+
+    Raises:
+        UnknownNetworkError: ``name`` is not registered.
+    """
+    if name not in NETWORKS:
+        raise UnknownNetworkError(f"unknown network {name!r}; choose one of {sorted(NETWORKS)}")
+    return NETWORKS[name](in_channels, out_channels, **kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _strides(channels: Sequence[int], strides: Sequence[int] | None) -> tuple[int, ...]:
+    return tuple(strides) if strides is not None else (2,) * (len(channels) - 1)
+
+
+@register_network("unet")
+def unet(
+    in_channels: int,
+    out_channels: int,
+    channels: Sequence[int] = DEFAULT_CHANNELS,
+    strides: Sequence[int] | None = None,
+    norm: str = "batch",
+    dropout: float = 0.0,
+    spatial_dims: int = 2,
+) -> nn.Module:
+    """Plain U-Net (MONAI ``UNet`` with ``num_res_units=0``: conv-norm-act blocks, strided down)."""
+    return UNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=tuple(channels),
+        strides=_strides(channels, strides),
+        num_res_units=0,
+        norm=norm,
+        dropout=dropout,
+    )
+
+
+@register_network("resunet")
+def resunet(
+    in_channels: int,
+    out_channels: int,
+    channels: Sequence[int] = DEFAULT_CHANNELS,
+    strides: Sequence[int] | None = None,
+    num_res_units: int = 2,
+    norm: str = "batch",
+    dropout: float = 0.0,
+    spatial_dims: int = 2,
+) -> nn.Module:
+    """Residual U-Net (MONAI ``UNet`` whose blocks are ``ResidualUnit`` s)."""
+    if num_res_units < 1:
+        raise ValueError(f"resunet needs num_res_units >= 1, got {num_res_units}")
+    return UNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=tuple(channels),
+        strides=_strides(channels, strides),
+        num_res_units=num_res_units,
+        norm=norm,
+        dropout=dropout,
+    )
+
+
+@register_network("attention_unet")
+def attention_unet(
+    in_channels: int,
+    out_channels: int,
+    channels: Sequence[int] = DEFAULT_CHANNELS,
+    strides: Sequence[int] | None = None,
+    dropout: float = 0.0,
+    spatial_dims: int = 2,
+) -> nn.Module:
+    """Attention U-Net (MONAI ``AttentionUnet``: attention gates on the skip connections)."""
+    return AttentionUnet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=tuple(channels),
+        strides=_strides(channels, strides),
+        dropout=dropout,
+    )
