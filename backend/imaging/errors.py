@@ -1,0 +1,80 @@
+"""Ingest errors: each names the uploaded file (by its upload name) and the reason.
+
+Messages never contain values read from the file (patient names, IDs, dates): only the upload
+name, what was expected and what was found structurally.
+"""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Base class: a rejected upload. ``status_code`` is the HTTP status the API answers with."""
+
+    status_code: int = 400
+    code: str = "invalid_upload"
+
+    def __init__(self, file_name: str, reason: str) -> None:
+        super().__init__(f"{file_name}: {reason}")
+        self.file_name = file_name
+        self.reason = reason
+
+    def as_dict(self) -> dict[str, str]:
+        """The JSON body the API returns."""
+        return {"detail": f"{self.file_name}: {self.reason}", "file": self.file_name, "code": self.code}
+
+
+class EmptyFileError(IngestError):
+    code = "empty_file"
+
+
+class NotDicomError(IngestError):
+    status_code = 415
+    code = "not_dicom"
+
+
+class TruncatedDicomError(IngestError):
+    code = "truncated_dicom"
+
+
+class NoPixelDataError(IngestError):
+    code = "no_pixel_data"
+
+
+class UnsupportedTransferSyntaxError(IngestError):
+    status_code = 415
+    code = "unsupported_transfer_syntax"
+
+
+class UnsupportedModalityError(IngestError):
+    status_code = 415
+    code = "unsupported_modality"
+
+
+class ZeroSizeImageError(IngestError):
+    code = "zero_size_image"
+
+
+class InvalidImageError(IngestError):
+    code = "invalid_image"
+
+
+class UnsafeArchiveError(IngestError):
+    code = "unsafe_archive_path"
+
+
+class ArchiveBombError(IngestError):
+    status_code = 413
+    code = "archive_too_large"
+
+
+class FileTooLargeError(IngestError):
+    status_code = 413
+    code = "file_too_large"
+
+
+class MixedPatientsError(IngestError):
+    code = "mixed_patients"
+
+
+class NoFilesError(IngestError):
+    code = "no_files"

@@ -1,0 +1,416 @@
+"""Imaging domain services shared by the API, management commands and Celery tasks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pydicom
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.pixels import apply_rescale
+
+from .deid import deidentify, original_patient_key, pseudonym_for
+from .errors import IngestError, MixedPatientsError, NoFilesError, TruncatedDicomError
+from .models import BurnedInAnnotation, Instance, Patient, Project, Series, SourceFormat, Study, Upload
+from .readers import ImageOptions, image_to_dataset, nifti_to_datasets, read_dicom, sha256_hex
+from .signals import series_ingested
+from .sources import Limits, SourceFile, expand, kind_of
+
+logger = logging.getLogger(__name__)
+
+UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass
+class PreparedInstance:
+    """A validated, de-identified dataset ready to store."""
+
+    source_name: str
+    dataset: Dataset
+    pseudonym: str
+    source_format: str
+    burned_in: str
+    study_date: str = ""
+
+
+@dataclass
+class IngestResult:
+    """Outcome of one ingest: the Upload record and what it created."""
+
+    upload: Upload
+    series: list[Series] = field(default_factory=list)
+    created_series: int = 0
+    num_instances: int = 0
+    num_duplicates: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def ingest(
+    project: Project,
+    sources: Iterable[SourceFile],
+    *,
+    user: Any = None,
+    origin: str = "api",
+    patient_key: str | None = None,
+    modality: str = "DX",
+    limits: Limits | None = None,
+    progress: ProgressCallback | None = None,
+) -> IngestResult:
+    """Validate, de-identify and store an upload; atomically (all or nothing).
+
+    Args:
+        project: Target project (its ``deidentify`` flag and secret apply).
+        sources: Uploaded files: DICOM, .zip of DICOM, PNG/JPEG, NIfTI.
+        user: Uploading user, recorded on the Upload.
+        origin: ``api`` or ``command``.
+        patient_key: Optional patient key for PNG/JPEG/NIfTI files (hashed to a pseudonym);
+            without it each such file is its own patient.
+        modality: Modality recorded for PNG/JPEG X-rays (``DX`` or ``CR``).
+        limits: Size limits; default from settings.
+        progress: Called with the number of files processed since the last call.
+
+    Raises:
+        IngestError: A subclass naming the offending file and the reason. Nothing is stored then.
+    """
+    limits = limits or Limits.from_settings()
+    files = expand(sources, limits)
+    if not files:
+        raise NoFilesError("(upload)", "no files were received")
+    prepared = _prepare_all(project, files, patient_key=patient_key, modality=modality, progress=progress)
+    result = _store(project, prepared, user=user, origin=origin, num_files=len(files))
+    logger.info(
+        "ingested upload %s into project %s: %d instances in %d series, %d duplicates skipped",
+        result.upload.pk, project.pk, result.num_instances, len(result.series), result.num_duplicates,
+    )
+    return result
+
+
+def _prepare_all(
+    project: Project, files: Sequence[SourceFile], *, patient_key: str | None, modality: str,
+    progress: ProgressCallback | None,
+) -> list[PreparedInstance]:
+    options = ImageOptions(secret=project.deid_secret, patient_key=patient_key, modality=modality)
+    prepared: list[PreparedInstance] = []
+    first_patient: tuple[str, str] | None = None  # (original key, file name); memory only
+    for source in files:
+        kind = kind_of(source)
+        if kind == "dicom":
+            ds = read_dicom(source.name, source.data)
+            key = original_patient_key(ds)
+            if first_patient is None:
+                first_patient = (key, source.name)
+            elif key != first_patient[0]:
+                raise MixedPatientsError(
+                    source.name, f"this file belongs to a different patient than {first_patient[1]}; "
+                    "upload one patient at a time"
+                )
+            prepared.append(_prepare_dicom(project, source.name, ds))
+        elif kind == "image":
+            ds = image_to_dataset(source.name, source.data, options)
+            prepared.append(PreparedInstance(source.name, ds, str(ds.PatientID), SourceFormat.IMAGE, BurnedInAnnotation.UNKNOWN))
+        else:
+            for ds in nifti_to_datasets(source.name, source.data, options):
+                prepared.append(PreparedInstance(source.name, ds, str(ds.PatientID), SourceFormat.NIFTI, BurnedInAnnotation.NO))
+        if progress is not None:
+            progress(1)
+    return prepared
+
+
+def _prepare_dicom(project: Project, name: str, ds: Dataset) -> PreparedInstance:
+    if project.deidentify:
+        result = deidentify(ds, project.deid_secret)
+        pseudonym, burned_in = result.pseudonym, result.burned_in_annotation
+    else:
+        pseudonym = pseudonym_for(project.deid_secret, original_patient_key(ds))
+        flag = str(ds.get("BurnedInAnnotation", "") or "").upper()
+        burned_in = flag if flag in ("YES", "NO") else BurnedInAnnotation.UNKNOWN
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        if not UID_PATTERN.match(str(ds.get(keyword, "") or "")) or len(str(ds.get(keyword))) > 64:
+            raise TruncatedDicomError(name, f"{keyword} is missing or malformed")
+    return PreparedInstance(name, ds, pseudonym, SourceFormat.DICOM, burned_in, str(ds.get("StudyDate", "") or ""))
+
+
+def dataset_bytes(ds: Dataset) -> bytes:
+    """Serialise a dataset as a DICOM Part-10 file with a fresh file meta header."""
+    transfer_syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) or pydicom.uid.ExplicitVRLittleEndian
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = transfer_syntax
+    ds.file_meta = meta
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _float_list(value: Any) -> list[float] | None:
+    if value is None or value == "":
+        return None
+    try:
+        return [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+
+
+def _slice_location(ds: Dataset) -> float | None:
+    orientation, position = _float_list(ds.get("ImageOrientationPatient")), _float_list(ds.get("ImagePositionPatient"))
+    if not orientation or not position or len(orientation) != 6 or len(position) != 3:
+        return None
+    normal = np.cross(orientation[:3], orientation[3:])
+    return float(np.dot(normal, position))
+
+
+def _parse_da(value: str) -> Any:
+    try:
+        return dt.datetime.strptime(value[:8], "%Y%m%d").date() if value else None
+    except ValueError:
+        return None
+
+
+def _store(project: Project, prepared: list[PreparedInstance], *, user: Any, origin: str, num_files: int) -> IngestResult:
+    groups: OrderedDict[str, list[PreparedInstance]] = OrderedDict()
+    for item in prepared:
+        groups.setdefault(str(item.dataset.SeriesInstanceUID), []).append(item)
+    saved: list[str] = []
+    try:
+        with transaction.atomic():
+            upload = Upload.objects.create(
+                project=project, created_by=user if user is not None and user.is_authenticated else None,
+                source=origin, num_files=num_files,
+            )
+            result = IngestResult(upload=upload)
+            for series_uid, items in groups.items():
+                series, created, added, duplicates = _store_series(project, series_uid, items, saved)
+                result.num_instances += added
+                result.num_duplicates += duplicates
+                result.created_series += int(created)
+                if added:
+                    result.series.append(series)
+                    transaction.on_commit(lambda s=series, c=created: _after_commit(s, c, upload))
+                if added and series.burned_in_annotation != BurnedInAnnotation.NO:
+                    result.warnings.append(
+                        f"series {series.series_instance_uid}: burned-in annotation "
+                        f"{series.burned_in_annotation.lower()}; check the pixels for identifying text"
+                    )
+            upload.num_instances = result.num_instances
+            upload.num_duplicates = result.num_duplicates
+            upload.warnings = result.warnings
+            upload.save(update_fields=["num_instances", "num_duplicates", "warnings"])
+            upload.series.set(result.series)
+    except BaseException:
+        _delete_files(saved)
+        raise
+    return result
+
+
+def _delete_files(names: Iterable[str]) -> None:
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except OSError:
+            logger.exception("could not delete stored file %s during clean-up", name)
+
+
+def _store_series(
+    project: Project, series_uid: str, items: list[PreparedInstance], saved: list[str]
+) -> tuple[Series, bool, int, int]:
+    first = items[0]
+    ds = first.dataset
+    patient, _ = Patient.objects.get_or_create(project=project, pseudonym=first.pseudonym)
+    study, _ = Study.objects.get_or_create(
+        project=project, study_instance_uid=str(ds.StudyInstanceUID),
+        defaults={"patient": patient, "study_date": _parse_da(first.study_date)},
+    )
+    if study.patient_id != patient.pk:
+        raise MixedPatientsError(first.source_name, "the study already exists in this project under another patient")
+    series, created = Series.objects.get_or_create(
+        project=project, series_instance_uid=series_uid, defaults=_series_fields(study, first)
+    )
+    if series.study_id != study.pk:
+        raise MixedPatientsError(first.source_name, "the series already exists in this project under another study")
+    existing = set(
+        Instance.objects.filter(project=project, sop_instance_uid__in=[str(i.dataset.SOPInstanceUID) for i in items])
+        .values_list("sop_instance_uid", flat=True)
+    )
+    added = duplicates = 0
+    for item in items:
+        sop_uid = str(item.dataset.SOPInstanceUID)
+        if sop_uid in existing:
+            duplicates += 1
+            continue
+        existing.add(sop_uid)
+        _store_instance(project, series, study, item, saved)
+        added += 1
+    if added:
+        update_series_geometry(series)
+    return series, created, added, duplicates
+
+
+def _series_fields(study: Study, item: PreparedInstance) -> dict[str, Any]:
+    ds = item.dataset
+    spacing = _float_list(ds.get("PixelSpacing")) or _float_list(ds.get("ImagerPixelSpacing"))
+    thickness = ds.get("SliceThickness")
+    return {
+        "study": study,
+        "modality": str(ds.Modality),
+        "source_format": item.source_format,
+        "series_number": int(ds.SeriesNumber) if ds.get("SeriesNumber") not in (None, "") else None,
+        "rows": int(ds.Rows),
+        "columns": int(ds.Columns),
+        "pixel_spacing_row": spacing[0] if spacing else None,
+        "pixel_spacing_column": spacing[1] if spacing and len(spacing) > 1 else None,
+        "slice_thickness": float(thickness) if thickness not in (None, "") else None,
+        "orientation": _float_list(ds.get("ImageOrientationPatient")),
+        "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "") or ""),
+        "burned_in_annotation": item.burned_in,
+    }
+
+
+def storage_name(project: Project, study_uid: str, series_uid: str, sop_uid: str) -> str:
+    """Where an instance is stored: derived from UIDs only, never from user paths."""
+    return f"projects/{project.pk}/{study_uid}/{series_uid}/{sop_uid}.dcm"
+
+
+def _store_instance(project: Project, series: Series, study: Study, item: PreparedInstance, saved: list[str]) -> None:
+    ds = item.dataset
+    content = dataset_bytes(ds)
+    name = default_storage.save(
+        storage_name(project, study.study_instance_uid, series.series_instance_uid, str(ds.SOPInstanceUID)),
+        ContentFile(content),
+    )
+    saved.append(name)
+    number = ds.get("InstanceNumber")
+    Instance.objects.create(
+        project=project, series=series, sop_instance_uid=str(ds.SOPInstanceUID), sop_class_uid=str(ds.SOPClassUID),
+        instance_number=int(number) if number not in (None, "") else None,
+        image_position=_float_list(ds.get("ImagePositionPatient")), slice_location=_slice_location(ds),
+        file=name, file_size=len(content), sha256=sha256_hex(content),
+    )
+
+
+def update_series_geometry(series: Series) -> None:
+    """Recount instances and derive the slice spacing (median gap between slice positions, mm)."""
+    locations = sorted(
+        loc for loc in series.instances.values_list("slice_location", flat=True) if loc is not None
+    )
+    series.num_instances = series.instances.count()
+    if len(locations) >= 2:
+        gaps = np.diff(locations)
+        gaps = gaps[gaps > 1e-6]
+        series.slice_spacing = float(np.median(gaps)) if gaps.size else None
+    series.save(update_fields=["num_instances", "slice_spacing"])
+
+
+def _after_commit(series: Series, created: bool, upload: Upload) -> None:
+    """Queue post-ingest work and tell other apps (see ``imaging.signals``)."""
+    from .tasks import compute_series_statistics_task
+
+    compute_series_statistics_task.delay(series.pk)
+    for receiver, response in series_ingested.send_robust(sender=Series, series=series, created=created, upload=upload):
+        if isinstance(response, Exception):
+            logger.error("series_ingested receiver %r failed for series %s: %r", receiver, series.pk, response)
+
+
+def compute_series_statistics(series_id: int, max_samples: int = 2_000_000) -> dict[str, Any] | None:
+    """Intensity statistics of a stored series (HU for CT, stored pixel values otherwise).
+
+    Reads every instance through the storage API, applies RescaleSlope/Intercept and stores
+    ``min, max, mean, std, p01, p50, p99, voxels, slices, extent_mm`` in ``series.stats``.
+    Returns the statistics, or ``None`` when the series no longer exists.
+    """
+    series = Series.objects.filter(pk=series_id).first()
+    if series is None:
+        logger.warning("series %s vanished before its statistics were computed", series_id)
+        return None
+    samples: list[np.ndarray] = []
+    voxels = 0
+    instances = list(series.instances.all())
+    for instance in instances:
+        with default_storage.open(instance.file.name, "rb") as handle:
+            ds = pydicom.dcmread(handle)
+        values = np.asarray(apply_rescale(ds.pixel_array, ds), dtype=np.float64)
+        voxels += values.size
+        step = max(1, values.size * len(instances) // max_samples)
+        samples.append(values.ravel()[::step])
+    data = np.concatenate(samples) if samples else np.zeros(0)
+    locations = [i.slice_location for i in instances if i.slice_location is not None]
+    stats: dict[str, Any] = {
+        "unit": "HU" if series.modality == "CT" else "pixel value",
+        "slices": len(instances),
+        "voxels": voxels,
+        "extent_mm": (max(locations) - min(locations)) if len(locations) >= 2 else None,
+    }
+    if data.size:
+        p01, p50, p99 = np.percentile(data, [1, 50, 99])
+        stats.update(min=float(data.min()), max=float(data.max()), mean=float(data.mean()), std=float(data.std()),
+                     p01=float(p01), p50=float(p50), p99=float(p99))
+    series.stats = stats
+    series.stats_computed_at = timezone.now()
+    series.save(update_fields=["stats", "stats_computed_at"])
+    logger.info("statistics computed for series %s (%d slices)", series.pk, len(instances))
+    return stats
+
+
+def delete_series(series: Series) -> None:
+    """Delete a series, its instances and (after commit) their stored files."""
+    names = list(series.instances.values_list("file", flat=True))
+    study = series.study
+    with transaction.atomic():
+        series.delete()
+        if not study.series.exists():
+            patient = study.patient
+            study.delete()
+            if not patient.studies.exists():
+                patient.delete()
+        transaction.on_commit(lambda: _delete_files(names))
+
+
+@dataclass(frozen=True)
+class DemoSetup:
+    """What ``ensure_demo`` created or found."""
+
+    username: str
+    password_hint: str
+    project_name: str
+    project_id: int
+    token: str
+
+
+def ensure_demo(*, username: str = "admin", password: str = "pleura-admin", reset_password: bool = False,
+                project_name: str = "demo") -> DemoSetup:
+    """Idempotently create a superuser, the demo project and the admin's membership and token.
+
+    The password is set when the user is created, or again when ``reset_password`` is true.
+    """
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from accounts.models import Membership, Role
+
+    user_model = get_user_model()
+    with transaction.atomic():
+        user, created = user_model.objects.get_or_create(
+            username=username, defaults={"is_staff": True, "is_superuser": True}
+        )
+        if created or reset_password:
+            user.set_password(password)
+            user.save()
+        project, _ = Project.objects.get_or_create(
+            name=project_name, defaults={"description": "Demo project created by setup_demo"}
+        )
+        Membership.objects.get_or_create(user=user, project=project, defaults={"role": Role.ADMIN})
+        token, _ = Token.objects.get_or_create(user=user)
+    hint = password if (created or reset_password) else "(unchanged; set PLEURA_ADMIN_PASSWORD to reset)"
+    return DemoSetup(username, hint, project.name, project.pk, token.key)

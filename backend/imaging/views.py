@@ -1,0 +1,185 @@
+"""REST API and WADO-URI endpoint for imaging data. Views parse, call a service, respond."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.files.storage import default_storage
+from django.db.models import QuerySet
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import api_view
+from rest_framework.exceptions import NotAcceptable, NotFound, ParseError, PermissionDenied
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts.models import Membership, Role
+from accounts.permissions import (
+    MANAGE_ROLES,
+    UPLOAD_ROLES,
+    ProjectRolePermission,
+    has_role,
+    project_ids_for,
+)
+
+from . import services
+from .errors import FileTooLargeError
+from .filters import InstanceFilter, PatientFilter, SeriesFilter, StudyFilter, UploadFilter
+from .models import Instance, Patient, Project, Series, Study, Upload
+from .serializers import (
+    InstanceSerializer,
+    PatientSerializer,
+    ProjectSerializer,
+    SeriesSerializer,
+    StudySerializer,
+    UploadCreateSerializer,
+    UploadSerializer,
+)
+from .sources import SourceFile
+
+logger = logging.getLogger(__name__)
+WADO_CONTENT_TYPES = frozenset({"application/dicom", "application/dicom;transfer-syntax=*", "*/*", "*"})
+
+
+class ProjectScopedMixin:
+    """Limit the queryset to projects the user is a member of; writes need ``write_roles``."""
+
+    permission_classes = [IsAuthenticated, ProjectRolePermission]
+    write_roles = MANAGE_ROLES
+    project_lookup = "project_id__in"
+
+    def get_queryset(self) -> QuerySet:
+        return super().get_queryset().filter(**{self.project_lookup: project_ids_for(self.request.user)})
+
+
+class ProjectViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
+    """Projects the user is a member of. Site staff create projects (and become their admin)."""
+
+    queryset = Project.objects.all()
+    serializer_class = ProjectSerializer
+    project_lookup = "pk__in"
+    ordering_fields = ["name", "created_at"]
+
+    def perform_create(self, serializer: ProjectSerializer) -> None:
+        if not self.request.user.is_staff:
+            raise PermissionDenied("only site staff can create projects")
+        project = serializer.save()
+        Membership.objects.create(user=self.request.user, project=project, role=Role.ADMIN)
+
+
+class PatientViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """Patients (pseudonyms only)."""
+
+    queryset = Patient.objects.all()
+    serializer_class = PatientSerializer
+    filterset_class = PatientFilter
+
+
+class StudyViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """Studies (de-identified UIDs and shifted dates)."""
+
+    queryset = Study.objects.all()
+    serializer_class = StudySerializer
+    filterset_class = StudyFilter
+
+
+class SeriesViewSet(ProjectScopedMixin, mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Series with geometry and statistics; project admins may delete a series."""
+
+    queryset = Series.objects.select_related("study")
+    serializer_class = SeriesSerializer
+    filterset_class = SeriesFilter
+    ordering_fields = ["created_at", "series_number"]
+
+    def perform_destroy(self, instance: Series) -> None:
+        services.delete_series(instance)
+
+
+class InstanceViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """Stored instances, ordered by position along the slice normal; ``wado_url`` loads one."""
+
+    queryset = Instance.objects.select_related("series__study")
+    serializer_class = InstanceSerializer
+    filterset_class = InstanceFilter
+
+
+class UploadViewSet(ProjectScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Uploads: POST multipart ``project`` + ``files`` (DICOM, .zip, PNG/JPEG, NIfTI)."""
+
+    queryset = Upload.objects.select_related("created_by").prefetch_related("series")
+    serializer_class = UploadSerializer
+    filterset_class = UploadFilter
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        request={"multipart/form-data": UploadCreateSerializer},
+        responses={
+            201: UploadSerializer,
+            400: OpenApiResponse(description='Bad input: {"detail", "file", "code"}'),
+            413: OpenApiResponse(description="File or archive too large"),
+            415: OpenApiResponse(description="Unsupported file type, transfer syntax or modality"),
+        },
+    )
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        form = UploadCreateSerializer(data=request.data)
+        form.fields["project"].queryset = Project.objects.filter(pk__in=project_ids_for(request.user))
+        form.is_valid(raise_exception=True)
+        project: Project = form.validated_data["project"]
+        if not has_role(request.user, project.pk, UPLOAD_ROLES):
+            raise PermissionDenied("your role in this project does not allow uploads")
+        oversized = getattr(request._request, "pleura_oversized", [])
+        if oversized:
+            raise FileTooLargeError(oversized[0], "the file is over the configured upload size limit")
+        sources = [SourceFile(f.name, f.read()) for f in form.validated_data.get("files", [])]
+        result = services.ingest(
+            project, sources, user=request.user, origin="api",
+            patient_key=form.validated_data.get("patient"), modality=form.validated_data["modality"],
+        )
+        body = UploadSerializer(result.upload, context=self.get_serializer_context()).data
+        body["created_series"] = result.created_series
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter("requestType", str, required=True, description="Must be WADO"),
+        OpenApiParameter("studyUID", str, required=True),
+        OpenApiParameter("seriesUID", str, required=True),
+        OpenApiParameter("objectUID", str, required=True),
+        OpenApiParameter("contentType", str, description="application/dicom (the default here)"),
+        OpenApiParameter("project", int, description="Project id, when the same UIDs exist in several of yours"),
+    ],
+    responses={(200, "application/dicom"): OpenApiTypes.BINARY, 404: OpenApiResponse(description="Not found")},
+)
+@api_view(["GET"])
+def wado_uri(request: Request) -> FileResponse:
+    """WADO-URI (DICOM PS3.18): the stored, de-identified instance as ``application/dicom``."""
+    params = request.query_params
+    if params.get("requestType") != "WADO":
+        raise ParseError("requestType must be WADO")
+    missing = [key for key in ("studyUID", "seriesUID", "objectUID") if not params.get(key)]
+    if missing:
+        raise ParseError(f"missing parameter(s): {', '.join(missing)}")
+    content_type = params.get("contentType", "application/dicom").replace(" ", "")
+    if content_type not in WADO_CONTENT_TYPES:
+        raise NotAcceptable("only contentType=application/dicom is served")
+    instances = Instance.objects.filter(
+        project_id__in=project_ids_for(request.user),
+        sop_instance_uid=params["objectUID"],
+        series__series_instance_uid=params["seriesUID"],
+        series__study__study_instance_uid=params["studyUID"],
+    )
+    if params.get("project", "").isdigit():
+        instances = instances.filter(project_id=int(params["project"]))
+    instance = instances.order_by("project_id").first()
+    if instance is None:
+        raise NotFound("no such instance in your projects")
+    response = FileResponse(default_storage.open(instance.file.name, "rb"), content_type="application/dicom")
+    response["Content-Disposition"] = f'attachment; filename="{instance.sop_instance_uid}.dcm"'
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
