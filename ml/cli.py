@@ -12,7 +12,10 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,99 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _modality(model: str) -> str:
+    from ml.registry import resolve
+
+    return resolve(model).modality
+
+
+def read_input_image(path: Path) -> tuple["np.ndarray", str, tuple[float, float] | None]:
+    """Read a PNG/JPEG/TIFF or DICOM chest X-ray: (array, photometric, pixel spacing in mm or None)."""
+    if path.suffix.lower() in {".dcm", ".dicom"} or path.suffix == "":
+        import pydicom
+
+        ds = pydicom.dcmread(path)
+        spacing = getattr(ds, "PixelSpacing", None) or getattr(ds, "ImagerPixelSpacing", None)
+        return (ds.pixel_array, str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")),
+                (float(spacing[0]), float(spacing[1])) if spacing else None)
+    from ml.data import load_image
+
+    return load_image(path), "MONOCHROME2", None
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a model on one split of a manifest."""
+    if _modality(args.model) == "ct":
+        from ml.ct import api
+
+        summary = api.evaluate(args.model, Path(args.manifest), args.split, Path(args.out))
+    else:
+        from ml.evaluation import evaluate_model
+
+        kwargs: dict[str, Any] = {}
+        if args.tta is not None:
+            kwargs["tta_flip"] = args.tta
+        if args.no_postprocess:
+            kwargs["postprocessing"] = {"keep_largest": False, "remove_specks": False,
+                                        "fill_holes": False, "smooth": False, "fix_sides": False}
+        summary = evaluate_model(args.model, Path(args.manifest), args.split, Path(args.out),
+                                 progress=not args.no_progress, num_threads=args.threads, **kwargs)
+    keys = ("n_cases", "dice_mean", "dice_median", "dice_p05", "iou_mean", "pixel_accuracy_mean", "hd95_mean",
+            "right_lung_dice_mean", "left_lung_dice_mean", "sides_correct_fraction")
+    _print_json({k: summary[k] for k in keys if k in summary})
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Segment one image and write the label map."""
+    if _modality(args.model) == "ct":
+        from ml.ct import api
+
+        _print_json(api.predict(args.model, Path(args.input), Path(args.output)))
+        return 0
+    from PIL import Image
+
+    from ml.inference import CXRPredictor
+
+    image, photometric, spacing = read_input_image(Path(args.input))
+    predictor = CXRPredictor.from_registry(args.model, num_threads=args.threads,
+                                           **({"tta_flip": args.tta} if args.tta is not None else {}))
+    result = predictor.predict(image, args.photometric or photometric, spacing)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(result.labels).save(args.output)
+    _print_json({"output": str(args.output), "model": result.model_name, "shape": list(result.labels.shape),
+                 "confidence": result.confidence, "areas_px": result.areas_px, "areas_mm2": result.areas_mm2,
+                 "timings_ms": result.timings_ms})
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a model to ONNX and/or TorchScript."""
+    from ml.export import export_model
+
+    formats = ("onnx", "torchscript") if args.format == "all" else (args.format,)
+    _print_json(export_model(args.model, args.out_dir, formats))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmark speed and print JSON (also written to --out)."""
+    if _modality(args.model) == "ct":
+        from ml.ct import api
+
+        results = api.bench(args.model, Path(args.out) if args.out else None)
+    else:
+        from ml.bench import run_bench
+
+        results = run_bench(args.model, threads=args.threads, repeats=args.repeats, batch=args.batch,
+                            image_path=args.image)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    _print_json(results)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser with one sub-command per task."""
     parser = argparse.ArgumentParser(
@@ -62,6 +158,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=Path, default=None, help="run folder (default: config's output_dir)")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if last.pt exists")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a model on a manifest split (per_case.csv + summary.json)",
+                       description="Run a model on every case of one split at native resolution and write "
+                       "OUT/per_case.csv and OUT/summary.json (dice_mean, dice_median, dice_p05, iou_mean, "
+                       "pixel_accuracy_mean, hd95_mean, n_cases, per-lung values, bootstrap CIs). "
+                       "Case Dice = mean of right- and left-lung Dice.")
+    p.add_argument("--model", required=True, help="model name, alias (cxr, ct) or weights .pt path")
+    p.add_argument("--manifest", required=True, type=Path, help="manifest.csv (its folder is the data root)")
+    p.add_argument("--split", required=True, help="split to evaluate, e.g. val or test")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="horizontal-flip test-time augmentation (default: the model card's setting)")
+    p.add_argument("--no-postprocess", action="store_true", help="disable all post-processing steps")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="segment one image and write its label map",
+                       description="Segment the lungs of one chest X-ray (PNG/JPEG/TIFF/DICOM) and write a "
+                       "uint8 label PNG at the input's size: 0 background, 1 right lung, 2 left lung.")
+    p.add_argument("--model", default="cxr", help="model name, alias or weights path (default: cxr)")
+    p.add_argument("--input", required=True, type=Path, help="input image")
+    p.add_argument("--output", required=True, type=Path, help="output label PNG")
+    p.add_argument("--photometric", default=None, help="override Photometric Interpretation (MONOCHROME1/2)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="flip TTA override")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a model to ONNX / TorchScript",
+                       description="Export a registered model to ONNX (opset 17, dynamic batch) and TorchScript "
+                       "and check their outputs against PyTorch.")
+    p.add_argument("--model", default="cxr", help="model name, alias or weights path (default: cxr)")
+    p.add_argument("--out-dir", type=Path, default=None, help="destination (default: beside the weights)")
+    p.add_argument("--format", choices=["onnx", "torchscript", "all"], default="all")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="speed benchmark (JSON)",
+                       description="CPU latency of one image at model size, batched images/s, torch vs "
+                       "onnxruntime, and end to end from a 2048x2048 file to the full-size mask. Prints JSON.")
+    p.add_argument("--model", default="cxr", help="model name or alias (default: cxr)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--repeats", type=int, default=20, help="timed repetitions")
+    p.add_argument("--batch", type=int, default=16, help="batch size for throughput")
+    p.add_argument("--image", type=Path, default=None, help="end-to-end input file (default: synthetic 2048x2048 16-bit PNG)")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON here, e.g. bench/results/cxr.json")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
