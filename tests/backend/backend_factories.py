@@ -18,8 +18,8 @@ def make_dicom(
     *,
     patient_id: str = ORIGINAL_PATIENT_ID,
     patient_name: str = ORIGINAL_PATIENT_NAME,
-    study_uid: str = "1.2.826.0.1.3680043.8.498.1",
-    series_uid: str = "1.2.826.0.1.3680043.8.498.1.1",
+    study_uid: str = "1.3.6.1.4.1.99999.1",
+    series_uid: str = "1.3.6.1.4.1.99999.1.1",
     sop_uid: str | None = None,
     instance_number: int = 1,
     z: float = 0.0,
@@ -33,7 +33,7 @@ def make_dicom(
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid or generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid or generate_uid(prefix="1.3.6.1.4.1.99999.2.")
     ds.file_meta.TransferSyntaxUID = transfer_syntax
     ds.SOPClassUID = CTImageStorage
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID

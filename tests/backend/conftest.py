@@ -30,10 +30,11 @@ def _isolated_storage(settings: Any, tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _celery_eager() -> Any:
     """Run tasks in-process in ordinary tests (the worker test uses a real worker)."""
+    # The app reads Django settings with namespace CELERY: set the namespaced key.
     previous = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
+    celery_app.conf.CELERY_TASK_ALWAYS_EAGER = True
     yield
-    celery_app.conf.task_always_eager = previous
+    celery_app.conf.CELERY_TASK_ALWAYS_EAGER = previous
 
 
 @pytest.fixture
