@@ -1,0 +1,74 @@
+"""REST API of annotation: mask revisions and their label maps (raw for the viewer, PNG/NIfTI downloads)."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db.models import QuerySet
+from django.http import HttpResponse
+from django_filters import rest_framework as filters
+from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+
+from accounts.permissions import project_ids_for
+
+from . import services
+from .labelmaps import LabelMapError
+from .models import MaskRevision
+from .serializers import MaskRevisionSerializer
+
+logger = logging.getLogger(__name__)
+
+
+class MaskRevisionFilter(filters.FilterSet):
+    study = filters.NumberFilter(field_name="series__study_id")
+
+    class Meta:
+        model = MaskRevision
+        fields = ["project", "study", "series", "instance", "target_key", "source", "status", "model_version"]
+
+
+class MaskRevisionViewSet(viewsets.ReadOnlyModelViewSet):
+    """Mask revisions of the user's projects (append-only; newest number = latest)."""
+
+    queryset = MaskRevision.objects.select_related("model_version", "author", "series")
+    serializer_class = MaskRevisionSerializer
+    permission_classes = [IsAuthenticated]
+    filterset_class = MaskRevisionFilter
+    ordering_fields = ["created_at", "number"]
+
+    def get_queryset(self) -> QuerySet:
+        return super().get_queryset().filter(project_id__in=project_ids_for(self.request.user))
+
+    @action(detail=True, methods=["get"])
+    def labelmap(self, request: Request, pk: str | None = None) -> HttpResponse:
+        """The label map as raw C-order uint8 bytes; shape, dtype and spacing in ``X-`` headers."""
+        revision = self.get_object()
+        try:
+            labels = services.read_labels(revision)
+        except LabelMapError as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
+        response = HttpResponse(labels.tobytes(order="C"), content_type="application/octet-stream")
+        response["X-Shape"] = ",".join(str(n) for n in labels.shape)
+        response["X-Dtype"] = "uint8"
+        response["X-Spacing"] = ",".join(str(s) for s in revision.spacing) if revision.spacing else ""
+        response["X-Orientation"] = "LPS" if labels.ndim == 3 else "image"
+        response["X-Checksum"] = revision.checksum
+        response["Access-Control-Expose-Headers"] = "X-Shape, X-Dtype, X-Spacing, X-Orientation, X-Checksum"
+        return response
+
+    @action(detail=True, methods=["get"])
+    def download(self, request: Request, pk: str | None = None) -> HttpResponse:
+        """The label map as a file: ``?kind=png`` (2D) or ``?kind=nifti`` (.nii.gz, 2D or 3D)."""
+        revision = self.get_object()
+        kind = request.query_params.get("kind", "png" if len(revision.shape) == 2 else "nifti")
+        try:
+            data, content_type, filename = services.export(revision, kind)
+        except LabelMapError as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
+        response = HttpResponse(data, content_type=content_type)
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response

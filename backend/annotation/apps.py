@@ -1,0 +1,17 @@
+"""App config for annotation: mask revisions (append-only lineage), review, editing API."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class AnnotationConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "annotation"
+
+    def ready(self) -> None:
+        from modeling.signals import proposal_ready
+
+        from . import receivers
+
+        proposal_ready.connect(receivers.store_proposal, dispatch_uid="annotation.store_proposal")

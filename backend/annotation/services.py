@@ -1,0 +1,153 @@
+"""Mask-revision services: append a revision, read its label map back.
+
+Every revision is written through the Django storage API under
+``masks/<project>/<target>/r<number>-<checksum[:16]>.<png|nii.gz>`` and announced with
+:data:`annotation.signals.revision_created` in the same transaction (quality computes its
+flags there).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import Max
+
+from imaging.models import Instance, Series
+
+from . import labelmaps
+from .models import MaskRevision, RevisionSource, RevisionStatus
+from .signals import revision_created
+
+logger = logging.getLogger(__name__)
+
+
+class TargetMismatchError(ValueError):
+    """A label map does not fit the image or series it is meant for."""
+
+
+def target_key(series: Series, instance: Instance | None) -> str:
+    """``"instance:<id>"`` for an X-ray image, ``"series:<id>"`` for a CT series."""
+    return f"instance:{instance.pk}" if instance is not None else f"series:{series.pk}"
+
+
+def _check_fits(labels: np.ndarray, series: Series, instance: Instance | None) -> None:
+    if instance is not None:
+        expected = (series.rows, series.columns)
+        if labels.ndim != 2 or tuple(labels.shape) != expected:
+            raise TargetMismatchError(
+                f"label map {labels.shape} does not fit image {instance.pk} of {expected[0]}x{expected[1]} pixels")
+    elif labels.ndim != 3:
+        raise TargetMismatchError(f"a series label map must be (D, H, W), got {labels.shape}")
+    elif sorted(labels.shape) != sorted((series.num_instances or labels.shape[0], series.rows, series.columns)):
+        raise TargetMismatchError(
+            f"label map {labels.shape} does not fit series {series.pk} "
+            f"({series.num_instances} slices of {series.rows}x{series.columns})")
+
+
+def create_revision(
+    *,
+    series: Series,
+    instance: Instance | None,
+    labels: np.ndarray,
+    source: str,
+    status: str,
+    spacing: tuple[float, ...] | None = None,
+    geometry: dict[str, Any] | None = None,
+    parent: MaskRevision | None = None,
+    author: Any = None,
+    model_version: Any = None,
+    proposal_job: Any = None,
+    method: str = "",
+    note: str = "",
+    confidence: float | None = None,
+    entropy: float | None = None,
+) -> MaskRevision:
+    """Append a revision to the target's lineage (numbers are assigned under a row lock).
+
+    Args:
+        labels: ``(H, W)`` for an X-ray image, ``(D, H, W)`` canonical LPS for a CT series; uint8 0/1/2.
+        spacing: mm per array axis, ``None`` when unknown.
+        parent: the revision this one corrects; the target's latest revision when ``None``.
+
+    Raises:
+        LabelMapError: bad label values or type.
+        TargetMismatchError: the label map does not fit the target.
+    """
+    labels = labelmaps.validate(labels)
+    _check_fits(labels, series, instance)
+    geometry = dict(geometry or {})
+    key = target_key(series, instance)
+    data, fmt = labelmaps.encode(labels, geometry, spacing)
+    digest = labelmaps.checksum(labels)
+    right, left, unit = labelmaps.side_sizes(labels, spacing)
+    with transaction.atomic():
+        Series.objects.select_for_update().filter(pk=series.pk).first()  # serialises numbering per series
+        latest = MaskRevision.objects.filter(target_key=key).aggregate(n=Max("number"))["n"] or 0
+        if parent is None and latest:
+            parent = MaskRevision.objects.get(target_key=key, number=latest)
+        number = latest + 1
+        name = default_storage.save(
+            f"masks/{series.project_id}/{key.replace(':', '-')}/r{number}-{digest[:16]}.{fmt}", ContentFile(data))
+        revision = MaskRevision.objects.create(
+            project_id=series.project_id, series=series, instance=instance, target_key=key, number=number,
+            parent=parent, source=source, author=author if getattr(author, "pk", None) else None,
+            model_version=model_version, proposal_job=proposal_job, method=method, note=note, status=status,
+            labelmap=name, labelmap_format=fmt, shape=list(labels.shape), dtype="uint8",
+            spacing=list(spacing) if spacing is not None else None, geometry=geometry, checksum=digest,
+            right_size=right, left_size=left, size_unit=unit, confidence=confidence, entropy=entropy,
+        )
+        revision_created.send(sender=MaskRevision, revision=revision, labels=labels)
+    logger.info("stored %s (%s, %d bytes %s)", revision, method or source, len(data), fmt)
+    return revision
+
+
+def record_proposal(job: Any, proposal: Any) -> MaskRevision:
+    """Store a model proposal (a :class:`modeling.inference.Proposal`) once per proposal job."""
+    existing = MaskRevision.objects.filter(proposal_job=job).first()
+    if existing is not None:
+        return existing
+    note = ""
+    if proposal.method != "model":
+        note = f"{proposal.method} fallback: {proposal.fallback_reason}"
+    return create_revision(
+        series=job.series, instance=job.instance, labels=proposal.labels, source=RevisionSource.MODEL,
+        status=RevisionStatus.PROPOSED, spacing=proposal.spacing, geometry=proposal.geometry,
+        model_version=job.model_version, proposal_job=job, method=proposal.method, note=note,
+        confidence=proposal.confidence, entropy=proposal.entropy,
+    )
+
+
+def read_labels(revision: MaskRevision) -> np.ndarray:
+    """The revision's label map, decoded and checked against its checksum.
+
+    Raises:
+        LabelMapError: the stored file is unreadable or does not match the recorded checksum.
+    """
+    with default_storage.open(revision.labelmap.name, "rb") as handle:
+        labels = labelmaps.decode(handle.read(), revision.labelmap_format)
+    if labelmaps.checksum(labels) != revision.checksum:
+        raise labelmaps.LabelMapError(f"{revision.labelmap.name}: stored label map does not match its checksum")
+    return labels
+
+
+def export(revision: MaskRevision, fmt: str) -> tuple[bytes, str, str]:
+    """A download of the label map: ``(bytes, content type, file name)`` for ``png`` or ``nifti``.
+
+    Raises:
+        LabelMapError: unknown format, or PNG asked for a 3D label map.
+    """
+    labels = read_labels(revision)
+    stem = f"{revision.target_key.replace(':', '-')}-r{revision.number}"
+    spacing = tuple(revision.spacing) if revision.spacing else None
+    if fmt == "png":
+        if labels.ndim != 2:
+            raise labelmaps.LabelMapError("PNG is for 2D label maps; ask for format=nifti")
+        return labelmaps.encode_png(labels), "image/png", f"{stem}.png"
+    if fmt == "nifti":
+        return labelmaps.encode_nifti(labels, revision.geometry, spacing), "application/gzip", f"{stem}.nii.gz"
+    raise labelmaps.LabelMapError(f"unknown format {fmt!r}: use raw, png or nifti")
