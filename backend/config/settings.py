@@ -67,6 +67,9 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "accounts",
     "imaging",
+    "modeling",
+    "annotation",
+    "quality",
 ]
 
 MIDDLEWARE = [
@@ -213,6 +216,13 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
+# Redis redelivers an unacknowledged message (worker killed mid-task) after this many seconds;
+# keep it above the longest task (a CT proposal) or a slow job runs twice (harmless, wasted work).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": _env_int("PLEURA_BROKER_VISIBILITY_TIMEOUT", 3600)}
+# Proposal jobs (modeling): device ("" = CUDA when present, else CPU), retries and first backoff (s).
+PLEURA_DEVICE = os.environ.get("PLEURA_DEVICE", "")
+PLEURA_PROPOSAL_MAX_RETRIES = _env_int("PLEURA_PROPOSAL_MAX_RETRIES", 3)
+PLEURA_PROPOSAL_RETRY_BACKOFF = _env_int("PLEURA_PROPOSAL_RETRY_BACKOFF", 5)
 
 # --- Logging ----------------------------------------------------------------------------------
 LOGGING = {
