@@ -1,0 +1,74 @@
+"""Label-map codecs (hand-checked geometry) and the append-only revision lineage."""
+
+from __future__ import annotations
+
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from annotation import labelmaps, services
+from annotation.models import MaskRevision, RevisionImmutableError, RevisionSource, RevisionStatus
+from imaging.models import Series
+from imaging.services import ingest
+from imaging.sources import SourceFile
+from proposal_helpers import xray_png
+
+
+def test_png_round_trip_and_checks():
+    labels = np.zeros((5, 7), np.uint8)
+    labels[1:3, 1:3], labels[2:4, 4:6] = 1, 2
+    assert np.array_equal(labelmaps.decode(*labelmaps.encode(labels, {}, None)), labels)
+    assert labelmaps.checksum(labels) != labelmaps.checksum(labels.reshape(7, 5))
+    with pytest.raises(labelmaps.LabelMapError):
+        labelmaps.validate(np.full((3, 3), 3))
+    with pytest.raises(labelmaps.LabelMapError):
+        labelmaps.validate(np.zeros((3, 3), np.float32))
+    assert labelmaps.side_sizes(labels, (0.5, 2.0)) == (4.0, 4.0, "mm2")
+
+
+def test_nifti_round_trip_places_voxels_in_ras_space():
+    labels = np.zeros((4, 5, 6), np.uint8)  # (D, H, W) canonical LPS
+    labels[3, 1, 2] = 1
+    geometry = {"spacing_xyz": [0.5, 0.8, 3.0], "origin": [10.0, 20.0, -30.0], "direction": [1, 0, 0, 0, 1, 0, 0, 0, 1]}
+    data = labelmaps.encode_nifti(labels, geometry, (3.0, 0.8, 0.5))
+    assert np.array_equal(labelmaps.decode_nifti(data), labels)
+    image = nib.Nifti1Image.from_bytes(gzip.decompress(data))
+    i, j, k = np.argwhere(np.asarray(image.dataobj) == 1)[0]
+    assert (i, j, k) == (2, 1, 3)  # (x=W, y=H, z=D)
+    # LPS (10 + 2*0.5, 20 + 1*0.8, -30 + 3*3) → RAS (-11, -20.8, -21)
+    assert np.allclose(image.affine @ [i, j, k, 1], [-11.0, -20.8, -21.0, 1.0])
+
+
+@pytest.mark.django_db
+def test_revisions_are_numbered_append_only_and_never_deleted(project, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        result = ingest(project, [SourceFile("chest.png", xray_png())])
+    series = Series.objects.get(pk=result.series[0].pk)
+    instance = series.instances.get()
+    labels = np.zeros((series.rows, series.columns), np.uint8)
+    labels[10:30, 10:30], labels[10:30, 50:70] = 1, 2
+    first = services.create_revision(series=series, instance=instance, labels=labels, source=RevisionSource.PERSON,
+                                     status=RevisionStatus.DRAFT, spacing=(0.5, 0.5))
+    labels[10:30, 30:35] = 1
+    second = services.create_revision(series=series, instance=instance, labels=labels, source=RevisionSource.PERSON,
+                                      status=RevisionStatus.DRAFT, spacing=(0.5, 0.5))
+    assert (first.number, second.number, second.parent_id) == (1, 2, first.pk)
+    assert first.right_size == 400 * 0.25 and second.right_size == 500 * 0.25 and second.size_unit == "mm2"
+    assert np.array_equal(services.read_labels(first), np.where(labels == 1, 0, labels) | (
+        np.pad(np.ones((20, 20), np.uint8), ((10, series.rows - 30), (10, series.columns - 30)))))
+    first.note = "changed"
+    with pytest.raises(RevisionImmutableError):
+        first.save()
+    with pytest.raises(RevisionImmutableError):
+        first.delete()
+    with pytest.raises(RevisionImmutableError):
+        MaskRevision.objects.filter(pk=first.pk).delete()
+    first.status = RevisionStatus.SUBMITTED
+    first.save(update_fields=["status"])
+    assert MaskRevision.objects.get(pk=first.pk).note == ""
+    with pytest.raises(services.TargetMismatchError):
+        services.create_revision(series=series, instance=instance, labels=labels[:-1], source=RevisionSource.PERSON,
+                                 status=RevisionStatus.DRAFT)
+    assert MaskRevision.objects.filter(target_key=first.target_key).count() == 2
