@@ -28,6 +28,12 @@ def _isolated_storage(settings: Any, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    """PBKDF2 costs seconds per user on a busy CPU; tests do not need it."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _celery_eager() -> Any:
     """Run tasks in-process in ordinary tests (the worker test uses a real worker)."""
     # The app reads Django settings with namespace CELERY: set the namespaced key.
