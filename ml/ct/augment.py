@@ -1,0 +1,77 @@
+"""Batch augmentation for 2D CT slices (torch, CPU): geometry, intensity, resolution.
+
+Data are scarce (a handful of labelled volumes), so augmentation is strong: random rotation,
+scaling, shear, translation and left-right flips (the network predicts lung vs background, so a
+flip does not confuse sides), HU window shifts, noise, blur and low-resolution simulation (for
+the 3–4 mm in-plane cases).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def random_affine(
+    image: torch.Tensor, target: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random affine warp of a batch.
+
+    Args:
+        image: ``(B, C, S, S)`` float32.
+        target: ``(B, 1, S, S)`` int64 labels.
+        generator: random source.
+
+    Returns:
+        Warped ``(image, target)``; outside the image is filled with air (-1) / background.
+    """
+    batch = image.shape[0]
+    rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    angle = (rand(batch) - 0.5) * 2 * math.radians(15)
+    scale = 0.8 + 0.4 * rand(batch)
+    aspect = 0.9 + 0.2 * rand(batch)
+    shear = (rand(batch) - 0.5) * 0.2
+    flip = torch.where(rand(batch) < 0.5, -1.0, 1.0)
+    shift = (rand(batch, 2) - 0.5) * 0.2
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.zeros(batch, 2, 3)
+    theta[:, 0, 0] = cos / scale * flip
+    theta[:, 0, 1] = (-sin + shear) / scale
+    theta[:, 1, 0] = sin / (scale * aspect) * flip
+    theta[:, 1, 1] = cos / (scale * aspect)
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(image.shape), align_corners=False)
+    warped = F.grid_sample(image + 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1.0
+    labels = F.grid_sample(target.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return warped, (labels > 0.5).long()
+
+
+def random_intensity(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Window shift/scale, gaussian noise and occasional blur or low resolution, per sample."""
+    batch = image.shape[0]
+    rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    gain = (0.85 + 0.3 * rand(batch, 1, 1, 1))
+    offset = (rand(batch, 1, 1, 1) - 0.5) * 0.2
+    image = image * gain + offset
+    noise = torch.randn(image.shape, generator=generator) * (0.06 * rand(batch, 1, 1, 1))
+    image = image + noise
+    size = image.shape[-1]
+    low_res = rand(batch) < 0.3
+    if low_res.any():
+        factor = int(2 + 2 * float(rand(1)))
+        small = F.interpolate(image[low_res], scale_factor=1.0 / factor, mode="area")
+        image[low_res] = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
+    blur = rand(batch) < 0.2
+    if blur.any():
+        image[blur] = F.avg_pool2d(image[blur], kernel_size=3, stride=1, padding=1, count_include_pad=False)
+    return image
+
+
+def augment_batch(
+    image: torch.Tensor, target: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Geometric then intensity augmentation of ``(B, C, S, S)`` images and ``(B, 1, S, S)`` labels."""
+    image, target = random_affine(image, target, generator)
+    return random_intensity(image, generator), target

@@ -1,0 +1,145 @@
+"""Export a CT training checkpoint to shipped weights plus a model card in ``ml/weights``.
+
+Usage::
+
+    python -m ml.ct.export --checkpoint runs/ct_loco_nsclc002/best.pt --name ct_unet192_a --alias ct
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ml.config import resolve_path
+from ml.ct.data import read_manifest
+from ml.ct.network import ARCHITECTURE, network_kwargs
+from ml.ct.preprocess import HU_WINDOW
+from ml.registry import WEIGHTS_DIR, ModelCard, write_card
+
+logger = logging.getLogger(__name__)
+
+LICENCES = {
+    "nsclc_lung1": "TCIA NSCLC-Radiomics, CC BY-NC 3.0 (non-commercial; weights inherit this term)",
+    "imlab_uiip": "UIIP Minsk demo volumes, research demo use",
+    "pseudo_lungdx": "TCIA Lung-PET-CT-Dx A0001 (unlabelled; classical pseudo-labels), TCIA terms",
+}
+
+
+class ExportError(ValueError):
+    """The checkpoint cannot be exported (missing file or keys)."""
+
+
+def training_cases(config: dict[str, Any]) -> list[str]:
+    """Labelled cases a CT config trains on (train splits minus exclusions), plus pseudo-labelled ones."""
+    exclude = set(config.get("exclude_cases", []))
+    splits = set(config.get("train_splits", ["train"]))
+    cases = [r.case for r in read_manifest(resolve_path(config["manifest"]), "all")
+             if r.split in splits and r.case not in exclude and r.labels is not None]
+    return cases + [f"pseudo_{Path(p).name}" for p in config.get("pseudo_label", [])]
+
+
+def build_card(checkpoint: dict[str, Any], name: str, aliases: list[str], loco_of: str | None,
+               config_path: str) -> dict[str, Any]:
+    """The model card dict for a CT checkpoint (``sha256`` is filled in when written)."""
+    config = checkpoint["config"]
+    context = int(config.get("context", 1))
+    size = int(config.get("size", 192))
+    cases = training_cases(config)
+    licences = sorted({text for prefix, text in LICENCES.items() if any(c.startswith(prefix) for c in cases)})
+    return {
+        "name": name,
+        "aliases": aliases,
+        "modality": "ct",
+        "description": "2D residual U-Net over axial CT slices (lung vs background) with 3D post-processing "
+                       "that removes airways, keeps two lungs and assigns right/left from patient orientation.",
+        "architecture": ARCHITECTURE,
+        "network_kwargs": network_kwargs(config.get("network")),
+        "in_channels": 2 * context + 1,
+        "num_classes": 2,
+        "input_size": [size, size],
+        "labels": {"0": "background", "1": "right_lung", "2": "left_lung"},
+        "preprocessing": {
+            "orientation": "reoriented to LPS (W toward patient left, H posterior, D superior)",
+            "crop": "one square in-plane box around the body (HU > -500) for the volume, 4% margin",
+            "resize": f"area resampling of each slice to {size}x{size}",
+            "hu_window": list(HU_WINDOW),
+            "intensity": "HU clipped to the window and scaled to [-1, 1]",
+            "context_slices": context,
+            "channels": "slices z-1, z, z+1 (edge slices repeated)" if context == 1 else f"±{context} slices",
+        },
+        "postprocessing": {
+            "network_output": {"0": "background", "1": "lung"},
+            "steps": ["threshold 0.5 on the model grid", "airway (trachea, main bronchi) removal by "
+                      "leak-controlled region growing", "3D components, two lungs kept (eroded apart if touching)",
+                      "fragments merged into the lung they touch", "holes filled per slice",
+                      "right/left from patient x of each lung centroid",
+                      "bilinear resize of the clipped probability back to the input grid"],
+        },
+        "inference": {"batch_size": 16, "threads": 2},
+        "training": {
+            "data": "../shared/data/ct (manifest.csv)",
+            "cases": cases,
+            "excluded_cases": list(config.get("exclude_cases", [])),
+            "loco_of": loco_of,
+            "pseudo_labels": "classical method on " + ", ".join(config.get("pseudo_label", [])),
+            "selection": "best mean 3D lung Dice on the val split (" + ", ".join(config.get("val_splits", ["val"])) + ")",
+            "licences": licences,
+            "command": f"python -m ml train --config {config_path}",
+            "config": config,
+            "epochs_run": int(checkpoint.get("epoch", 0)),
+            "val_dice": round(float(checkpoint.get("val_dice", float("nan"))), 4),
+        },
+        "metrics": {},
+    }
+
+
+def export_checkpoint(checkpoint_path: Path, name: str, aliases: list[str], loco_of: str | None = None,
+                      config_path: str = "ml/configs/ct_default.yaml", weights_dir: Path = WEIGHTS_DIR) -> ModelCard:
+    """Write ``<weights_dir>/<name>.pt`` (float32 state_dict) and its card ``<name>.json``.
+
+    Raises:
+        ExportError: the checkpoint is missing or lacks ``state_dict``/``config``.
+    """
+    if not Path(checkpoint_path).is_file():
+        raise ExportError(f"{checkpoint_path}: checkpoint not found")
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    if "state_dict" not in checkpoint or "config" not in checkpoint:
+        raise ExportError(f"{checkpoint_path}: expected a CT training checkpoint with state_dict and config")
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    weights_path = weights_dir / f"{name}.pt"
+    torch.save({k: v.float() for k, v in checkpoint["state_dict"].items()}, weights_path)
+    card = write_card(build_card(checkpoint, name, aliases, loco_of, config_path), weights_path)
+    logger.info("exported %s (%.1f MB)", weights_path, weights_path.stat().st_size / 1e6)
+    return card
+
+
+def add_metrics(name: str, metrics: dict[str, Any], weights_dir: Path = WEIGHTS_DIR) -> None:
+    """Store evaluation results in the ``metrics`` of a card (weights unchanged)."""
+    path = weights_dir / f"{name}.json"
+    data = json.loads(path.read_text())
+    data["metrics"] = metrics
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: export a checkpoint."""
+    parser = argparse.ArgumentParser(prog="python -m ml.ct.export", description=__doc__)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--alias", action="append", default=[])
+    parser.add_argument("--loco-of", default=None, help="the model this leave-one-case-out fold belongs to")
+    parser.add_argument("--config", default="ml/configs/ct_default.yaml", help="config recorded in the card")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    card = export_checkpoint(args.checkpoint, args.name, args.alias, args.loco_of, args.config)
+    print(card.weights_path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

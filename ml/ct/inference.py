@@ -1,0 +1,163 @@
+"""CT lung segmentation with the learned model: volume in, right/left labels and measures out."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ml.ct.classical import segment_classical
+from ml.ct.network import predict_lung_probability
+from ml.ct.postprocess import LEFT_LUNG, RIGHT_LUNG, postprocess_lungs
+from ml.ct.preprocess import Box, small_grid_spacing, to_model_grid
+from ml.ct.quantify import quantify_lungs
+
+logger = logging.getLogger(__name__)
+
+IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+_EPS = 1e-3
+
+
+@dataclass
+class CTResult:
+    """Result of segmenting one CT volume.
+
+    Attributes:
+        labels: ``(D, H, W)`` uint8, 0 background, 1 right lung, 2 left lung (canonical grid).
+        volumes: measures from :func:`ml.ct.quantify.quantify_lungs` (mL, HU, fractions).
+        confidence: mean certainty ``|2p − 1|`` of the lung probability over the lung region
+            (1.0 for the classical method, which has no probability).
+        method: ``"model:<name>"`` or ``"classical"``.
+        timings: seconds per stage.
+    """
+
+    labels: np.ndarray
+    volumes: dict[str, float]
+    confidence: float
+    method: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class CTPredictor:
+    """Loads the CT lung network once and segments volumes with it.
+
+    Args:
+        model: 2D network with 2 output classes (background, lung).
+        size: model input side in pixels.
+        context: neighbouring slices on each side given as channels.
+        name: model name for provenance.
+        batch_size: slices per forward pass.
+    """
+
+    def __init__(self, model: torch.nn.Module, size: int, context: int, name: str, batch_size: int = 16):
+        self.model = model.eval()
+        self.size = size
+        self.context = context
+        self.name = name
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_registry(cls, name: str = "ct") -> CTPredictor:
+        """Load a shipped CT model once, by name, alias (``"ct"``) or weights path.
+
+        The weights' sha256 is checked against the model card (:func:`ml.registry.load_model`).
+
+        Raises:
+            ml.registry.RegistryError: unknown model, missing weights or hash mismatch.
+            ValueError: the card is not a CT model.
+        """
+        from ml.registry import load_model
+
+        model, card = load_model(name)
+        if card.modality != "ct":
+            raise ValueError(f"model {card.name!r} is a {card.modality!r} model, expected a CT model")
+        context = int(card.preprocessing.get("context_slices", 1))
+        return cls(model, int(card.input_size[0]), context, card.name)
+
+    def predict(
+        self,
+        volume_hu: np.ndarray,
+        spacing: tuple[float, float, float],
+        direction: tuple[float, ...] = IDENTITY_DIRECTION,
+    ) -> CTResult:
+        """Segment right and left lungs.
+
+        Args:
+            volume_hu: ``(D, H, W)`` HU in canonical orientation (see :mod:`ml.ct.io`).
+            spacing: voxel spacing ``(D, H, W)`` in mm.
+            direction: canonical direction cosines (9 floats), used for the sides.
+
+        Returns:
+            A :class:`CTResult` on the input grid.
+        """
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        image, hu_small, box = to_model_grid(volume_hu, self.size)
+        timings["preprocess_s"] = time.perf_counter() - start
+        probability = predict_lung_probability(self.model, image, self.context, self.batch_size)
+        timings["network_s"] = time.perf_counter() - start - sum(timings.values())
+        small_labels = postprocess_lungs(
+            probability > 0.5, hu_small, small_grid_spacing(spacing, box, self.size), direction
+        )
+        labels = upsample_labels(probability, small_labels, box, volume_hu.shape)
+        timings["postprocess_s"] = time.perf_counter() - start - sum(timings.values())
+        volumes = quantify_lungs(labels, volume_hu, spacing)
+        timings["quantify_s"] = time.perf_counter() - start - sum(timings.values())
+        return CTResult(labels, volumes, _confidence(probability, small_labels), f"model:{self.name}", timings)
+
+
+def predict_classical(
+    volume_hu: np.ndarray, spacing: tuple[float, float, float], direction: tuple[float, ...] = IDENTITY_DIRECTION
+) -> CTResult:
+    """The classical baseline in the same result form (fallback proposal method)."""
+    start = time.perf_counter()
+    labels = segment_classical(volume_hu, spacing, direction)
+    middle = time.perf_counter()
+    volumes = quantify_lungs(labels, volume_hu, spacing)
+    timings = {"segment_s": middle - start, "quantify_s": time.perf_counter() - middle}
+    return CTResult(labels, volumes, 1.0, "classical", timings)
+
+
+def _confidence(probability: np.ndarray, labels: np.ndarray) -> float:
+    region = (probability > 0.1) | (labels > 0)
+    if not region.any():
+        return 0.0
+    return float(np.abs(2.0 * probability[region] - 1.0).mean())
+
+
+def upsample_labels(
+    probability: np.ndarray, small_labels: np.ndarray, box: Box, shape: tuple[int, int, int], chunk: int = 32
+) -> np.ndarray:
+    """Bring model-grid labels back to the input grid with sub-pixel lung boundaries.
+
+    The lung probability is clipped to agree with the post-processed labels (kept voxels ≥ 0.5,
+    removed ≤ 0.5), resized bilinearly into the crop box and thresholded at 0.5; each lung voxel
+    takes the side whose resized indicator is larger.
+
+    Args:
+        probability: ``(D, S, S)`` lung probability on the model grid.
+        small_labels: ``(D, S, S)`` post-processed labels (1 right, 2 left) on the model grid.
+        box: the crop box on the input grid.
+        shape: input grid shape ``(D, H, W)``.
+        chunk: slices resized at once (bounds memory).
+
+    Returns:
+        ``(D, H, W)`` uint8 labels.
+    """
+    depth, height, width = shape
+    agreed = np.where(small_labels > 0, np.maximum(probability, 0.5 + _EPS), np.minimum(probability, 0.5 - _EPS))
+    side = (small_labels == LEFT_LUNG).astype(np.float32) - (small_labels == RIGHT_LUNG).astype(np.float32)
+    out = np.zeros(shape, dtype=np.uint8)
+    sy0, sy1 = max(box.y0, 0), min(box.y1, height)
+    sx0, sx1 = max(box.x0, 0), min(box.x1, width)
+    for start in range(0, depth, chunk):
+        block = torch.from_numpy(np.stack([agreed[start : start + chunk], side[start : start + chunk]], axis=1))
+        block = F.interpolate(block.float(), size=(box.side, box.side), mode="bilinear", align_corners=False)
+        block = block[:, :, sy0 - box.y0 : sy1 - box.y0, sx0 - box.x0 : sx1 - box.x0].numpy()
+        lung = block[:, 0] > 0.5
+        labels = np.where(block[:, 1] > 0, LEFT_LUNG, RIGHT_LUNG).astype(np.uint8)
+        out[start : start + chunk, sy0:sy1, sx0:sx1] = np.where(lung, labels, 0)
+    return out

@@ -1,0 +1,207 @@
+"""Training the 2D CT lung network (lung vs background) from a YAML config.
+
+Config keys (see ``ml/configs/ct_default.yaml``): ``manifest``, ``train_splits``,
+``val_splits``, ``exclude_cases`` (leave-one-case-out folds), ``pseudo_label`` (unlabelled CT
+inputs labelled by the classical method), ``case_weight``, ``size``, ``context``, ``network``,
+``batch_size``, ``lr``, ``epochs``, ``samples_per_epoch``, ``max_minutes``, ``threads``,
+``seed``, ``out_dir``. The checkpoint with the best mean val Dice is kept as ``best.pt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from monai.losses import DiceCELoss
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from ml.ct.augment import augment_batch
+from ml.ct.classical import segment_classical
+from ml.ct.data import PreparedCase, SliceDataset, case_weights, load_prepared, prepare_arrays, read_manifest
+from ml.ct.io import read_ct
+from ml.config import resolve_path
+from ml.ct.network import build_ct_network, predict_lung_probability
+
+logger = logging.getLogger(__name__)
+
+
+class TrainConfigError(ValueError):
+    """A CT training config is missing a key or has an unusable value."""
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Read a CT training config (YAML) and check its required keys."""
+    if not path.is_file():
+        raise TrainConfigError(f"{path}: config not found")
+    config = yaml.safe_load(path.read_text()) or {}
+    for key in ("manifest", "out_dir"):
+        if key not in config:
+            raise TrainConfigError(f"{path}: missing key {key!r}")
+    if config.get("modality", "ct") != "ct":
+        raise TrainConfigError(f"{path}: modality is {config.get('modality')!r}, expected 'ct'")
+    return config
+
+
+def _prepare(config: dict[str, Any], cache: Path) -> tuple[list[PreparedCase], list[PreparedCase]]:
+    size = int(config.get("size", 192))
+    exclude = set(config.get("exclude_cases", []))
+    train_splits = set(config.get("train_splits", ["train"]))
+    val_splits = set(config.get("val_splits", ["val"]))
+    train, val = [], []
+    for record in read_manifest(resolve_path(config["manifest"]), "all"):
+        if record.case in exclude or record.labels is None:
+            continue
+        prepared = load_prepared(cache / f"{record.case}_{size}.npz", record.ct, record.labels, size, record.case)
+        if record.split in train_splits:
+            train.append(prepared)
+        elif record.split in val_splits:
+            val.append(prepared)
+    for source in config.get("pseudo_label", []):
+        train.append(_pseudo_labelled(resolve_path(source), size, cache))
+    logger.info("train cases %s; val cases %s", [c.case for c in train], [c.case for c in val])
+    return train, val
+
+
+def _pseudo_labelled(source: Path, size: int, cache: Path) -> PreparedCase:
+    """An unlabelled CT with classical-method labels (pseudo-labels), cached."""
+    case = f"pseudo_{source.name}"
+    path = cache / f"{case}_{size}.npz"
+    if path.is_file():
+        data = np.load(path)
+        return PreparedCase(case, data["image"], data["lung"])
+    volume, meta = read_ct(source)
+    labels = segment_classical(volume, meta.spacing_dhw, meta.direction)
+    prepared = prepare_arrays(volume, labels, size, case)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, image=prepared.image, lung=prepared.lung)
+    return prepared
+
+
+def volume_dice(model: torch.nn.Module, case: PreparedCase, context: int) -> float:
+    """3D Dice of the thresholded lung probability against ``case.lung`` on the model grid."""
+    model.eval()
+    prediction = predict_lung_probability(model, case.image, context) > 0.5
+    truth = case.lung > 0
+    denominator = prediction.sum() + truth.sum()
+    return float(2.0 * (prediction & truth).sum() / denominator) if denominator else 1.0
+
+
+class TimeCosineSchedule:
+    """Learning rate by elapsed wall-clock time: linear warm-up, then cosine decay to 1 %.
+
+    Training on shared CPUs runs at an unpredictable speed; tying the schedule to a time budget
+    (``max_minutes``) guarantees that the rate is annealed when the budget ends.
+    """
+
+    def __init__(self, optimiser: torch.optim.Optimizer, max_lr: float, budget_s: float, warmup: float = 0.05):
+        self.optimiser = optimiser
+        self.max_lr = max_lr
+        self.budget_s = budget_s
+        self.warmup = warmup
+        self.start = time.monotonic()
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the time budget used."""
+        return (time.monotonic() - self.start) / self.budget_s
+
+    @property
+    def finished(self) -> bool:
+        return self.progress >= 1.0
+
+    def step(self) -> float:
+        """Set and return the learning rate for the current time."""
+        p = min(self.progress, 1.0)
+        if p < self.warmup:
+            lr = self.max_lr * (0.1 + 0.9 * p / self.warmup)
+        else:
+            q = (p - self.warmup) / (1.0 - self.warmup)
+            lr = self.max_lr * (0.01 + 0.99 * 0.5 * (1.0 + np.cos(np.pi * q)))
+        for group in self.optimiser.param_groups:
+            group["lr"] = lr
+        return lr
+
+
+def train(config_path: Path) -> Path:
+    """Train the CT lung network; returns the path of the best checkpoint.
+
+    Args:
+        config_path: YAML config (see module docstring).
+
+    Returns:
+        ``<out_dir>/best.pt``: a dict with ``state_dict``, ``config``, ``epoch``, ``val_dice``.
+    """
+    config = load_config(Path(config_path))
+    torch.set_num_threads(int(config.get("threads", 1)))
+    seed = int(config.get("seed", 0))
+    torch.manual_seed(seed)
+    out_dir = resolve_path(config["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_cases, val_cases = _prepare(config, resolve_path(config.get("cache_dir", "runs/ct_cache")))
+    context = int(config.get("context", 1))
+    dataset = SliceDataset(train_cases, context=context, seed=seed)
+    weights = case_weights(dataset, config.get("case_weight", {}))
+    samples = int(config.get("samples_per_epoch", 512))
+    loader = DataLoader(
+        dataset,
+        batch_size=int(config.get("batch_size", 8)),
+        sampler=WeightedRandomSampler(weights, num_samples=samples, replacement=True),
+        num_workers=0,
+    )
+    model = build_ct_network(2 * context + 1, 2, **config.get("network", {}))
+    epochs = int(config.get("epochs", 1000))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=float(config.get("lr", 2e-3)), weight_decay=1e-4)
+    schedule = TimeCosineSchedule(optimiser, float(config.get("lr", 2e-3)), 60.0 * float(config.get("max_minutes", 25)))
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    generator = torch.Generator().manual_seed(seed)
+    best, best_path = -1.0, out_dir / "best.pt"
+    with (out_dir / "metrics.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["epoch", "train_loss", "val_dice", *[c.case for c in val_cases], "seconds"])
+        start = time.monotonic()
+        for epoch in range(1, epochs + 1):
+            train_loss = _train_epoch(model, loader, optimiser, schedule, loss_fn, generator)
+            per_case = [volume_dice(model, c, context) for c in val_cases]
+            val_dice = float(np.mean(per_case)) if per_case else -train_loss
+            writer.writerow([epoch, f"{train_loss:.4f}", f"{val_dice:.4f}", *[f"{d:.4f}" for d in per_case],
+                             f"{time.monotonic() - start:.0f}"])
+            handle.flush()
+            logger.info("epoch %d loss %.4f val dice %.4f %s", epoch, train_loss, val_dice, per_case)
+            checkpoint = {"state_dict": model.state_dict(), "config": config, "epoch": epoch, "val_dice": val_dice}
+            torch.save(checkpoint, out_dir / "last.pt")
+            if val_dice >= best:
+                best = val_dice
+                torch.save(checkpoint, best_path)
+            if schedule.finished:
+                logger.info("time budget reached after epoch %d", epoch)
+                break
+    return best_path
+
+
+def _train_epoch(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    optimiser: torch.optim.Optimizer,
+    schedule: TimeCosineSchedule,
+    loss_fn: torch.nn.Module,
+    generator: torch.Generator,
+) -> float:
+    model.train()
+    losses = []
+    for image, target in loader:
+        if schedule.finished:
+            break
+        schedule.step()
+        image, target = augment_batch(image, target, generator)
+        loss = loss_fn(model(image), target)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    return float(np.mean(losses)) if losses else float("nan")
