@@ -1,0 +1,99 @@
+"""Classical pipeline, 3D post-processing and quantification on synthetic volumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ml.ct.classical import segment_classical
+from ml.ct.io import read_ct, read_label, write_mask
+from ml.ct.phantom import make_phantom
+from ml.ct.postprocess import assign_sides, fill_lung_holes, merge_fragments, separate_lungs
+from ml.ct.quantify import quantify_lungs
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom()
+
+
+def test_phantom_volumes_within_two_percent(phantom) -> None:
+    labels = segment_classical(phantom.volume_hu.astype(np.float32), phantom.spacing)
+    measures = quantify_lungs(labels, phantom.volume_hu, phantom.spacing)
+    assert measures["right_volume_ml"] == pytest.approx(phantom.volume_right_ml, rel=0.02)
+    assert measures["left_volume_ml"] == pytest.approx(phantom.volume_left_ml, rel=0.02)
+    assert measures["total_volume_ml"] == pytest.approx(phantom.volume_right_ml + phantom.volume_left_ml, rel=0.02)
+    # the known volumes are those of the ellipsoids (4/3·π·abc) up to voxelisation
+    depth, height, width = (n * s for n, s in zip(phantom.volume_hu.shape, phantom.spacing))
+    analytic_ml = 4.0 / 3.0 * np.pi * (0.3 * depth) * (0.22 * height) * (0.14 * width) / 1000.0
+    assert measures["right_volume_ml"] == pytest.approx(analytic_ml, rel=0.03)
+
+
+def test_phantom_trachea_removed_and_sides_from_patient_orientation(phantom) -> None:
+    labels = segment_classical(phantom.volume_hu.astype(np.float32), phantom.spacing)
+    trachea_column = labels[-10:, :, :]
+    assert not trachea_column.any(), "trachea above the lungs must not be labelled"
+    for value in (1, 2):
+        truth, pred = phantom.labels == value, labels == value
+        assert 2 * (truth & pred).sum() / (truth.sum() + pred.sum()) > 0.98
+    # the right lung (label 1) is at low W in the canonical LPS grid
+    assert np.argwhere(labels == 1)[:, 2].mean() < np.argwhere(labels == 2)[:, 2].mean()
+
+
+def test_sides_follow_patient_orientation_not_image_side(tmp_path: Path, phantom) -> None:
+    # store the phantom with x flipped (RAS-like x axis): the right lung is now on the other image side
+    stored = phantom.volume_hu[:, :, ::-1]
+    image = sitk.GetImageFromArray(np.ascontiguousarray(stored))
+    image.SetSpacing(tuple(reversed(phantom.spacing)))
+    image.SetDirection((-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    sitk.WriteImage(image, str(tmp_path / "ct.nii.gz"))
+    volume, meta = read_ct(tmp_path / "ct.nii.gz")
+    labels = segment_classical(volume, meta.spacing_dhw, meta.direction)
+    write_mask(labels, meta, tmp_path / "mask.nii.gz")
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "mask.nii.gz")))
+    truth_stored = phantom.labels[:, :, ::-1]
+    for value in (1, 2):
+        overlap = (written == value) & (truth_stored == value)
+        assert 2 * overlap.sum() / ((written == value).sum() + (truth_stored == value).sum()) > 0.98
+    assert np.array_equal(read_label(tmp_path / "mask.nii.gz", meta), labels)
+
+
+def test_quantification_hand_checked() -> None:
+    labels = np.zeros((2, 2, 4), np.uint8)
+    labels[:, :, :2] = 1  # 8 voxels right
+    labels[0, 0, 2:] = 2  # 2 voxels left
+    hu = np.full(labels.shape, -800.0, np.float32)
+    hu[0, 0, 0] = -1000.0  # one right voxel below -950
+    hu[0, 0, 2] = -960.0  # one left voxel below -950
+    measures = quantify_lungs(labels, hu, spacing=(2.0, 1.0, 0.5))  # 1 mm³ per voxel
+    assert measures["right_volume_ml"] == pytest.approx(0.008)
+    assert measures["left_volume_ml"] == pytest.approx(0.002)
+    assert measures["total_volume_ml"] == pytest.approx(0.010)
+    assert measures["right_mean_hu"] == pytest.approx((-1000 - 7 * 800) / 8)
+    assert measures["left_mean_hu"] == pytest.approx(-880.0)
+    assert measures["right_emphysema_index"] == pytest.approx(1 / 8)
+    assert measures["left_emphysema_index"] == pytest.approx(0.5)
+    assert measures["total_emphysema_index"] == pytest.approx(0.2)
+
+
+def test_touching_lungs_are_split_and_fragments_merged() -> None:
+    mask = np.zeros((10, 20, 30), bool)
+    mask[2:8, 4:16, 3:14] = True
+    mask[2:8, 4:16, 16:27] = True
+    mask[4:6, 8:10, 14:16] = True  # thin bridge: one component
+    parts = separate_lungs(mask, spacing=(1.0, 1.0, 1.0), min_ml=0.1)
+    assert set(np.unique(parts)) == {0, 1, 2}
+    labels = assign_sides(parts, direction=tuple(np.eye(3).ravel()))
+    assert (labels[:, :, :14][mask[:, :, :14]] == 1).all() and (labels[:, :, 16:][mask[:, :, 16:]] == 2).all()
+    # a fragment touching the left lung joins it; a distant one is dropped
+    candidates = mask.copy()
+    candidates[2:8, 16:18, 20:22] = True
+    candidates[0, 0, 0] = True
+    merged = merge_fragments(labels, candidates)
+    assert (merged[2:8, 16:18, 20:22] == 2).all() and merged[0, 0, 0] == 0
+    holed = labels.copy()
+    holed[5, 8:10, 6:8] = 0
+    assert (fill_lung_holes(holed)[5, 8:10, 6:8] == 1).all()
