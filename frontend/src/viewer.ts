@@ -133,13 +133,16 @@ async function loadAllImages(imageIds: string[], onProgress?: (loaded: number, t
   );
 }
 
-function describeLoadError(err: unknown): string {
+function describeLoadError(err: unknown, depth = 0): string {
+  if (typeof XMLHttpRequest !== "undefined" && err instanceof XMLHttpRequest) {
+    return err.status ? `the server answered HTTP ${err.status} ${err.statusText}`.trim() : "the server could not be reached";
+  }
   if (err instanceof Error) return err.message;
-  if (err && typeof err === "object") {
+  if (err && typeof err === "object" && depth < 3) {
     const record = err as Record<string, unknown>;
-    const request = record.request as XMLHttpRequest | undefined;
-    if (request && typeof request.status === "number") return `HTTP ${request.status} ${request.statusText ?? ""}`.trim();
-    if (typeof record.error === "object" && record.error instanceof Error) return record.error.message;
+    for (const key of ["request", "xhr", "error"]) {
+      if (record[key]) return describeLoadError(record[key], depth + 1);
+    }
     if (typeof record.message === "string") return record.message;
   }
   return String(err);
@@ -253,6 +256,10 @@ export async function createViewer(element: HTMLDivElement, options: ViewerOptio
   toolGroup.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
   toolGroup.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
   toolGroup.setToolConfiguration(BrushTool.toolName, { brushSize: DEFAULT_BRUSH_MM });
+  // The brush's own key actions (i/e interpolation, Enter/Escape preview) would clash with
+  // the viewer's shortcuts (E is the eraser); the viewer has no use for them.
+  const brushInstance = toolGroup.getToolInstance(BrushTool.toolName) as { configuration: { actions?: unknown } };
+  brushInstance.configuration.actions = {};
 
   const toolClassNames: Record<ToolName, string> = {
     brush: BrushTool.toolName,

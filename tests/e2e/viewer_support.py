@@ -1,0 +1,203 @@
+"""Support code for the viewer browser tests: synthetic DICOM, masks and a static server.
+
+The server is a plain ``http.server`` on 127.0.0.1 that serves ``frontend/dist`` under
+``/static/viewer/`` (the Vite ``base``), DICOM instances under ``/dicom/`` and masks under
+``/mask/`` (raw uint8 with ``X-Shape``/``X-Dtype``, gzip ``Content-Encoding``), so the
+built bundle is exercised the way Django will serve it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import mimetypes
+import os
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DIST = REPO_ROOT / "frontend" / "dist"
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "e2e"
+CHROMIUM = Path(os.environ.get("PLEURA_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1280, "height": 800}
+
+XRAY_SIZE = 256
+CT_SLICES, CT_SIZE = 5, 128
+
+# ---------------------------------------------------------------- synthetic images
+
+
+def _ellipse(shape: tuple[int, int], cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
+    """Boolean (H, W) mask of an axis-aligned ellipse."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+
+
+def xray_pixels() -> np.ndarray:
+    """(256, 256) uint8 chest-like radiograph: bright body, two dark lung fields, a spine."""
+    shape = (XRAY_SIZE, XRAY_SIZE)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    img = np.full(shape, 30.0)
+    img[_ellipse(shape, 128, 128, 120, 110)] = 190.0
+    img[xray_lung_labels() > 0] = 70.0
+    img[(np.abs(xx - 128) < 10) & (yy > 30)] = 230.0
+    img += 12.0 * np.sin(xx / 9.0) * np.cos(yy / 13.0)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def xray_lung_labels() -> np.ndarray:
+    """(256, 256) uint8 labels: 1 = patient's right lung (image left), 2 = patient's left lung."""
+    shape = (XRAY_SIZE, XRAY_SIZE)
+    labels = np.zeros(shape, np.uint8)
+    labels[_ellipse(shape, 125, 80, 70, 34)] = 1
+    labels[_ellipse(shape, 130, 176, 64, 32)] = 2
+    return labels
+
+
+def ct_hu(z: int) -> np.ndarray:
+    """(128, 128) int16 HU slice z: body disk, two lungs whose size grows with z, a slice-number bar."""
+    shape = (CT_SIZE, CT_SIZE)
+    hu = np.full(shape, -1000, np.int16)
+    hu[_ellipse(shape, 64, 64, 50, 58)] = 40
+    r = 14 + 4 * z
+    hu[_ellipse(shape, 64, 40, r, 12)] = -850
+    hu[_ellipse(shape, 64, 88, r, 12)] = -850
+    hu[4:10, 4 : 4 + 20 * (z + 1)] = 700
+    return hu
+
+
+def _dataset(sop_class: str, rows: int, cols: int, modality: str):
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = modality
+    ds.PatientName = "Synthetic^Phantom"
+    ds.PatientID = "PLEURA-E2E"
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelSpacing = [1.0, 1.0]
+    return ds
+
+
+def _to_bytes(ds) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def xray_dicom() -> bytes:
+    """Secondary Capture, MONOCHROME2, 8 bits stored."""
+    ds = _dataset("1.2.840.10008.5.1.4.1.1.7", XRAY_SIZE, XRAY_SIZE, "OT")
+    ds.ConversionType = "WSD"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = xray_pixels().tobytes()
+    return _to_bytes(ds)
+
+
+def ct_series() -> list[bytes]:
+    """CT Image Storage stack, stored as unsigned values with RescaleIntercept -1024, 2.5 mm apart."""
+    from pydicom.uid import generate_uid
+
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    out = []
+    for z in range(CT_SLICES):
+        ds = _dataset("1.2.840.10008.5.1.4.1.1.2", CT_SIZE, CT_SIZE, "CT")
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.InstanceNumber = z + 1
+        ds.ImagePositionPatient = [-64.0, -64.0, -100.0 + 2.5 * z]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.SliceThickness = 2.5
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1, -1024, "HU"
+        ds.WindowCenter, ds.WindowWidth = 40, 400
+        ds.PixelData = (ct_hu(z).astype(np.int32) + 1024).astype(np.uint16).tobytes()
+        out.append(_to_bytes(ds))
+    return out
+
+
+# ---------------------------------------------------------------- static server
+
+
+@dataclass
+class Resource:
+    body: bytes
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ViewerServer:
+    base_url: str
+    resources: dict[str, Resource]
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+
+def handler_for(resources: dict[str, Resource]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+            pass
+
+        def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802 - stdlib name
+            path = self.path.split("?", 1)[0]
+            if path in resources:
+                r = resources[path]
+                self._send(200, r.body, r.content_type, r.headers)
+                return
+            prefix = "/static/viewer/"
+            if path.startswith(prefix):
+                target = (DIST / path[len(prefix) :]).resolve()
+                if target.is_file() and DIST.resolve() in target.parents:
+                    ctype = "application/wasm" if target.suffix == ".wasm" else (
+                        mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+                    )
+                    if target.suffix in {".js", ".mjs"}:
+                        ctype = "text/javascript"
+                    self._send(200, target.read_bytes(), ctype, {})
+                    return
+            self._send(404, f"not found: {path}".encode(), "text/plain", {})
+
+    return Handler
+
+
+def mask_resource(labels: np.ndarray) -> Resource:
+    """Mask response: gzip-encoded raw uint8 with its (D, H, W) shape in X-Shape."""
+    vol = labels if labels.ndim == 3 else labels[None]
+    return Resource(
+        gzip.compress(np.ascontiguousarray(vol, np.uint8).tobytes()),
+        "application/octet-stream",
+        {"X-Shape": ",".join(map(str, vol.shape)), "X-Dtype": "uint8", "Content-Encoding": "gzip"},
+    )
