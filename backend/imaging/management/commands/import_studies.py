@@ -49,7 +49,8 @@ class Command(BaseCommand):
                                     modality=options["modality"], limits=limits, progress=bar.update)
                 except IngestError as exc:
                     totals["failed"] += 1
-                    bar.write(self.style.ERROR(f"rejected {label}: {exc.file_name}: {exc.reason} [{exc.code}]"))
+                    with tqdm.external_write_mode(file=self.stderr):
+                        self.stderr.write(self.style.ERROR(f"rejected {label}: {exc.file_name}: {exc.reason} [{exc.code}]"))
                     continue
                 totals["uploads"] += 1
                 totals["instances"] += result.num_instances

@@ -1,0 +1,93 @@
+"""API surface: schema and docs, token and session auth, pagination, filters, WADO parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts.models import Role, User
+from backend_factories import make_dicom, make_png
+from imaging.models import Instance, Project
+from imaging.services import ingest
+from imaging.sources import SourceFile
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def filled(project: Project) -> Project:
+    ingest(project, [SourceFile("a.dcm", make_dicom())])
+    for value in range(3):
+        ingest(project, [SourceFile(f"x{value}.png", make_png(value=value))])
+    return project
+
+
+def test_openapi_schema_and_docs(client: Any) -> None:
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200
+    text = schema.content.decode()
+    for path in ("/api/uploads/", "/api/series/", "/api/instances/", "/wado", "/api/projects/"):
+        assert f"{path}:" in text
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+
+
+def test_token_auth_for_scripts(filled: Project, make_member: Callable) -> None:
+    make_member(filled, Role.REVIEWER, "scripter")
+    client = APIClient()
+    token = client.post("/api/auth/token/", {"username": "scripter", "password": "pw-123456"}, format="json").json()["token"]
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert client.get("/api/series/").json()["count"] == 4
+    assert client.get("/api/me/").json()["memberships"] == [{"project": filled.pk, "role": "reviewer"}]
+
+
+def test_session_auth_for_browser(filled: Project, make_member: Callable) -> None:
+    make_member(filled, Role.ANNOTATOR, "browser")
+    client = APIClient(enforce_csrf_checks=True)
+    assert client.login(username="browser", password="pw-123456")
+    assert client.get("/api/projects/").status_code == 200
+    assert client.get("/api/").status_code == 200
+
+
+def test_pagination_and_filters(filled: Project, make_member: Callable, client_for: Callable) -> None:
+    client = client_for(make_member(filled, Role.ANNOTATOR))
+    page = client.get("/api/series/?page_size=2").json()
+    assert page["count"] == 4 and set(page) >= {"next", "previous", "results"}
+    assert client.get("/api/series/?modality=CT").json()["count"] == 1
+    assert client.get("/api/series/?modality=DX&source_format=image").json()["count"] == 3
+    series = client.get("/api/series/?modality=CT").json()["results"][0]
+    assert client.get(f"/api/instances/?series={series['id']}").json()["count"] == 1
+    assert client.get(f"/api/patients/?project={filled.pk}").json()["count"] == 4
+    assert client.get(f"/api/series/?project={filled.pk + 999}").status_code == 400
+
+
+@pytest.mark.parametrize(
+    "query,status",
+    [
+        ("requestType=WADO&studyUID=1&seriesUID=2", 400),
+        ("requestType=WADX&studyUID=1&seriesUID=2&objectUID=3", 400),
+        ("requestType=WADO&studyUID=1&seriesUID=2&objectUID=3&contentType=image/jpeg", 406),
+        ("requestType=WADO&studyUID=1&seriesUID=2&objectUID=3", 404),
+    ],
+)
+def test_wado_parameter_errors(query: str, status: int, filled: Project, make_member: Callable, client_for: Callable) -> None:
+    response = client_for(make_member(filled, Role.ANNOTATOR)).get(f"/wado?{query}")
+    assert response.status_code == status
+    assert "detail" in response.json()
+
+
+def test_wado_returns_the_stored_bytes(filled: Project, make_member: Callable, client_for: Callable) -> None:
+    client = client_for(make_member(filled, Role.ANNOTATOR))
+    instance = Instance.objects.filter(series__modality="CT").get()
+    url = client.get(f"/api/instances/{instance.pk}/").json()["wado_url"]
+    response = client.get(url)
+    assert response.status_code == 200 and response["Content-Type"] == "application/dicom"
+    assert b"".join(response.streaming_content) == instance.file.open("rb").read()
+
+
+def test_upload_without_files_is_a_clear_error(filled: Project, make_member: Callable, client_for: Callable) -> None:
+    response = client_for(make_member(filled, Role.ADMIN)).post("/api/uploads/", {"project": filled.pk}, format="multipart")
+    assert response.status_code == 400 and response.json()["code"] == "no_files"
