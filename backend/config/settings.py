@@ -9,6 +9,7 @@ disk, everything under ``PLEURA_DATA_DIR`` (default ``<repo>/var``). Production 
 from __future__ import annotations
 
 import json
+import mimetypes
 import os
 from pathlib import Path
 
@@ -129,8 +130,14 @@ USE_TZ = True
 # --- Static files (built frontend is served by WhiteNoise) ------------------------------------
 STATIC_URL = "/static/"
 STATIC_ROOT = BACKEND_DIR / "static_build"
+try:  # WhiteNoise warns on every request while the folder is missing (before collectstatic)
+    STATIC_ROOT.mkdir(exist_ok=True)
+except OSError:
+    pass
 _FRONTEND_DIST = REPO_ROOT / "frontend" / "dist"
-STATICFILES_DIRS = [_FRONTEND_DIST] if _FRONTEND_DIST.is_dir() else []
+# The viewer bundle is built with Vite base /static/viewer/ (docs/viewer-api.md).
+STATICFILES_DIRS = [("viewer", _FRONTEND_DIST)] if _FRONTEND_DIST.is_dir() else []
+mimetypes.add_type("application/wasm", ".wasm")
 
 # --- Stored files: Django storage API ------------------------------------------------------
 # PLEURA_STORAGE=local (default): FileSystemStorage under <data dir>/media.
