@@ -21,6 +21,19 @@ IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 _EPS = 1e-3
 
 
+@dataclass(frozen=True)
+class HURefinement:
+    """Boundary refinement on the input grid: uncertain voxels decided by an HU threshold.
+
+    Attributes:
+        threshold_hu: lung/soft-tissue threshold in HU.
+        margin: probability half-width around 0.5 treated as uncertain.
+    """
+
+    threshold_hu: float = -400.0
+    margin: float = 0.3
+
+
 @dataclass
 class CTResult:
     """Result of segmenting one CT volume.
@@ -50,10 +63,13 @@ class CTPredictor:
         context: neighbouring slices on each side given as channels.
         name: model name for provenance.
         batch_size: slices per forward pass.
+        refine: optional HU boundary refinement (see :class:`HURefinement`).
     """
 
-    def __init__(self, model: torch.nn.Module, size: int, context: int, name: str, batch_size: int = 16):
+    def __init__(self, model: torch.nn.Module, size: int, context: int, name: str, batch_size: int = 16,
+                 refine: HURefinement | None = None):
         self.model = model.eval()
+        self.refine = refine
         self.size = size
         self.context = context
         self.name = name
@@ -75,7 +91,9 @@ class CTPredictor:
         if card.modality != "ct":
             raise ValueError(f"model {card.name!r} is a {card.modality!r} model, expected a CT model")
         context = int(card.preprocessing.get("context_slices", 1))
-        return cls(model, int(card.input_size[0]), context, card.name)
+        refine = card.postprocessing.get("hu_refinement")
+        return cls(model, int(card.input_size[0]), context, card.name,
+                   refine=HURefinement(**refine) if refine else None)
 
     def predict(
         self,
@@ -102,7 +120,7 @@ class CTPredictor:
         small_labels = postprocess_lungs(
             probability > 0.5, hu_small, small_grid_spacing(spacing, box, self.size), direction
         )
-        labels = upsample_labels(probability, small_labels, box, volume_hu.shape)
+        labels = upsample_labels(probability, small_labels, box, volume_hu.shape, volume_hu, self.refine)
         timings["postprocess_s"] = time.perf_counter() - start - sum(timings.values())
         volumes = quantify_lungs(labels, volume_hu, spacing)
         timings["quantify_s"] = time.perf_counter() - start - sum(timings.values())
@@ -129,12 +147,18 @@ def _confidence(probability: np.ndarray, labels: np.ndarray) -> float:
 
 
 def upsample_labels(
-    probability: np.ndarray, small_labels: np.ndarray, box: Box, shape: tuple[int, int, int], chunk: int = 32
+    probability: np.ndarray,
+    small_labels: np.ndarray,
+    box: Box,
+    shape: tuple[int, int, int],
+    volume_hu: np.ndarray | None = None,
+    refine: HURefinement | None = None,
+    chunk: int = 32,
 ) -> np.ndarray:
     """Bring model-grid labels back to the input grid with sub-pixel lung boundaries.
 
-    The lung probability is clipped to agree with the post-processed labels (kept voxels ≥ 0.5,
-    removed ≤ 0.5), resized bilinearly into the crop box and thresholded at 0.5; each lung voxel
+    The lung probability is made to agree with the post-processed labels (kept voxels > 0.5,
+    removed ones 0), resized bilinearly into the crop box and thresholded at 0.5; each lung voxel
     takes the side whose resized indicator is larger.
 
     Args:
@@ -142,13 +166,17 @@ def upsample_labels(
         small_labels: ``(D, S, S)`` post-processed labels (1 right, 2 left) on the model grid.
         box: the crop box on the input grid.
         shape: input grid shape ``(D, H, W)``.
+        volume_hu: ``(D, H, W)`` HU on the input grid (needed with ``refine``).
+        refine: when given, voxels of uncertain probability (within ``refine.margin`` of 0.5)
+            are lung only if below ``refine.threshold_hu`` (sharper pleural boundary).
         chunk: slices resized at once (bounds memory).
 
     Returns:
         ``(D, H, W)`` uint8 labels.
     """
     depth, height, width = shape
-    agreed = np.where(small_labels > 0, np.maximum(probability, 0.5 + _EPS), np.minimum(probability, 0.5 - _EPS))
+    removed = (small_labels == 0) & (probability > 0.5)  # airways, fragments: removed outright
+    agreed = np.where(small_labels > 0, np.maximum(probability, 0.5 + _EPS), np.where(removed, 0.0, probability))
     side = (small_labels == LEFT_LUNG).astype(np.float32) - (small_labels == RIGHT_LUNG).astype(np.float32)
     out = np.zeros(shape, dtype=np.uint8)
     sy0, sy1 = max(box.y0, 0), min(box.y1, height)
@@ -158,6 +186,11 @@ def upsample_labels(
         block = F.interpolate(block.float(), size=(box.side, box.side), mode="bilinear", align_corners=False)
         block = block[:, :, sy0 - box.y0 : sy1 - box.y0, sx0 - box.x0 : sx1 - box.x0].numpy()
         lung = block[:, 0] > 0.5
+        if refine is not None and volume_hu is not None:
+            hu = volume_hu[start : start + chunk, sy0:sy1, sx0:sx1]
+            lung = (block[:, 0] > 0.5 + refine.margin) | (
+                (block[:, 0] > 0.5 - refine.margin) & (hu < refine.threshold_hu)
+            )
         labels = np.where(block[:, 1] > 0, LEFT_LUNG, RIGHT_LUNG).astype(np.uint8)
         out[start : start + chunk, sy0:sy1, sx0:sx1] = np.where(lung, labels, 0)
     return out

@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 EMPHYSEMA_THRESHOLD_HU = -950.0
-_SIDES = {"right": 1, "left": 2}
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ def measure(mask: np.ndarray, volume_hu: np.ndarray, voxel_ml: float) -> LungMea
 def quantify_lungs(
     labels: np.ndarray, volume_hu: np.ndarray, spacing: tuple[float, float, float]
 ) -> dict[str, float]:
-    """Per-lung and total measures.
+    """Per-lung and total measures (one pass over the volume per measure).
 
     Args:
         labels: ``(D, H, W)`` uint8, 1 = right lung, 2 = left lung.
@@ -54,6 +53,15 @@ def quantify_lungs(
         ``left_emphysema_index``, ``total_emphysema_index`` (fractions of voxels < −950 HU).
     """
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    parts = {name: measure(labels == value, volume_hu, voxel_ml) for name, value in _SIDES.items()}
-    parts["total"] = measure(labels > 0, volume_hu, voxel_ml)
-    return {f"{name}_{key}": round(float(value), 4) for name, m in parts.items() for key, value in asdict(m).items()}
+    flat = labels.ravel()
+    counts = np.bincount(flat, minlength=3)[:3].astype(np.float64)
+    sums = np.bincount(flat, weights=volume_hu.ravel(), minlength=3)[:3]
+    low = np.bincount(flat[volume_hu.ravel() < EMPHYSEMA_THRESHOLD_HU], minlength=3)[:3].astype(np.float64)
+    rows = {"right": (counts[1], sums[1], low[1]), "left": (counts[2], sums[2], low[2]),
+            "total": (counts[1:].sum(), sums[1:].sum(), low[1:].sum())}
+    out: dict[str, float] = {}
+    for name, (count, total_hu, below) in rows.items():
+        m = LungMeasures(count * voxel_ml, total_hu / count, below / count) if count else \
+            LungMeasures(0.0, float("nan"), float("nan"))
+        out.update({f"{name}_{key}": round(float(value), 4) for key, value in asdict(m).items()})
+    return out
