@@ -1,0 +1,65 @@
+"""Post-processing steps on small hand-made label maps."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ml.postprocess import PostprocessConfig, fix_sides, largest_component, postprocess
+
+
+def two_lungs() -> np.ndarray:
+    lab = np.zeros((40, 40), np.uint8)
+    lab[5:35, 4:16] = 1
+    lab[5:35, 24:36] = 2
+    return lab
+
+
+def test_keep_largest_removes_speck_and_fills_hole() -> None:
+    lab = two_lungs()
+    lab[1:3, 37:39] = 1  # speck of right lung far away
+    lab[15:18, 8:11] = 0  # hole inside right lung
+    out = postprocess(lab)
+    assert out[1:3, 37:39].sum() == 0
+    assert (out[15:18, 8:11] == 1).all()
+    assert (out == 2).sum() == (two_lungs() == 2).sum()
+
+
+def test_steps_are_switchable() -> None:
+    lab = two_lungs()
+    lab[1:3, 37:39] = 1
+    lab[15:18, 8:11] = 0
+    cfg = PostprocessConfig(keep_largest=False, remove_specks=False, fill_holes=False, fix_sides=False)
+    assert np.array_equal(postprocess(lab, cfg), lab)
+
+
+def test_remove_specks_keeps_large_second_component() -> None:
+    lab = np.zeros((40, 40), np.uint8)
+    lab[5:20, 5:15] = 1  # 150 px
+    lab[25:35, 5:15] = 1  # 100 px: kept (not a speck)
+    lab[38, 38] = 1  # 1 px speck
+    cfg = PostprocessConfig(keep_largest=False, remove_specks=True, min_component_frac=0.05, fix_sides=False)
+    out = postprocess(lab, cfg)
+    assert out[38, 38] == 0 and (out == 1).sum() == 250
+
+
+def test_fix_sides_swaps_wrong_order() -> None:
+    lab = two_lungs()
+    wrong = lab.copy()
+    wrong[lab == 1], wrong[lab == 2] = 2, 1
+    assert np.array_equal(fix_sides(wrong), lab)
+    assert np.array_equal(fix_sides(lab), lab)
+
+
+def test_smoothing_rounds_jagged_border() -> None:
+    lab = two_lungs()
+    lab[20, 16] = 1  # one-pixel spur
+    out = postprocess(lab, PostprocessConfig(smooth=True, smooth_sigma_frac=0.03))
+    assert out[20, 16] == 0
+    assert abs(int((out == 1).sum()) - int((two_lungs() == 1).sum())) < 40
+
+
+def test_largest_component_3d() -> None:
+    vol = np.zeros((5, 10, 10), bool)
+    vol[1:4, 1:5, 1:5] = True
+    vol[4, 8, 8] = True
+    assert largest_component(vol).sum() == 48
