@@ -151,9 +151,9 @@ def image_to_dataset(name: str, data: bytes, options: ImageOptions) -> Dataset:
         instance_number=1,
         manufacturer="Pleura",
         patient_id=pseudonym,
-        patient_name=pseudonym,
         patient_orientation=("L", "F"),
     )
+    ds.PatientName = pseudonym
     ds.Modality = options.modality
     ds.PatientIdentityRemoved = "YES"
     return ds
