@@ -18,7 +18,9 @@ def seed_registry_after_migrate(sender: Any, using: str = DEFAULT_DB_ALIAS, **kw
         from .services import sync_registry
 
         versions = sync_registry()
-    except ImportError as exc:  # ml not importable in this environment: the registry stays as it is
+    except (ImportError, LookupError, ValueError) as exc:
+        # ml not importable, or a card being written / malformed (ml.registry.RegistryError is a
+        # LookupError): migrate must not fail for it; `manage.py sync_model_registry` reports it.
         logger.warning("model registry not seeded: %s", exc)
         return
     logger.info("model registry: %d shipped model version(s)", len(versions))
