@@ -203,3 +203,12 @@ export function parseSlicesHeader(value: string): number[] {
     return z;
   });
 }
+
+/**
+ * Slices worth sending for an edit: the changed ones when they are at most `maxFraction`
+ * of a multi-slice mask, else undefined (send the whole mask).
+ */
+export function chooseUploadSlices(shape: MaskShape, changed: readonly number[], maxFraction = 0.5): number[] | undefined {
+  if (shape[0] <= 1 || changed.length === 0) return undefined;
+  return changed.length <= shape[0] * maxFraction ? [...changed] : undefined;
+}

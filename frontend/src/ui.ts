@@ -161,6 +161,8 @@ export function bindViewerUI(layout: ViewerLayout, viewer: Viewer): { onChange: 
     if (handleShortcut(event, viewer, host)) event.preventDefault();
   });
   layout.viewport.addEventListener("mousedown", () => layout.viewport.focus({ preventScroll: true }));
+  // A brush stroke enters the undo history on mouse-up, after its last data event.
+  document.addEventListener("mouseup", () => setTimeout(refresh, 0));
   refresh();
   return { onChange: () => refresh(), refresh };
 }

@@ -58,6 +58,11 @@ export interface ViewerOptions {
   modality: string;
   /** Initial mask, or null to start from an empty one. */
   labelmap: Labelmap | null;
+  /**
+   * Mask that {@link Viewer.changedSlices} compares against, (D*H*W) voxels: the parent
+   * revision's mask when `labelmap` is a restored draft. Defaults to `labelmap` (or empty).
+   */
+  baseline?: Uint8Array;
   onChange?: (change: ViewerChange) => void;
   /** Called while instances load: `loaded` of `total`. */
   onProgress?: (loaded: number, total: number) => void;
@@ -88,6 +93,8 @@ export interface Viewer {
   /** True when the mask changed since loading or the last {@link markSaved}. */
   isDirty(): boolean;
   markSaved(): void;
+  /** Number of edits, undos and redos so far (lets a saver tell whether edits arrived meanwhile). */
+  getEditCount(): number;
   /** Slices (along D) that differ from the mask the viewer was created with. */
   changedSlices(): number[];
   getSliceIndex(): number;
@@ -190,7 +197,7 @@ function autoVoiRange(pixels: ArrayLike<number>): Types.VOIRange {
  * the mask are shown. Rejects with a {@link ViewerError} whose message can be shown to the user.
  */
 export async function createViewer(element: HTMLDivElement, options: ViewerOptions): Promise<Viewer> {
-  const { imageIds, modality, labelmap, onChange, onProgress } = options;
+  const { imageIds, modality, labelmap, baseline, onChange, onProgress } = options;
   if (imageIds.length === 0) throw new ViewerError("There are no images to show.");
   await initCornerstone();
 
@@ -220,7 +227,10 @@ export async function createViewer(element: HTMLDivElement, options: ViewerOptio
       image.voxelManager!.setFromScalarData(labelmap.data.subarray(z * sliceSize, (z + 1) * sliceSize));
     });
   }
-  const initialMask = labelmap ? labelmap.data.slice() : new Uint8Array(shape[0] * sliceSize);
+  if (baseline && baseline.length !== shape[0] * sliceSize) {
+    throw new ViewerError(`The baseline mask has ${baseline.length} voxels; the images need ${shape[0] * sliceSize}.`);
+  }
+  const initialMask = baseline ? baseline.slice() : labelmap ? labelmap.data.slice() : new Uint8Array(shape[0] * sliceSize);
 
   segmentation.addSegmentations([
     {
@@ -274,6 +284,7 @@ export async function createViewer(element: HTMLDivElement, options: ViewerOptio
   let opacity = DEFAULT_OPACITY;
   let maskVisible = true;
   let dirty = false;
+  let editCount = 0;
   let destroyed = false;
   const history = csUtils.HistoryMemo.DefaultHistoryMemo;
 
@@ -329,6 +340,7 @@ export async function createViewer(element: HTMLDivElement, options: ViewerOptio
     const detail = (evt as CustomEvent<{ segmentationId?: string }>).detail;
     if (detail?.segmentationId !== segmentationId) return;
     dirty = true;
+    editCount++;
     emit("edit");
   };
   const onNewImage = (): void => emit("slice");
@@ -371,12 +383,14 @@ export async function createViewer(element: HTMLDivElement, options: ViewerOptio
       if (!history.canUndo) return;
       history.undo();
       dirty = true;
+      editCount++;
       emit("undo");
     },
     redo() {
       if (!history.canRedo) return;
       history.redo();
       dirty = true;
+      editCount++;
       emit("redo");
     },
     canUndo: () => history.canUndo,
@@ -398,6 +412,7 @@ export async function createViewer(element: HTMLDivElement, options: ViewerOptio
     },
     isMaskVisible: () => maskVisible,
     isDirty: () => dirty,
+    getEditCount: () => editCount,
     markSaved() {
       dirty = false;
       emit("saved");

@@ -139,6 +139,7 @@ def test_xray_render_overlay_brush_undo_eraser(page, viewer_server: ViewerServer
     swept = math.pi * radius**2 + 2 * radius * 50
     assert len(changed) > 0.4 * swept, f"brush changed only {len(changed)} pixels of ~{swept:.0f}"
     assert page.evaluate("window.pleuraViewer.isDirty()")
+    assert page.locator("[data-action=undo]").is_enabled(), "Undo button still disabled after a stroke"
 
     # Undo restores the mask exactly; redo brings the stroke back.
     page.keyboard.press("Control+z")
@@ -167,6 +168,22 @@ def test_xray_render_overlay_brush_undo_eraser(page, viewer_server: ViewerServer
     page.keyboard.press("Escape")
     assert not page.locator(".pv-help").is_visible()
     assert not [m for m in page.console_messages if m.startswith("pageerror")], page.console_messages
+
+
+def test_controls_are_labelled_and_fit_1280x800(page, viewer_server: ViewerServer, artifacts: Path) -> None:
+    open_harness(page, harness_url(viewer_server, ["/dicom/xray.dcm"], "CR", "/mask/xray"))
+    names = page.eval_on_selector_all(
+        ".pv-toolbar button, .pv-toolbar input",
+        "els => els.map(e => (e.labels && e.labels.length ? e.labels[0].textContent : e.textContent).trim())",
+    )
+    assert names and all(names), f"unlabelled controls: {names}"
+    page.locator("body").focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.dataset.tool") == "brush", "focus does not start at the first tool"
+    size = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
+    assert size[0] <= 1280 and size[1] <= 800, f"page overflows 1280x800: {size}"
+    vp = page.locator("[data-testid=viewport]").bounding_box()
+    assert vp["height"] >= 600, f"viewport only {vp['height']} px high at 1280x800"
 
 
 def test_ct_stack_presets_and_scrolling(page, viewer_server: ViewerServer, artifacts: Path) -> None:

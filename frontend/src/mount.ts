@@ -1,0 +1,36 @@
+/**
+ * One call to put a complete viewer (layout, toolbar, shortcuts, status line) into a page
+ * element; errors are shown in the page and rethrown.
+ */
+import { bindViewerUI, createLayout, setStatus, type ViewerLayout } from "./ui";
+import { createViewer, type Viewer, type ViewerChange, type ViewerOptions } from "./viewer";
+
+export interface MountedViewer {
+  viewer: Viewer;
+  layout: ViewerLayout;
+}
+
+export async function mountViewer(root: HTMLElement, options: ViewerOptions): Promise<MountedViewer> {
+  const layout = createLayout(root);
+  let ui: ReturnType<typeof bindViewerUI> | null = null;
+  try {
+    const viewer = await createViewer(layout.viewport, {
+      ...options,
+      onChange: (change: ViewerChange) => {
+        ui?.onChange(change);
+        options.onChange?.(change);
+      },
+      onProgress: (loaded, total) => {
+        setStatus(layout, "loading", `Loading images… ${loaded} / ${total}`);
+        options.onProgress?.(loaded, total);
+      },
+    });
+    ui = bindViewerUI(layout, viewer);
+    const [d, h, w] = viewer.shape;
+    setStatus(layout, "ready", `${d} image${d > 1 ? "s" : ""}, ${w}×${h} pixels. Press ? for keyboard shortcuts.`);
+    return { viewer, layout };
+  } catch (err) {
+    setStatus(layout, "error", err instanceof Error ? err.message : String(err));
+    throw err;
+  }
+}
