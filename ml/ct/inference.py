@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ml.ct.classical import segment_classical
 from ml.ct.network import predict_lung_probability
 from ml.ct.postprocess import LEFT_LUNG, RIGHT_LUNG, postprocess_lungs
-from ml.ct.preprocess import Box, small_grid_spacing, to_model_grid
+from ml.ct.preprocess import Box, small_grid_spacing, to_model_grid, z_factor
 from ml.ct.quantify import quantify_lungs
 
 logger = logging.getLogger(__name__)
@@ -113,12 +113,13 @@ class CTPredictor:
         """
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        image, hu_small, box = to_model_grid(volume_hu, self.size)
+        factor = z_factor(spacing[0])
+        image, hu_small, box = to_model_grid(volume_hu, self.size, factor)
         timings["preprocess_s"] = time.perf_counter() - start
         probability = predict_lung_probability(self.model, image, self.context, self.batch_size)
         timings["network_s"] = time.perf_counter() - start - sum(timings.values())
         small_labels = postprocess_lungs(
-            probability > 0.5, hu_small, small_grid_spacing(spacing, box, self.size), direction
+            probability > 0.5, hu_small, small_grid_spacing(spacing, box, self.size, factor), direction
         )
         labels = upsample_labels(probability, small_labels, box, volume_hu.shape, volume_hu, self.refine)
         timings["postprocess_s"] = time.perf_counter() - start - sum(timings.values())
@@ -146,6 +147,13 @@ def _confidence(probability: np.ndarray, labels: np.ndarray) -> float:
     return float(np.abs(2.0 * probability[region] - 1.0).mean())
 
 
+def _resize_depth(volume: np.ndarray, depth: int) -> np.ndarray:
+    """Linear interpolation of ``(d, S, S)`` to ``(depth, S, S)`` along the first axis."""
+    tensor = torch.from_numpy(np.ascontiguousarray(volume))[None, None]
+    size = (depth, volume.shape[1], volume.shape[2])
+    return F.interpolate(tensor, size=size, mode="trilinear", align_corners=False)[0, 0].numpy()
+
+
 def upsample_labels(
     probability: np.ndarray,
     small_labels: np.ndarray,
@@ -162,8 +170,9 @@ def upsample_labels(
     takes the side whose resized indicator is larger.
 
     Args:
-        probability: ``(D, S, S)`` lung probability on the model grid.
-        small_labels: ``(D, S, S)`` post-processed labels (1 right, 2 left) on the model grid.
+        probability: ``(d, S, S)`` lung probability on the model grid (``d ≤ D`` when thin
+            slices were averaged; interpolated back along D).
+        small_labels: ``(d, S, S)`` post-processed labels (1 right, 2 left) on the model grid.
         box: the crop box on the input grid.
         shape: input grid shape ``(D, H, W)``.
         volume_hu: ``(D, H, W)`` HU on the input grid (needed with ``refine``).
@@ -178,6 +187,8 @@ def upsample_labels(
     removed = (small_labels == 0) & (probability > 0.5)  # airways, fragments: removed outright
     agreed = np.where(small_labels > 0, np.maximum(probability, 0.5 + _EPS), np.where(removed, 0.0, probability))
     side = (small_labels == LEFT_LUNG).astype(np.float32) - (small_labels == RIGHT_LUNG).astype(np.float32)
+    if agreed.shape[0] != depth:  # thin slices were averaged: interpolate back along D
+        agreed, side = (_resize_depth(a, depth) for a in (agreed.astype(np.float32), side))
     out = np.zeros(shape, dtype=np.uint8)
     sy0, sy1 = max(box.y0, 0), min(box.y1, height)
     sx0, sx1 = max(box.x0, 0), min(box.x1, width)

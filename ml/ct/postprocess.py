@@ -202,10 +202,10 @@ def merge_fragments(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if not fragments.any():
         return labels
     frag_labels, count = ndimage.label(fragments, structure=_STRUCTURE_26)
-    grown = ndimage.grey_dilation(labels, footprint=_STRUCTURE_26)
     touching = np.zeros(count + 1, dtype=labels.dtype)
     for lung in np.unique(labels[labels > 0]):
-        hit = np.unique(frag_labels[(grown == lung) & (frag_labels > 0)])
+        grown = ndimage.binary_dilation(labels == lung, structure=_STRUCTURE_26)
+        hit = np.unique(frag_labels[grown & (frag_labels > 0)])
         touching[hit] = np.where(touching[hit] == 0, lung, touching[hit])
     out = labels.copy()
     out[frag_labels > 0] = touching[frag_labels[frag_labels > 0]]
@@ -221,7 +221,13 @@ def fill_lung_holes(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def assign_sides(parts: np.ndarray, direction: tuple[float, ...], lung_only: bool = False) -> np.ndarray:
+def assign_sides(
+    parts: np.ndarray,
+    direction: tuple[float, ...],
+    lung_only: bool = False,
+    offset: tuple[int, int, int] = (0, 0, 0),
+    full_width: int | None = None,
+) -> np.ndarray:
     """Label components by patient side: 1 = right lung, 2 = left lung.
 
     The side comes from the patient-coordinate x (LPS: +x toward the patient's left) of each
@@ -231,6 +237,9 @@ def assign_sides(parts: np.ndarray, direction: tuple[float, ...], lung_only: boo
         parts: ``(D, H, W)`` components 1 and 2 (order arbitrary).
         direction: the 9 direction cosines of the canonical grid (row-major 3×3).
         lung_only: label every lung voxel 1 (no side) instead.
+        offset: index ``(z, y, x)`` of ``parts[0, 0, 0]`` in the full grid (when cropped).
+        full_width: W of the full grid (default: assumes the crop is centred); used only to
+            place a single lung left or right of the midline.
 
     Returns:
         ``(D, H, W)`` uint8 labels.
@@ -244,10 +253,11 @@ def assign_sides(parts: np.ndarray, direction: tuple[float, ...], lung_only: boo
     patient_x = {}
     for p in present:
         z, y, x = ndimage.center_of_mass(parts == p)
-        patient_x[p] = float(matrix[0] @ np.array([x, y, z]))
+        patient_x[p] = float(matrix[0] @ (np.array([x, y, z]) + np.array(offset[::-1])))
     if len(present) == 1:
         p = present[0]
-        width_centre = float(matrix[0] @ np.array([(parts.shape[2] - 1) / 2, 0.0, 0.0]))
+        width = full_width if full_width is not None else parts.shape[2] + 2 * offset[2]
+        width_centre = float(matrix[0] @ np.array([(width - 1) / 2, 0.0, 0.0]))
         out[parts == p] = RIGHT_LUNG if patient_x[p] < width_centre else LEFT_LUNG
         return out
     right = min(present, key=lambda p: patient_x[p])
@@ -276,10 +286,25 @@ def postprocess_lungs(
     Returns:
         ``(D, H, W)`` uint8: 0 background, 1 right lung, 2 left lung.
     """
+    out = np.zeros(lung.shape, dtype=np.uint8)
+    if not lung.any():
+        return out
+    box = bounding_box(lung, margin=2)
+    lung, volume_hu = lung[box], volume_hu[box]
     airway = airway_mask(volume_hu, lung, spacing)
     airway = ndimage.binary_dilation(airway, structure=_STRUCTURE_6) if airway.any() else airway
     lung = lung & ~airway
     parts = separate_lungs(lung, spacing)
     parts = merge_fragments(parts, lung)
-    labels = assign_sides(parts, direction)
-    return fill_lung_holes(labels)
+    labels = assign_sides(parts, direction, offset=tuple(s.start for s in box), full_width=out.shape[2])
+    out[box] = fill_lung_holes(labels)
+    return out
+
+
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
+    """Slices of the bounding box of a non-empty mask, grown by ``margin`` voxels."""
+    box = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(i for i in range(mask.ndim) if i != axis)))
+        box.append(slice(max(0, int(hits[0]) - margin), min(mask.shape[axis], int(hits[-1]) + margin + 1)))
+    return tuple(box)

@@ -113,24 +113,48 @@ def stack_neighbours(slices: np.ndarray, index: int, context: int) -> np.ndarray
     return slices[indices]
 
 
-def to_model_grid(volume_hu: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, Box]:
-    """Crop the body box and resize slices to the model grid.
+def z_factor(spacing_z: float, target_mm: float = 3.0) -> int:
+    """Integer slice-averaging factor bringing thin slices near ``target_mm`` (1 for thick ones)."""
+    return max(1, int(round(target_mm / spacing_z)))
+
+
+def pool_slices(block: np.ndarray, factor: int) -> np.ndarray:
+    """Average groups of ``factor`` consecutive slices of ``(d, h, w)`` (last group padded by repetition)."""
+    if factor == 1:
+        return block
+    pad = (-block.shape[0]) % factor
+    if pad:
+        block = np.concatenate([block, np.repeat(block[-1:], pad, axis=0)])
+    return block.reshape(-1, factor, *block.shape[1:]).mean(axis=1, dtype=np.float32)
+
+
+def to_model_grid(
+    volume_hu: np.ndarray, size: int, factor: int = 1, chunk: int = 32
+) -> tuple[np.ndarray, np.ndarray, Box]:
+    """Crop the body box, average thin slices by ``factor`` and resize slices to the model grid.
 
     Args:
         volume_hu: ``(D, H, W)`` HU, canonical orientation.
         size: model input side in pixels.
+        factor: slices averaged into one model slice (see :func:`z_factor`).
+        chunk: model slices processed at once (bounds memory).
 
     Returns:
-        ``(hu_small, box)``-style triple ``(image, hu_small, box)``: ``image`` ``(D, size, size)``
-        windowed to [-1, 1]; ``hu_small`` ``(D, size, size)`` HU (for post-processing);
-        ``box`` the crop.
+        ``(image, hu_small, box)``: ``image`` ``(ceil(D / factor), size, size)`` windowed to
+        [-1, 1]; ``hu_small`` the same in HU (for post-processing); ``box`` the crop.
     """
     box = body_box(volume_hu)
-    hu_small = resize_slices(crop(volume_hu, box, fill=-1024.0), size, mode="area")
+    depth = volume_hu.shape[0]
+    hu_small = np.empty((-(-depth // factor), size, size), dtype=np.float32)
+    for start in range(0, depth, chunk * factor):
+        block = pool_slices(crop(volume_hu[start : start + chunk * factor], box, fill=-1024.0), factor)
+        hu_small[start // factor : start // factor + len(block)] = resize_slices(block, size, mode="area")
     return window(hu_small), hu_small, box
 
 
-def small_grid_spacing(spacing: tuple[float, float, float], box: Box, size: int) -> tuple[float, float, float]:
+def small_grid_spacing(
+    spacing: tuple[float, float, float], box: Box, size: int, factor: int = 1
+) -> tuple[float, float, float]:
     """Spacing ``(D, H, W)`` in mm of the model grid for a crop ``box`` resized to ``size``."""
-    factor = box.side / size
-    return (spacing[0], spacing[1] * factor, spacing[2] * factor)
+    scale = box.side / size
+    return (spacing[0] * factor, spacing[1] * scale, spacing[2] * scale)
