@@ -1,0 +1,87 @@
+"""CT entry points end to end on synthetic files: predict, evaluate (classical), preprocessing."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ml.ct import api
+from ml.ct.inference import upsample_labels
+from ml.ct.phantom import make_phantom
+from ml.ct.preprocess import Box, crop, pool_slices, to_model_grid, uncrop, z_factor
+
+
+def _write(array: np.ndarray, spacing_dhw: tuple[float, float, float], path: Path) -> Path:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(tuple(reversed(spacing_dhw)))
+    image.SetOrigin((-120.0, -90.0, -300.0))
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def phantom_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    folder = tmp_path_factory.mktemp("phantom")
+    phantom = make_phantom(shape=(48, 96, 96), spacing=(5.0, 3.3, 3.3), seed=1)
+    _write(phantom.volume_hu, phantom.spacing, folder / "ct.nii.gz")
+    _write(phantom.labels, phantom.spacing, folder / "lungs.nii.gz")
+    (folder / "manifest.csv").write_text(
+        "case,ct,labels,lr_labels,split\nphantom1,ct.nii.gz,lungs.nii.gz,1,test\n"
+    )
+    return folder, phantom
+
+
+def test_predict_writes_mask_in_input_geometry_and_returns_volumes(phantom_files, tmp_path: Path) -> None:
+    folder, phantom = phantom_files
+    result = api.predict("classical", folder / "ct.nii.gz", tmp_path / "out")
+    mask = sitk.ReadImage(result["mask"])
+    source = sitk.ReadImage(str(folder / "ct.nii.gz"))
+    assert mask.GetSize() == source.GetSize() and np.allclose(mask.GetOrigin(), source.GetOrigin())
+    assert result["method"] == "classical"
+    assert result["right_volume_ml"] == pytest.approx(phantom.volume_right_ml, rel=0.03)
+    assert result["total_volume_ml"] == pytest.approx(result["right_volume_ml"] + result["left_volume_ml"])
+
+
+def test_evaluate_writes_per_case_and_summary(phantom_files, tmp_path: Path) -> None:
+    folder, _ = phantom_files
+    summary = api.evaluate("classical", folder / "manifest.csv", "test", tmp_path)
+    for key in ("dice_right_mean", "dice_left_mean", "dice_mean", "hd95_mm_mean", "volume_error_pct_mean", "n_cases"):
+        assert key in summary
+    assert summary["n_cases"] == 1 and summary["dice_mean"] > 0.95
+    assert json.loads((tmp_path / "summary.json").read_text())["n_cases"] == 1
+    with (tmp_path / "per_case.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["case"] == "phantom1" and float(rows[0]["hd95_right_mm"]) < 10.0
+
+
+def test_slice_pooling_and_crop_round_trip() -> None:
+    block = np.arange(5 * 2 * 2, dtype=np.float32).reshape(5, 2, 2)
+    pooled = pool_slices(block, 2)
+    assert pooled.shape == (3, 2, 2)
+    assert pooled[0, 0, 0] == pytest.approx((0 + 4) / 2) and pooled[2, 0, 0] == pytest.approx(16.0)
+    assert z_factor(1.0) == 3 and z_factor(3.0) == 1 and z_factor(5.0) == 1
+    volume = np.random.default_rng(0).normal(size=(2, 6, 8)).astype(np.float32)
+    box = Box(-2, 8, -1, 9)  # extends past the image on every side
+    assert np.array_equal(uncrop(crop(volume, box, fill=0.0), box, volume.shape), volume)
+
+
+def test_upsampling_keeps_sides_and_scales_back() -> None:
+    volume = np.full((4, 64, 64), 40.0, np.float32)
+    volume[:, 16:48, 8:28] = -850.0
+    volume[:, 16:48, 36:56] = -850.0
+    image, hu_small, box = to_model_grid(volume, 32)
+    small = np.zeros(hu_small.shape, np.uint8)
+    small[hu_small < -400] = 1
+    small[:, :, 16:][small[:, :, 16:] == 1] = 2
+    probability = (hu_small < -400).astype(np.float32)
+    labels = upsample_labels(probability, small, box, volume.shape)
+    assert labels.shape == volume.shape
+    truth_right = np.zeros(volume.shape, bool)
+    truth_right[:, 16:48, 8:28] = True
+    dice = 2 * ((labels == 1) & truth_right).sum() / ((labels == 1).sum() + truth_right.sum())
+    assert dice > 0.95 and not (labels[:, :, 36:] == 1).any()
