@@ -47,10 +47,11 @@ def has_role(user: Any, project_id: int, roles: Iterable[str]) -> bool:
 class ProjectRolePermission(BasePermission):
     """Object-level check: reading needs membership, writing needs a role in ``write_roles``.
 
-    Views set ``write_roles`` (default: project admins). Objects expose ``project_id``.
+    Views set ``write_roles`` (default: project admins). Objects expose ``project_id`` (a
+    project itself is checked by its primary key).
     """
 
     def has_object_permission(self, request: Request, view: Any, obj: Any) -> bool:
-        project_id = obj.pk if obj.__class__.__name__ == "Project" else obj.project_id
+        project_id = getattr(obj, "project_id", None) or obj.pk  # a Project is its own project
         roles = READ_ROLES if request.method in ("GET", "HEAD", "OPTIONS") else getattr(view, "write_roles", MANAGE_ROLES)
         return has_role(request.user, project_id, roles)

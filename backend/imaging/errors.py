@@ -36,6 +36,10 @@ class TruncatedDicomError(IngestError):
     code = "truncated_dicom"
 
 
+class MalformedDicomError(IngestError):
+    code = "invalid_dicom"
+
+
 class NoPixelDataError(IngestError):
     code = "no_pixel_data"
 

@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_rescale
 
 from .deid import deidentify, original_patient_key, pseudonym_for
-from .errors import IngestError, MixedPatientsError, NoFilesError, TruncatedDicomError
+from .errors import MalformedDicomError, MixedPatientsError, NoFilesError
 from .models import BurnedInAnnotation, Instance, Patient, Project, Series, SourceFormat, Study, Upload
 from .readers import ImageOptions, image_to_dataset, nifti_to_datasets, read_dicom, sha256_hex
 from .signals import series_ingested
@@ -138,7 +138,7 @@ def _prepare_dicom(project: Project, name: str, ds: Dataset) -> PreparedInstance
         burned_in = flag if flag in ("YES", "NO") else BurnedInAnnotation.UNKNOWN
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         if not UID_PATTERN.match(str(ds.get(keyword, "") or "")) or len(str(ds.get(keyword))) > 64:
-            raise TruncatedDicomError(name, f"{keyword} is missing or malformed")
+            raise MalformedDicomError(name, f"{keyword} is missing or malformed")
     return PreparedInstance(name, ds, pseudonym, SourceFormat.DICOM, burned_in, str(ds.get("StudyDate", "") or ""))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from accounts.models import Role, User
+from accounts.models import Role
 from backend_factories import make_dicom, make_png
 from imaging.models import Instance, Project
 from imaging.services import ingest

@@ -150,3 +150,11 @@ def test_server_keeps_serving_after_bad_input(uploader: Callable) -> None:
     response = uploader(("good.dcm", make_dicom()))
     assert response.status_code == 201, response.content
     assert response.json()["num_instances"] == 1
+
+
+def test_dicom_with_malformed_uid(uploader: Callable, project: Any, _isolated_storage: Path) -> None:
+    """With identifiers kept, UIDs are used as they are (and name the stored files): validate them."""
+    project.deidentify = False
+    project.save()
+    response = uploader(("baduid.dcm", make_dicom(series_uid="1.2.abc/../x")))
+    assert_rejected(response, 400, "invalid_dicom", "baduid.dcm", _isolated_storage)
