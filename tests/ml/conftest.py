@@ -30,6 +30,12 @@ def synthetic_case(size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarra
 
 
 @pytest.fixture()
+def make_case():  # noqa: ANN201
+    """The :func:`synthetic_case` factory."""
+    return synthetic_case
+
+
+@pytest.fixture()
 def synthetic_manifest(tmp_path: Path) -> Path:
     """A manifest with 12 train, 4 val and 3 test synthetic cases (non-square test images)."""
     rows = ["dataset,case,split,category,width,height,lr_labels"]

@@ -1,0 +1,76 @@
+"""CXRPredictor on awkward inputs, flip-TTA label handling, and the ONNX path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ml.inference import CXRPredictor, OnnxBackend, flip_back
+from ml.preprocessing import ImageFormatError
+
+
+@pytest.fixture()
+def predictor(tiny_model: Path) -> CXRPredictor:
+    return CXRPredictor.from_registry(str(tiny_model), device="cpu")
+
+
+def _check(result, shape: tuple[int, int]) -> None:  # noqa: ANN001
+    assert result.labels.shape == shape and result.labels.dtype == np.uint8
+    assert set(np.unique(result.labels).tolist()) <= {0, 1, 2}
+    assert 0.0 <= result.confidence <= 1.0
+
+
+def test_flip_back_swaps_channels() -> None:
+    probs = np.zeros((3, 4, 6), np.float32)
+    probs[1, :, :2] = 1  # right lung on the image's left
+    back = flip_back(probs)
+    assert back[2, :, -2:].all() and not back[1].any()
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((100, 80), np.uint8),
+        np.full((100, 80), 255, np.uint8),
+        (np.random.default_rng(0).random((120, 90)) * 65535).astype(np.uint16),
+        np.repeat(np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))[..., None], 3, axis=2),
+        np.random.default_rng(1).random((50, 300)).astype(np.float32),
+        np.zeros((2500, 1800), np.uint16),
+    ],
+    ids=["black", "white", "16bit", "rgb", "float-wide", "huge"],
+)
+def test_awkward_inputs_give_a_full_size_mask(predictor: CXRPredictor, image: np.ndarray) -> None:
+    _check(predictor.predict(image), image.shape[:2])
+
+
+def test_black_image_gives_no_lungs_or_finite_confidence(predictor: CXRPredictor) -> None:
+    result = predictor.predict(np.zeros((64, 64), np.uint8))
+    assert np.isfinite(result.confidence)
+
+
+def test_monochrome1_equals_inverted_monochrome2(predictor: CXRPredictor, make_case) -> None:  # noqa: ANN001
+    img = make_case(64, seed=3)[0]
+    a = predictor.predict(255 - img, photometric="MONOCHROME1").labels
+    b = predictor.predict(img, photometric="MONOCHROME2").labels
+    assert (a == b).mean() > 0.999
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (10, 500), (3, 3, 3, 3)])
+def test_unusable_inputs_raise_clear_error(predictor: CXRPredictor, shape: tuple[int, ...]) -> None:
+    with pytest.raises(ImageFormatError):
+        predictor.predict(np.zeros(shape, np.uint8))
+
+
+def test_onnx_masks_equal_torch(tiny_model: Path, tmp_path: Path, make_case) -> None:  # noqa: ANN001
+    from ml.export import export_model
+
+    out = export_model(str(tiny_model), tmp_path / "export")
+    assert Path(out["onnx"]).is_file() and Path(out["torchscript"]).is_file()
+    torch_pred = CXRPredictor.from_registry(str(tiny_model), device="cpu")
+    onnx_pred = CXRPredictor(OnnxBackend(Path(out["onnx"])), torch_pred.card)
+    for seed in range(3):
+        img = make_case(64, seed=seed)[0]
+        a, b = torch_pred.predict(img).labels, onnx_pred.predict(img).labels
+        assert (a == b).mean() >= 0.9999
