@@ -55,7 +55,7 @@ class MaskRevisionViewSet(viewsets.ReadOnlyModelViewSet):
         response["X-Shape"] = ",".join(str(n) for n in labels.shape)
         response["X-Dtype"] = "uint8"
         response["X-Spacing"] = ",".join(str(s) for s in revision.spacing) if revision.spacing else ""
-        response["X-Orientation"] = "LPS" if labels.ndim == 3 else "image"
+        response["X-Orientation"] = "instance-grid"
         response["X-Checksum"] = revision.checksum
         response["Access-Control-Expose-Headers"] = "X-Shape, X-Dtype, X-Spacing, X-Orientation, X-Checksum"
         return response

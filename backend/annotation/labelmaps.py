@@ -1,9 +1,10 @@
 """Label-map codecs: PNG for 2D, gzip-compressed NIfTI for 3D; raw bytes for the viewer.
 
 Arrays follow the Pleura convention: ``uint8`` with 0 background, 1 patient's right lung,
-2 patient's left lung. 3D label maps are ``(D, H, W)`` in canonical LPS (W toward the
-patient's left, H posterior, D superior); :func:`encode_nifti` writes them with a RAS affine
-built from the stored geometry so that any NIfTI viewer overlays them on the CT.
+2 patient's left lung. 3D label maps are ``(D, H, W)`` on the series' instance grid (slices by
+position along the normal, Rows × Columns); :func:`encode_nifti` writes them with a RAS affine
+built from the stored geometry (LPS origin, direction, spacing) so that any NIfTI viewer
+overlays them on the CT.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def decode_png(data: bytes) -> np.ndarray:
 
 
 def affine_ras(geometry: dict[str, Any], spacing: tuple[float, ...] | None) -> np.ndarray:
-    """RAS 4×4 affine of a canonical volume whose axes (x, y, z) are (W, H, D).
+    """RAS 4×4 affine of a ``(D, H, W)`` label map whose array axes (x, y, z) are (W, H, D).
 
     Args:
         geometry: ``origin`` (LPS mm), ``direction`` (9 floats, row-major, SimpleITK) and

@@ -43,7 +43,7 @@ def _check_fits(labels: np.ndarray, series: Series, instance: Instance | None) -
                 f"label map {labels.shape} does not fit image {instance.pk} of {expected[0]}x{expected[1]} pixels")
     elif labels.ndim != 3:
         raise TargetMismatchError(f"a series label map must be (D, H, W), got {labels.shape}")
-    elif sorted(labels.shape) != sorted((series.num_instances or labels.shape[0], series.rows, series.columns)):
+    elif tuple(labels.shape) != (series.num_instances, series.rows, series.columns):
         raise TargetMismatchError(
             f"label map {labels.shape} does not fit series {series.pk} "
             f"({series.num_instances} slices of {series.rows}x{series.columns})")
@@ -70,7 +70,8 @@ def create_revision(
     """Append a revision to the target's lineage (numbers are assigned under a row lock).
 
     Args:
-        labels: ``(H, W)`` for an X-ray image, ``(D, H, W)`` canonical LPS for a CT series; uint8 0/1/2.
+        labels: ``(H, W)`` for an X-ray image, ``(D, H, W)`` for a CT series (slices by position
+            along the normal, Rows × Columns each); uint8 0/1/2.
         spacing: mm per array axis, ``None`` when unknown.
         parent: the revision this one corrects; the target's latest revision when ``None``.
 

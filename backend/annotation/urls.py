@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from .api import MaskRevisionViewSet
@@ -10,4 +11,9 @@ router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
 router.register("revisions", MaskRevisionViewSet, basename="maskrevision")
 
-urlpatterns = router.urls
+urlpatterns = [
+    *router.urls,
+    # the viewer's contract (docs/viewer-api.md): the same raw label map under /api/annotation/
+    path("annotation/revisions/<int:pk>/mask", MaskRevisionViewSet.as_view({"get": "labelmap"}),
+         name="annotation-revision-mask"),
+]

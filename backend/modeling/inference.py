@@ -7,8 +7,10 @@ model on its first job and reuses it for every later one.
 
 Inputs come from the stored, de-identified DICOM files through the Django storage API:
 an X-ray image is one instance ``(H, W)``; a CT series is read with :func:`ml.ct.io.read_ct`
-into the canonical LPS ``(D, H, W)`` HU volume (W toward the patient's left, H posterior,
-D superior).
+into the canonical LPS ``(D, H, W)`` HU volume the CT model expects. Proposals are returned on
+the *instance grid* (masks are written back in the input's geometry): ``(H, W)`` = (Rows,
+Columns) of the image, and for CT ``(D, H, W)`` = slices ordered by position along the slice
+normal (ascending), each slice in its stored row/column order.
 """
 
 from __future__ import annotations
@@ -51,12 +53,13 @@ class Proposal:
     """A proposed label map and how it was made.
 
     Attributes:
-        labels: ``(H, W)`` (X-ray) or ``(D, H, W)`` (CT, canonical LPS) uint8; 0 background,
-            1 patient's right lung, 2 patient's left lung.
+        labels: ``(H, W)`` (X-ray) or ``(D, H, W)`` (CT, on the instance grid, see the module
+            docstring) uint8; 0 background, 1 patient's right lung, 2 patient's left lung.
         modality: ``"cxr"`` or ``"ct"``.
         spacing: pixel/voxel spacing in mm in array axis order, ``None`` when unknown.
-        geometry: JSON-serialisable geometry for writing the mask back (CT: origin, direction,
-            spacing_xyz in SimpleITK order; X-ray: rows, columns).
+        geometry: JSON-serialisable geometry (CT: ``origin``, ``direction`` and ``spacing_xyz`` of
+            the instance grid in LPS, SimpleITK order, and ``instance_ids`` in slice order; X-ray:
+            rows, columns).
         method: ``"model"`` or ``"classical"`` (the CT fallback).
         confidence: the model's confidence score in [0, 1], if it gives one.
         entropy: mean normalised predictive entropy in [0, 1], if the model gives it.
@@ -182,6 +185,46 @@ def _series_folder(series: Any) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def to_instance_grid(labels: np.ndarray, meta: Any) -> np.ndarray:
+    """Canonical LPS ``(D, H, W)`` labels → the series' own grid (inverse of the reader's reorientation).
+
+    Returns:
+        ``(D, H, W)`` uint8 with D = slices by position along the normal, H = Rows, W = Columns.
+    """
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(labels, dtype=np.uint8))
+    image.SetSpacing(meta.spacing)
+    image.SetOrigin(meta.origin)
+    image.SetDirection(meta.direction)
+    if meta.original_orientation != "LPS":
+        image = sitk.DICOMOrient(image, meta.original_orientation)
+    return sitk.GetArrayFromImage(image).astype(np.uint8, copy=False)
+
+
+def instance_grid_geometry(meta: Any) -> dict[str, Any]:
+    """Spacing (x, y, z), origin and direction of the series' own grid, from the reader's reference."""
+    reference = meta.reference
+    if reference is None:
+        return {"spacing_xyz": list(meta.spacing), "origin": list(meta.origin), "direction": list(meta.direction)}
+    return {"spacing_xyz": list(reference.GetSpacing()), "origin": list(reference.GetOrigin()),
+            "direction": list(reference.GetDirection())}
+
+
+def slice_order(series: Any) -> list[int]:
+    """Instance ids in mask slice order: ascending position along the slice normal."""
+    instances = list(series.instances.only("id", "image_position", "slice_location"))
+    orientation = series.orientation or [1, 0, 0, 0, 1, 0]
+    normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
+
+    def key(instance: Any) -> float:
+        if instance.image_position:
+            return float(np.dot(np.asarray(instance.image_position, float), normal))
+        return float(instance.slice_location or 0.0)
+
+    return [i.pk for i in sorted(instances, key=key)]
+
+
 def read_ct(series: Any) -> tuple[np.ndarray, Any]:
     """The series as a canonical ``(D, H, W)`` HU volume and its :class:`ml.ct.io.CTMeta`.
 
@@ -241,8 +284,10 @@ def propose_ct(series: Any, name: str, sha256: str, weights_file: str = "") -> P
     started = time.perf_counter()
     volume, meta = read_ct(series)
     spacing = tuple(float(s) for s in meta.spacing_dhw)
-    geometry = {"spacing_xyz": list(meta.spacing), "origin": list(meta.origin),
-                "direction": list(meta.direction), "orientation": "LPS", "warnings": list(meta.warnings)}
+    geometry = {**instance_grid_geometry(meta), "canonical_orientation": "LPS",
+                "original_orientation": meta.original_orientation, "instance_ids": slice_order(series),
+                "warnings": list(meta.warnings)}
+    grid_spacing = tuple(float(s) for s in reversed(geometry["spacing_xyz"]))
     try:
         predictor = get_predictor(name, "ct", sha256, weights_file)
         result = predictor.predict(volume, spacing, meta.direction)
@@ -250,11 +295,12 @@ def propose_ct(series: Any, name: str, sha256: str, weights_file: str = "") -> P
         if labels.shape != volume.shape:
             raise ModelRunError(f"model {name} returned labels {labels.shape} for a volume {volume.shape}")
         confidence, entropy = _score(result)
-        return Proposal(labels=labels, modality="ct", spacing=spacing, geometry=geometry,
-                        confidence=confidence, entropy=entropy, duration_s=time.perf_counter() - started)
+        return Proposal(labels=to_instance_grid(labels, meta), modality="ct", spacing=grid_spacing,
+                        geometry=geometry, confidence=confidence, entropy=entropy,
+                        duration_s=time.perf_counter() - started)
     except (ImportError, OSError, LookupError, RuntimeError, ValueError, MemoryError) as exc:
         reason = f"model {name} failed: {type(exc).__name__}: {exc}"
         logger.warning("series %s: %s; falling back to the classical CT method", series.pk, reason)
     labels = segment_classical(volume, spacing, meta.direction).astype(np.uint8, copy=False)
-    return Proposal(labels=labels, modality="ct", spacing=spacing, geometry=geometry, method="classical",
-                    fallback_reason=reason, duration_s=time.perf_counter() - started)
+    return Proposal(labels=to_instance_grid(labels, meta), modality="ct", spacing=grid_spacing, geometry=geometry,
+                    method="classical", fallback_reason=reason, duration_s=time.perf_counter() - started)

@@ -47,8 +47,14 @@ def chest_phantom(depth: int, size: int) -> np.ndarray:
     return volume
 
 
-def ct_series_files(depth: int = 24, size: int = 64, spacing: float = 5.0) -> list[tuple[str, bytes]]:
-    """DICOM files ``(name, bytes)`` of a synthetic chest CT series (:func:`chest_phantom`)."""
+def ct_series_files(depth: int = 24, size: int = 64, spacing: float = 5.0,
+                    orientation: tuple[float, ...] = (1, 0, 0, 0, 1, 0)) -> list[tuple[str, bytes]]:
+    """DICOM files ``(name, bytes)`` of a synthetic chest CT series (:func:`chest_phantom`).
+
+    The pixel data are the phantom's slices as they are; ``orientation`` (ImageOrientationPatient)
+    only changes where the patient is, e.g. ``(-1, 0, 0, 0, 1, 0)`` puts the patient's right on
+    the high column indices.
+    """
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
@@ -67,8 +73,8 @@ def ct_series_files(depth: int = 24, size: int = 64, spacing: float = 5.0) -> li
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, study + ".1"
         ds.Modality, ds.PatientID, ds.PatientName, ds.StudyDate = "CT", "PHANTOM-1", "Phantom^Chest", "20200101"
         ds.SeriesNumber, ds.InstanceNumber = 1, k + 1
-        ds.ImagePositionPatient = [-175.0, -175.0, k * spacing]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-175.0 * orientation[0], -175.0, k * spacing]
+        ds.ImageOrientationPatient = list(orientation)
         ds.PixelSpacing, ds.SliceThickness = [pixel, pixel], spacing
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.Rows = ds.Columns = size

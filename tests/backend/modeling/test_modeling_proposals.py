@@ -75,9 +75,27 @@ def test_ct_proposal_falls_back_to_the_classical_method(project, ct_version_with
     assert revision.labelmap_format == "nii.gz" and revision.shape == [24, 64, 64] and revision.size_unit == "mL"
     labels = read_labels(revision)
     assert np.count_nonzero(labels == 1) > 0 and np.count_nonzero(labels == 2) > 0
-    # the phantom's lungs: right lung (label 1) on the image's left (low W index) in LPS
+    # standard orientation: the patient's right lung (label 1) on the low column indices
     assert np.argwhere(labels == 1)[:, 2].mean() < np.argwhere(labels == 2)[:, 2].mean()
+    assert revision.geometry["instance_ids"] == list(series.instances.order_by("slice_location").values_list("id", flat=True))
     assert QCFlag.objects.filter(revision=revision, name="slice_discontinuity").exists()
+
+
+def test_ct_label_map_is_on_the_stored_instance_grid(project, ct_version_without_weights,
+                                                     django_capture_on_commit_callbacks):
+    """Rows flipped in patient space: the mask still matches the stored pixels, sides follow the patient."""
+    from proposal_helpers import chest_phantom
+
+    files = ct_series_files(depth=24, size=64, orientation=(-1, 0, 0, 0, 1, 0))
+    (series,) = _ingest(project, files, django_capture_on_commit_callbacks)
+    revision = MaskRevision.objects.get(pk=ProposalJob.objects.get(series=series).revision_id)
+    labels = read_labels(revision)
+    assert labels.shape == (24, 64, 64)
+    lungs = chest_phantom(24, 64) == -850.0  # the phantom's lung voxels, in stored pixel order
+    dice = 2 * np.count_nonzero((labels > 0) & lungs) / (np.count_nonzero(labels) + np.count_nonzero(lungs))
+    assert dice > 0.8
+    # columns now run toward the patient's right: the right lung (1) sits on the high column indices
+    assert np.argwhere(labels == 1)[:, 2].mean() > np.argwhere(labels == 2)[:, 2].mean()
 
 
 def test_unreadable_image_fails_after_retries_and_keeps_the_error(project, tiny_cxr_version,
@@ -162,6 +180,7 @@ def test_api_status_labelmap_download_and_rerun(project, other_project, tiny_cxr
     revision_id = jobs[0]["revision_id"]
     raw = client.get(f"/api/revisions/{revision_id}/labelmap/")
     assert raw.status_code == 200 and raw["X-Shape"] == "80,96" and raw["X-Dtype"] == "uint8"
+    assert client.get(f"/api/annotation/revisions/{revision_id}/mask").content == raw.content
     labels = np.frombuffer(raw.content, np.uint8).reshape(80, 96)
     assert np.array_equal(labels, read_labels(MaskRevision.objects.get(pk=revision_id)))
     png = client.get(f"/api/revisions/{revision_id}/download/", {"kind": "png"})
