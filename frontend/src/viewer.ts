@@ -287,6 +287,10 @@ export async function createViewer(element: HTMLDivElement, options: ViewerOptio
   let editCount = 0;
   let destroyed = false;
   const history = csUtils.HistoryMemo.DefaultHistoryMemo;
+  const clearHistory = (): void => {
+    history.size = history.size; // the setter empties the ring
+  };
+  clearHistory(); // undo must not reach edits made in an earlier viewer on this page
 
   const emit = (reason: ChangeReason): void => {
     onChange?.({
@@ -437,6 +441,7 @@ export async function createViewer(element: HTMLDivElement, options: ViewerOptio
     destroy() {
       if (destroyed) return;
       destroyed = true;
+      clearHistory();
       eventTarget.removeEventListener(toolsEnums.Events.SEGMENTATION_DATA_MODIFIED, onDataModified);
       element.removeEventListener(csEnums.Events.STACK_NEW_IMAGE, onNewImage);
       ToolGroupManager.destroyToolGroup(toolGroupId);

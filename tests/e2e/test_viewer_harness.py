@@ -63,9 +63,9 @@ def viewport_pixels(page, path: Path | None = None) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
-def stroke(page, points: list[tuple[float, float]]) -> list[tuple[int, int]]:
-    """Drag the mouse through client points; returns the image pixels under them."""
-    pixels = [tuple(page.evaluate("([x, y]) => window.pleuraViewer.clientToPixel(x, y)", [x, y])) for x, y in points]
+def stroke(page, points: list[tuple[float, float]]) -> list[list[int] | None]:
+    """Drag the mouse through client points; returns the image pixels under them (None: off the image)."""
+    pixels = [page.evaluate("([x, y]) => window.pleuraViewer.clientToPixel(x, y)", [x, y]) for x, y in points]
     page.mouse.move(*points[0])
     page.mouse.down()
     for b in points[1:]:
@@ -220,12 +220,30 @@ def test_ct_stack_presets_and_scrolling(page, viewer_server: ViewerServer, artif
     body = mediastinum[int(h * 0.82), w // 2 - 20 : w // 2 + 20]
     assert abs(body.mean() - 128) < 25, f"40 HU shows as {body.mean():.0f}, expected mid-grey"
 
-    # Brush on a CT slice touches that slice only.
+    # Zoom (right-drag or Z tool), pan (P tool) and reset (R).
     page.keyboard.press("l")
+    page.keyboard.press("z")
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + 5, box["y"] + 5)
+    settle(page)
+    before = viewport_pixels(page).astype(float)
+    stroke(page, [(cx, cy), (cx, cy - 150)])
+    zoomed = viewport_pixels(page, artifacts / "ct_zoomed.png").astype(float)
+    assert np.abs(zoomed - before).mean() > 3.0, "zoom did not change the view"
+    page.keyboard.press("p")
+    stroke(page, [(cx, cy), (cx + 150, cy)])
+    panned = viewport_pixels(page, artifacts / "ct_panned.png").astype(float)
+    assert np.abs(panned - zoomed).mean() > 3.0, "pan did not move the view"
+    page.keyboard.press("r")
+    page.mouse.move(box["x"] + 5, box["y"] + 5)
+    settle(page)
+    reset = viewport_pixels(page).astype(float)
+    assert np.abs(reset - before).mean() < 1.0, "reset did not restore the view"
+
+    # Brush on a CT slice touches that slice only.
     page.keyboard.press("b")
     page.keyboard.press("1")
     page.evaluate(SNAPSHOT_JS)
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     stroke(page, [(cx - 30, cy), (cx + 30, cy)])
     diff_after_edit(page)
     assert page.evaluate(f"{viewer}.changedSlices()") == [start]
