@@ -58,6 +58,10 @@ class ZeroSizeImageError(IngestError):
     code = "zero_size_image"
 
 
+class InvalidFileError(IngestError):
+    code = "invalid_file"
+
+
 class InvalidImageError(IngestError):
     code = "invalid_image"
 

@@ -50,9 +50,7 @@ from .errors import (
 logger = logging.getLogger(__name__)
 
 SUPPORTED_MODALITIES = frozenset({"CR", "DX", "CT"})
-SUPPORTED_TRANSFER_SYNTAXES = frozenset(
-    {ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, RLELossless, JPEGBaseline8Bit}
-)
+SUPPORTED_TRANSFER_SYNTAXES = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, RLELossless, JPEGBaseline8Bit})
 PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _READ_ERRORS = (OSError, EOFError, ValueError, struct.error, KeyError, TypeError, IndexError, zlib.error)
 
@@ -82,6 +80,10 @@ def read_dicom(name: str, data: bytes) -> Dataset:
     """
     if not data:
         raise EmptyFileError(name, "the file is empty (0 bytes)")
+    if _declares_deflate(data):  # pydicom would inflate the whole dataset before any check
+        raise UnsupportedTransferSyntaxError(
+            name, f"transfer syntax {DeflatedExplicitVRLittleEndian} (deflated) is not supported"
+        )
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
     except InvalidDicomError as exc:
@@ -115,6 +117,14 @@ def read_dicom(name: str, data: bytes) -> Dataset:
             name, f"the pixel data cannot be decoded: truncated or corrupted ({type(exc).__name__})"
         ) from exc
     return ds
+
+
+def _declares_deflate(data: bytes) -> bool:
+    """Whether the Part-10 file meta group names the deflated transfer syntax (header only)."""
+    if data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00":
+        return False
+    meta_length = struct.unpack("<I", data[140:144])[0] if len(data) >= 144 else 0
+    return str(DeflatedExplicitVRLittleEndian).encode() in data[144 : 144 + min(meta_length, 4096)]
 
 
 def image_to_dataset(name: str, data: bytes, options: ImageOptions) -> Dataset:

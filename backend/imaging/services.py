@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -21,7 +22,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_rescale
 
 from .deid import deidentify, original_patient_key, pseudonym_for
-from .errors import MalformedDicomError, MixedPatientsError, NoFilesError
+from .errors import IngestError, InvalidFileError, MalformedDicomError, MixedPatientsError, NoFilesError
 from .models import BurnedInAnnotation, Instance, Patient, Project, Series, SourceFormat, Study, Upload
 from .readers import ImageOptions, image_to_dataset, nifti_to_datasets, read_dicom, sha256_hex
 from .signals import series_ingested
@@ -30,6 +31,7 @@ from .sources import Limits, SourceFile, expand, kind_of
 logger = logging.getLogger(__name__)
 
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_UNEXPECTED_FILE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, NotImplementedError)
 ProgressCallback = Callable[[int], None]
 
 
@@ -88,7 +90,7 @@ def ingest(
     files = expand(sources, limits)
     if not files:
         raise NoFilesError("(upload)", "no files were received")
-    prepared = _prepare_all(project, files, patient_key=patient_key, modality=modality, progress=progress)
+    prepared = _prepare_all(project, files, patient_key=patient_key, modality=modality, limits=limits, progress=progress)
     result = _store(project, prepared, user=user, origin=origin, num_files=len(files))
     logger.info(
         "ingested upload %s into project %s: %d instances in %d series, %d duplicates skipped",
@@ -98,34 +100,53 @@ def ingest(
 
 
 def _prepare_all(
-    project: Project, files: Sequence[SourceFile], *, patient_key: str | None, modality: str,
+    project: Project, files: Sequence[SourceFile], *, patient_key: str | None, modality: str, limits: Limits,
     progress: ProgressCallback | None,
 ) -> list[PreparedInstance]:
-    options = ImageOptions(secret=project.deid_secret, patient_key=patient_key, modality=modality)
+    options = ImageOptions(
+        secret=project.deid_secret, patient_key=patient_key, modality=modality,
+        max_image_pixels=settings.PLEURA_MAX_IMAGE_PIXELS, max_decompressed_bytes=limits.max_archive_total_bytes,
+    )
     prepared: list[PreparedInstance] = []
     first_patient: tuple[str, str] | None = None  # (original key, file name); memory only
     for source in files:
-        kind = kind_of(source)
-        if kind == "dicom":
-            ds = read_dicom(source.name, source.data)
-            key = original_patient_key(ds)
-            if first_patient is None:
-                first_patient = (key, source.name)
-            elif key != first_patient[0]:
-                raise MixedPatientsError(
-                    source.name, f"this file belongs to a different patient than {first_patient[1]}; "
-                    "upload one patient at a time"
-                )
-            prepared.append(_prepare_dicom(project, source.name, ds))
-        elif kind == "image":
-            ds = image_to_dataset(source.name, source.data, options)
-            prepared.append(PreparedInstance(source.name, ds, str(ds.PatientID), SourceFormat.IMAGE, BurnedInAnnotation.UNKNOWN))
-        else:
-            for ds in nifti_to_datasets(source.name, source.data, options):
-                prepared.append(PreparedInstance(source.name, ds, str(ds.PatientID), SourceFormat.NIFTI, BurnedInAnnotation.NO))
+        try:
+            first_patient = _prepare_one(project, source, options, first_patient, prepared)
+        except IngestError:
+            raise
+        except _UNEXPECTED_FILE_ERRORS as exc:
+            # Library errors can quote file contents: report the type only, never the message.
+            logger.warning("could not process %s (%s)", source.name, type(exc).__name__)
+            raise InvalidFileError(source.name, f"the file could not be processed ({type(exc).__name__})") from None
         if progress is not None:
             progress(1)
     return prepared
+
+
+def _prepare_one(
+    project: Project, source: SourceFile, options: ImageOptions, first_patient: tuple[str, str] | None,
+    prepared: list[PreparedInstance],
+) -> tuple[str, str] | None:
+    """Validate, convert and de-identify one file; append to ``prepared``; return the first patient."""
+    kind = kind_of(source)
+    if kind == "dicom":
+        ds = read_dicom(source.name, source.data)
+        key = original_patient_key(ds)
+        if first_patient is None:
+            first_patient = (key, source.name)
+        elif key != first_patient[0]:
+            raise MixedPatientsError(
+                source.name, f"this file belongs to a different patient than {first_patient[1]}; "
+                "upload one patient at a time"
+            )
+        prepared.append(_prepare_dicom(project, source.name, ds))
+    elif kind == "image":
+        ds = image_to_dataset(source.name, source.data, options)
+        prepared.append(PreparedInstance(source.name, ds, str(ds.PatientID), SourceFormat.IMAGE, BurnedInAnnotation.UNKNOWN))
+    else:
+        for ds in nifti_to_datasets(source.name, source.data, options):
+            prepared.append(PreparedInstance(source.name, ds, str(ds.PatientID), SourceFormat.NIFTI, BurnedInAnnotation.NO))
+    return first_patient
 
 
 def _prepare_dicom(project: Project, name: str, ds: Dataset) -> PreparedInstance:

@@ -158,3 +158,15 @@ def test_dicom_with_malformed_uid(uploader: Callable, project: Any, _isolated_st
     project.save()
     response = uploader(("baduid.dcm", make_dicom(series_uid="1.2.abc/../x")))
     assert_rejected(response, 400, "invalid_dicom", "baduid.dcm", _isolated_storage)
+
+
+def test_deflated_transfer_syntax_refused_before_inflating(uploader: Callable, _isolated_storage: Path) -> None:
+    from pydicom import dcmread
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = dcmread(io.BytesIO(make_dicom()))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    response = uploader(("deflated.dcm", buffer.getvalue()))
+    assert_rejected(response, 415, "unsupported_transfer_syntax", "deflated.dcm", _isolated_storage)
