@@ -16,6 +16,7 @@ from viewer_support import (
     VIEWPORT,
     Resource,
     ViewerServer,
+    ct_lung_labels,
     ct_series,
     handler_for,
     mask_resource,
@@ -37,6 +38,7 @@ def viewer_server(viewer_dist: Path) -> Iterator[ViewerServer]:
         "/dicom/xray.dcm": Resource(xray_dicom(), "application/dicom"),
         "/mask/xray": mask_resource(xray_lung_labels()),
     }
+    resources["/mask/ct"] = mask_resource(ct_lung_labels())
     for z, body in enumerate(ct_series()):
         resources[f"/dicom/ct/{z}.dcm"] = Resource(body, "application/dicom")
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(resources))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from viewer_support import CT_SLICES, ViewerServer, xray_lung_labels
+from viewer_support import CT_SLICES, ViewerServer, ct_lung_labels, xray_lung_labels
 
 pytestmark = pytest.mark.e2e
 
@@ -188,14 +188,27 @@ def test_controls_are_labelled_and_fit_1280x800(page, viewer_server: ViewerServe
 
 def test_ct_stack_presets_and_scrolling(page, viewer_server: ViewerServer, artifacts: Path) -> None:
     images = [f"/dicom/ct/{z}.dcm" for z in range(CT_SLICES)]
-    open_harness(page, harness_url(viewer_server, images, "CT"))
+    labels = ct_lung_labels()
+    open_harness(page, harness_url(viewer_server, images, "CT", "/mask/ct"))
     viewer = "window.pleuraViewer"
     assert page.evaluate(f"{viewer}.shape") == [CT_SLICES, 128, 128]
-    assert page.evaluate(COUNT_JS) == [CT_SLICES * 128 * 128, 0, 0, 0]  # no mask given: empty
+    per_slice = page.evaluate(
+        "() => { const {shape, data} = window.pleuraViewer.getLabelmap(); const n = shape[1] * shape[2];"
+        " return Array.from({length: shape[0]}, (_, z) => data.subarray(z * n, (z + 1) * n).filter((v) => v > 0).length); }"
+    )
+    assert per_slice == [int((labels[z] > 0).sum()) for z in range(CT_SLICES)], "mask slices not in instance order"
     start = page.evaluate(f"{viewer}.getSliceIndex()")
     assert start == CT_SLICES // 2
-    lung = viewport_pixels(page, artifacts / "ct_lung_window.png").mean(axis=2)
+    shot = viewport_pixels(page, artifacts / "ct_lung_window.png").astype(int)
+    lung = shot.mean(axis=2)
     assert lung.std() > 30, "CT slice looks blank"
+    assert ((shot[..., 2] - shot[..., 0]) > 40).sum() > 2000, "mask overlay missing on a slice that has one"
+    page.evaluate(f"{viewer}.setSliceIndex(0)")
+    settle(page)
+    empty = viewport_pixels(page, artifacts / "ct_slice0_no_mask.png").astype(int)
+    assert ((empty[..., 2] - empty[..., 0]) > 40).sum() < 50, "overlay drawn on a slice whose mask is empty"
+    page.evaluate(f"{viewer}.setSliceIndex({start})")
+    settle(page)
 
     # Slice scrolling with keys and the wheel changes the slice and the picture.
     page.locator("[data-testid=viewport]").click(position={"x": 5, "y": 5}, button="middle")

@@ -78,6 +78,16 @@ def ct_hu(z: int) -> np.ndarray:
     return hu
 
 
+def ct_lung_labels() -> np.ndarray:
+    """(5, 128, 128) uint8 labels on slices 1-3 only (0 and 4 empty): 1 = image-left lung, 2 = image-right lung."""
+    labels = np.zeros((CT_SLICES, CT_SIZE, CT_SIZE), np.uint8)
+    for z in (1, 2, 3):
+        lung = ct_hu(z) == -850
+        labels[z][lung & (np.arange(CT_SIZE)[None, :] < CT_SIZE // 2)] = 1
+        labels[z][lung & (np.arange(CT_SIZE)[None, :] >= CT_SIZE // 2)] = 2
+    return labels
+
+
 def _dataset(sop_class: str, rows: int, cols: int, modality: str):
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
