@@ -11,12 +11,14 @@ from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
-from rest_framework.decorators import api_view
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.exceptions import NotAcceptable, NotFound, ParseError, PermissionDenied
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from accounts.models import Membership, Role
 from accounts.permissions import (
@@ -145,20 +147,44 @@ class UploadViewSet(ProjectScopedMixin, mixins.CreateModelMixin, viewsets.ReadOn
         return Response(body, status=status.HTTP_201_CREATED)
 
 
-@extend_schema(
-    parameters=[
-        OpenApiParameter("requestType", str, required=True, description="Must be WADO"),
-        OpenApiParameter("studyUID", str, required=True),
-        OpenApiParameter("seriesUID", str, required=True),
-        OpenApiParameter("objectUID", str, required=True),
-        OpenApiParameter("contentType", str, description="application/dicom (the default here)"),
-        OpenApiParameter("project", int, description="Project id, when the same UIDs exist in several of yours"),
-    ],
-    responses={(200, "application/dicom"): OpenApiTypes.BINARY, 404: OpenApiResponse(description="Not found")},
-)
-@api_view(["GET"])
-def wado_uri(request: Request) -> FileResponse:
+class IgnoreAcceptNegotiation(BaseContentNegotiation):
+    """WADO clients send ``Accept: application/dicom``; errors are answered as JSON regardless."""
+
+    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
+        return parsers[0]
+
+    def select_renderer(self, request: Request, renderers: list[Any], format_suffix: str | None = None) -> tuple[Any, str]:
+        return renderers[0], renderers[0].media_type
+
+
+class WadoURIView(APIView):
     """WADO-URI (DICOM PS3.18): the stored, de-identified instance as ``application/dicom``."""
+
+    content_negotiation_class = IgnoreAcceptNegotiation
+    renderer_classes = [JSONRenderer]
+
+    @extend_schema(
+        operation_id="wado_uri",
+        parameters=[
+            OpenApiParameter("requestType", str, required=True, description="Must be WADO"),
+            OpenApiParameter("studyUID", str, required=True),
+            OpenApiParameter("seriesUID", str, required=True),
+            OpenApiParameter("objectUID", str, required=True),
+            OpenApiParameter("contentType", str, description="application/dicom (the default here)"),
+            OpenApiParameter("project", int, description="Project id, when the same UIDs exist in several of yours"),
+        ],
+        responses={(200, "application/dicom"): OpenApiTypes.BINARY, 404: OpenApiResponse(description="Not found")},
+    )
+    def get(self, request: Request) -> FileResponse:
+        instance = _wado_instance(request)
+        response = FileResponse(default_storage.open(instance.file.name, "rb"), content_type="application/dicom")
+        response["Content-Disposition"] = f'attachment; filename="{instance.sop_instance_uid}.dcm"'
+        response["Cache-Control"] = "private, max-age=3600"
+        return response
+
+
+def _wado_instance(request: Request) -> Instance:
+    """Validate the WADO-URI parameters and find the instance among the user's projects."""
     params = request.query_params
     if params.get("requestType") != "WADO":
         raise ParseError("requestType must be WADO")
@@ -179,7 +205,7 @@ def wado_uri(request: Request) -> FileResponse:
     instance = instances.order_by("project_id").first()
     if instance is None:
         raise NotFound("no such instance in your projects")
-    response = FileResponse(default_storage.open(instance.file.name, "rb"), content_type="application/dicom")
-    response["Content-Disposition"] = f'attachment; filename="{instance.sop_instance_uid}.dcm"'
-    response["Cache-Control"] = "private, max-age=3600"
-    return response
+    return instance
+
+
+wado_uri = WadoURIView.as_view()

@@ -74,16 +74,18 @@ def test_pagination_and_filters(filled: Project, make_member: Callable, client_f
     ],
 )
 def test_wado_parameter_errors(query: str, status: int, filled: Project, make_member: Callable, client_for: Callable) -> None:
-    response = client_for(make_member(filled, Role.ANNOTATOR)).get(f"/wado?{query}")
+    response = client_for(make_member(filled, Role.ANNOTATOR)).get(f"/wado?{query}", HTTP_ACCEPT="application/dicom")
     assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
     assert "detail" in response.json()
 
 
-def test_wado_returns_the_stored_bytes(filled: Project, make_member: Callable, client_for: Callable) -> None:
+@pytest.mark.parametrize("accept", ["*/*", "application/dicom", "application/dicom; transfer-syntax=*", "image/jpeg"])
+def test_wado_returns_the_stored_bytes(accept: str, filled: Project, make_member: Callable, client_for: Callable) -> None:
     client = client_for(make_member(filled, Role.ANNOTATOR))
     instance = Instance.objects.filter(series__modality="CT").get()
     url = client.get(f"/api/instances/{instance.pk}/").json()["wado_url"]
-    response = client.get(url)
+    response = client.get(url, HTTP_ACCEPT=accept)
     assert response.status_code == 200 and response["Content-Type"] == "application/dicom"
     assert b"".join(response.streaming_content) == instance.file.open("rb").read()
 
