@@ -16,12 +16,15 @@ class MembershipSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at"]
 
 
+class RoleSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Membership
+        fields = ["project", "role"]
+
+
 class MeSerializer(serializers.ModelSerializer):
-    memberships = serializers.SerializerMethodField()
+    memberships = RoleSerializer(many=True, read_only=True)
 
     class Meta:
         model = User
         fields = ["id", "username", "email", "is_staff", "memberships"]
-
-    def get_memberships(self, obj: User) -> list[dict[str, object]]:
-        return [{"project": m.project_id, "role": m.role} for m in obj.memberships.all()]

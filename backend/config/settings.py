@@ -204,6 +204,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "ModalityEnum": "imaging.models.Modality",
+        "XrayModalityEnum": "imaging.models.XRAY_MODALITIES",
+    },
 }
 
 # --- Celery -----------------------------------------------------------------------------------

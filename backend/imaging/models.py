@@ -32,6 +32,10 @@ class Modality(models.TextChoices):
     CT = "CT", "Computed tomography"
 
 
+#: Modalities a PNG/JPEG chest X-ray may be recorded as.
+XRAY_MODALITIES = [(Modality.DX.value, Modality.DX.label), (Modality.CR.value, Modality.CR.label)]
+
+
 class SourceFormat(models.TextChoices):
     DICOM = "dicom", "DICOM"
     IMAGE = "image", "PNG/JPEG wrapped as DICOM Secondary Capture"

@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from accounts.permissions import role_in
 
-from .models import Instance, Modality, Patient, Project, Series, Study, Upload
+from .models import XRAY_MODALITIES, Instance, Modality, Patient, Project, Series, Study, Upload
 
 
 class ProjectSerializer(serializers.ModelSerializer):
@@ -97,5 +97,5 @@ class UploadCreateSerializer(serializers.Serializer):
         help_text="Patient key for PNG/JPEG/NIfTI files (hashed to a pseudonym; never stored as given)",
     )
     modality = serializers.ChoiceField(
-        choices=[Modality.DX, Modality.CR], default=Modality.DX, help_text="Modality recorded for PNG/JPEG X-rays"
+        choices=XRAY_MODALITIES, default=Modality.DX, help_text="Modality recorded for PNG/JPEG X-rays"
     )
