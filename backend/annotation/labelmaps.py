@@ -97,7 +97,7 @@ def encode_nifti(labels: np.ndarray, geometry: dict[str, Any], spacing: tuple[fl
     image = nib.Nifti1Image(np.transpose(array, (2, 1, 0)), affine_ras(geometry, spacing))
     image.header.set_data_dtype(np.uint8)
     image.header.set_xyzt_units("mm")
-    return gzip.compress(image.to_bytes(), compresslevel=6)
+    return gzip.compress(image.to_bytes(), compresslevel=1)  # label maps are runs of 0/1/2: level 1 is enough
 
 
 def decode_nifti(data: bytes) -> np.ndarray:
