@@ -80,6 +80,10 @@ class FileTooLargeError(IngestError):
     code = "file_too_large"
 
 
+class InconsistentSeriesError(IngestError):
+    code = "inconsistent_series"
+
+
 class MixedPatientsError(IngestError):
     code = "mixed_patients"
 

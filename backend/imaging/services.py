@@ -22,7 +22,14 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_rescale
 
 from .deid import deidentify, original_patient_key, pseudonym_for
-from .errors import IngestError, InvalidFileError, MalformedDicomError, MixedPatientsError, NoFilesError
+from .errors import (
+    InconsistentSeriesError,
+    IngestError,
+    InvalidFileError,
+    MalformedDicomError,
+    MixedPatientsError,
+    NoFilesError,
+)
 from .models import BurnedInAnnotation, Instance, Patient, Project, Series, SourceFormat, Study, Upload
 from .readers import ImageOptions, image_to_dataset, nifti_to_datasets, read_dicom, sha256_hex
 from .signals import series_ingested
@@ -267,6 +274,11 @@ def _store_series(
     )
     added = duplicates = 0
     for item in items:
+        if (int(item.dataset.Rows), int(item.dataset.Columns)) != (series.rows, series.columns):
+            raise InconsistentSeriesError(
+                item.source_name, f"image size {item.dataset.Rows}x{item.dataset.Columns} differs from its series "
+                f"({series.rows}x{series.columns})"
+            )
         sop_uid = str(item.dataset.SOPInstanceUID)
         if sop_uid in existing:
             duplicates += 1

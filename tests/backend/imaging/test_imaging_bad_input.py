@@ -170,3 +170,8 @@ def test_deflated_transfer_syntax_refused_before_inflating(uploader: Callable, _
     ds.save_as(buffer, enforce_file_format=True)
     response = uploader(("deflated.dcm", buffer.getvalue()))
     assert_rejected(response, 415, "unsupported_transfer_syntax", "deflated.dcm", _isolated_storage)
+
+
+def test_series_with_mixed_image_sizes(uploader: Callable, _isolated_storage: Path) -> None:
+    response = uploader(("s1.dcm", make_dicom(rows=8, columns=8)), ("s2.dcm", make_dicom(rows=16, columns=16, z=2.0)))
+    assert_rejected(response, 400, "inconsistent_series", "s2.dcm", _isolated_storage)
