@@ -37,11 +37,17 @@ VISIBILITY_TIMEOUT_S = 3
 @pytest.fixture
 def worker_env(tmp_path: Path) -> dict[str, str]:
     """Environment of worker and producer subprocesses: the test database, Redis DB 14, this test's storage."""
-    redis.Redis.from_url(REDIS_DB_URL).flushdb()
+    if connection.vendor != "postgresql":
+        pytest.skip("worker tests share the test database with a subprocess: they need PostgreSQL (DATABASE_URL)")
+    try:
+        redis.Redis.from_url(REDIS_DB_URL, socket_connect_timeout=2).flushdb()
+    except redis.ConnectionError as exc:
+        pytest.skip(f"Redis not reachable at {REDIS_DB_URL}: {exc}")
     db = connection.settings_dict
+    credentials = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY", "PLEURA_"))}
     env.update(
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        DATABASE_URL=f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
         REDIS_URL=REDIS_DB_URL, PLEURA_DATA_DIR=str(tmp_path), PLEURA_TEST="1", PLEURA_CELERY_EAGER="0",
         PLEURA_BROKER_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT_S), PLEURA_PROPOSAL_RETRY_BACKOFF="1",
         PYTHONPATH=os.pathsep.join([str(REPO / "backend"), str(REPO)]), DJANGO_SETTINGS_MODULE="config.settings",
