@@ -16,7 +16,7 @@ import pydicom
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_rescale
@@ -284,8 +284,10 @@ def _store_series(
             duplicates += 1
             continue
         existing.add(sop_uid)
-        _store_instance(project, series, study, item, saved)
-        added += 1
+        if _store_instance(project, series, study, item, saved):
+            added += 1
+        else:
+            duplicates += 1
     if added:
         update_series_geometry(series)
     return series, created, added, duplicates
@@ -316,7 +318,8 @@ def storage_name(project: Project, study_uid: str, series_uid: str, sop_uid: str
     return f"projects/{project.pk}/{study_uid}/{series_uid}/{sop_uid}.dcm"
 
 
-def _store_instance(project: Project, series: Series, study: Study, item: PreparedInstance, saved: list[str]) -> None:
+def _store_instance(project: Project, series: Series, study: Study, item: PreparedInstance, saved: list[str]) -> bool:
+    """Store one instance; ``False`` when a concurrent upload stored the same SOP Instance UID first."""
     ds = item.dataset
     content = dataset_bytes(ds)
     name = default_storage.save(
@@ -325,12 +328,20 @@ def _store_instance(project: Project, series: Series, study: Study, item: Prepar
     )
     saved.append(name)
     number = ds.get("InstanceNumber")
-    Instance.objects.create(
-        project=project, series=series, sop_instance_uid=str(ds.SOPInstanceUID), sop_class_uid=str(ds.SOPClassUID),
-        instance_number=int(number) if number not in (None, "") else None,
-        image_position=_float_list(ds.get("ImagePositionPatient")), slice_location=_slice_location(ds),
-        file=name, file_size=len(content), sha256=sha256_hex(content),
-    )
+    try:
+        with transaction.atomic():  # savepoint: a unique-UID clash must not abort the whole upload
+            Instance.objects.create(
+                project=project, series=series, sop_instance_uid=str(ds.SOPInstanceUID),
+                sop_class_uid=str(ds.SOPClassUID), instance_number=int(number) if number not in (None, "") else None,
+                image_position=_float_list(ds.get("ImagePositionPatient")), slice_location=_slice_location(ds),
+                file=name, file_size=len(content), sha256=sha256_hex(content),
+            )
+    except IntegrityError:
+        logger.info("instance %s was stored by a concurrent upload; skipped", ds.SOPInstanceUID)
+        saved.remove(name)
+        _delete_files([name])
+        return False
+    return True
 
 
 def update_series_geometry(series: Series) -> None:

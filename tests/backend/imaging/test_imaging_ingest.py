@@ -138,3 +138,38 @@ def test_zip_of_dicom(project: Project) -> None:
         archive.writestr("__MACOSX/._0.dcm", b"junk")
     result = ingest(project, [SourceFile("upload.zip", buffer.getvalue())])
     assert result.num_instances == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_uploads_of_the_same_series(_isolated_storage: Path) -> None:
+    """Two simultaneous uploads of the same files: no error, each instance stored once."""
+    import threading
+
+    from django.db import connection as default_connection
+
+    project = Project.objects.create(name="race")
+    files = [SourceFile(f"{i}.dcm", make_dicom(sop_uid=f"1.3.6.1.4.1.99999.5.{i}", z=float(i))) for i in range(6)]
+    errors: list[Exception] = []
+    barrier = threading.Barrier(2)
+
+    def upload() -> None:
+        from django.db import connection
+
+        try:
+            barrier.wait(timeout=10)
+            ingest(project, files)
+        except Exception as exc:  # collected and asserted on by the test thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=upload) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert Instance.objects.filter(project=project).count() == 6
+    assert Series.objects.get(project=project).num_instances == 6
+    assert len([p for p in _isolated_storage.rglob("*.dcm")]) == 6
+    assert default_connection.vendor == "postgresql"
