@@ -98,8 +98,8 @@ def test_ct_label_map_is_on_the_stored_instance_grid(project, ct_version_without
     assert np.argwhere(labels == 1)[:, 2].mean() > np.argwhere(labels == 2)[:, 2].mean()
 
 
-def test_unreadable_image_fails_after_retries_and_keeps_the_error(project, tiny_cxr_version,
-                                                                 django_capture_on_commit_callbacks, settings):
+def test_unreadable_image_fails_after_retries_and_keeps_the_error(project, tiny_cxr_version, make_member, client_for,
+                                                                 django_capture_on_commit_callbacks):
     (series,) = _ingest(project, [("chest.png", xray_png())], django_capture_on_commit_callbacks)
     instance = series.instances.get()
     default_storage.delete(instance.file.name)
@@ -112,6 +112,9 @@ def test_unreadable_image_fails_after_retries_and_keeps_the_error(project, tiny_
     assert "FileNotFoundError" in job.error
     assert job.attempts == 1 + services_max_retries()
     assert not MaskRevision.objects.filter(proposal_job=job).exists()
+    shown = client_for(make_member(project, Role.ANNOTATOR)).get("/api/proposals/", {"status": "failed"}).json()
+    assert [(j["id"], j["status"]) for j in shown["results"]] == [(job.pk, "failed")]
+    assert "FileNotFoundError" in shown["results"][0]["error"]
 
 
 def services_max_retries() -> int:
