@@ -16,6 +16,9 @@ export interface ShortcutHost {
 }
 
 const BRUSH_STEP = 1.25;
+/** Brush radius limits in mm, shared with the toolbar slider. */
+export const MIN_BRUSH_MM = 1;
+export const MAX_BRUSH_MM = 60;
 const plain = (key: string) => (e: KeyboardEvent) => !e.ctrlKey && !e.metaKey && !e.altKey && e.key.toLowerCase() === key;
 const ctrl = (key: string, shift = false) => (e: KeyboardEvent) =>
   (e.ctrlKey || e.metaKey) && !e.altKey && e.shiftKey === shift && e.key.toLowerCase() === key;
@@ -42,8 +45,8 @@ export const SHORTCUTS: readonly Shortcut[] = [
   tool("W", "wl", "Window/level tool"),
   { keys: "1", description: "Active label: right lung", matches: plain("1"), run: (v) => v.setActiveLabel(1) },
   { keys: "2", description: "Active label: left lung", matches: plain("2"), run: (v) => v.setActiveLabel(2) },
-  { keys: "]", description: "Larger brush", matches: plain("]"), run: (v) => v.setBrushSize(Math.min(100, v.getBrushSize() * BRUSH_STEP)) },
-  { keys: "[", description: "Smaller brush", matches: plain("["), run: (v) => v.setBrushSize(Math.max(1, v.getBrushSize() / BRUSH_STEP)) },
+  { keys: "]", description: "Larger brush", matches: plain("]"), run: (v) => v.setBrushSize(Math.min(MAX_BRUSH_MM, v.getBrushSize() * BRUSH_STEP)) },
+  { keys: "[", description: "Smaller brush", matches: plain("["), run: (v) => v.setBrushSize(Math.max(MIN_BRUSH_MM, v.getBrushSize() / BRUSH_STEP)) },
   { keys: "Ctrl+Z", description: "Undo", matches: ctrl("z"), run: (v) => v.undo() },
   { keys: "Ctrl+Y / Ctrl+Shift+Z", description: "Redo", matches: (e) => ctrl("y")(e) || ctrl("z", true)(e), run: (v) => v.redo() },
   { keys: "M", description: "Show or hide the mask", matches: plain("m"), run: (v) => void v.toggleMask() },

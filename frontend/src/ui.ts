@@ -3,7 +3,7 @@
  * a status line for messages the user must read, and the keyboard help overlay.
  */
 import { LABELS, type LabelValue } from "./labels";
-import { handleShortcut, SHORTCUTS, type ShortcutHost } from "./shortcuts";
+import { handleShortcut, MAX_BRUSH_MM, MIN_BRUSH_MM, SHORTCUTS, type ShortcutHost } from "./shortcuts";
 import type { PresetName, ToolName, Viewer, ViewerChange } from "./viewer";
 
 export interface ViewerLayout {
@@ -71,7 +71,14 @@ function renderHelp(help: HTMLElement, close: () => void): void {
 }
 
 /** Fill the toolbar for `viewer`, wire keyboard shortcuts, and keep controls in sync. */
-export function bindViewerUI(layout: ViewerLayout, viewer: Viewer): { onChange: (c: ViewerChange) => void; refresh: () => void } {
+export interface BoundUI {
+  onChange: (change: ViewerChange) => void;
+  refresh: () => void;
+  /** Remove the page-level listeners. */
+  dispose: () => void;
+}
+
+export function bindViewerUI(layout: ViewerLayout, viewer: Viewer): BoundUI {
   const tools: [ToolName, string, string][] = [
     ["brush", "Brush", "Paint the active label (B)"],
     ["eraser", "Eraser", "Erase labels (E)"],
@@ -95,7 +102,7 @@ export function bindViewerUI(layout: ViewerLayout, viewer: Viewer): { onChange: 
   });
 
   const sizeId = `pv-size-${Math.random().toString(36).slice(2, 8)}`;
-  const size = el("input", { type: "range", min: "1", max: "60", step: "1", id: sizeId, "data-control": "brush-size" });
+  const size = el("input", { type: "range", min: String(MIN_BRUSH_MM), max: String(MAX_BRUSH_MM), step: "1", id: sizeId, "data-control": "brush-size" });
   size.addEventListener("input", () => viewer.setBrushSize(Number(size.value)));
   const sizeLabel = el("label", { for: sizeId }, "Brush (mm)");
 
@@ -152,17 +159,26 @@ export function bindViewerUI(layout: ViewerLayout, viewer: Viewer): { onChange: 
   }
 
   const host: ShortcutHost = { toggleHelp, refresh };
-  document.addEventListener("keydown", (event) => {
+  const onKeyDown = (event: KeyboardEvent): void => {
     if (event.key === "Escape" && !layout.help.hidden) {
       toggleHelp();
       event.preventDefault();
       return;
     }
     if (handleShortcut(event, viewer, host)) event.preventDefault();
-  });
+  };
+  document.addEventListener("keydown", onKeyDown);
   layout.viewport.addEventListener("mousedown", () => layout.viewport.focus({ preventScroll: true }));
   // A brush stroke enters the undo history on mouse-up, after its last data event.
-  document.addEventListener("mouseup", () => setTimeout(refresh, 0));
+  const onMouseUp = (): void => void setTimeout(refresh, 0);
+  document.addEventListener("mouseup", onMouseUp);
   refresh();
-  return { onChange: () => refresh(), refresh };
+  return {
+    onChange: () => refresh(),
+    refresh,
+    dispose: () => {
+      document.removeEventListener("keydown", onKeyDown);
+      document.removeEventListener("mouseup", onMouseUp);
+    },
+  };
 }

@@ -184,6 +184,12 @@ def test_controls_are_labelled_and_fit_1280x800(page, viewer_server: ViewerServe
     assert size[0] <= 1280 and size[1] <= 800, f"page overflows 1280x800: {size}"
     vp = page.locator("[data-testid=viewport]").bounding_box()
     assert vp["height"] >= 600, f"viewport only {vp['height']} px high at 1280x800"
+    size = page.evaluate("window.pleuraViewer.getBrushSize()")
+    page.keyboard.press("Escape")  # nothing open: must not break anything
+    page.keyboard.press("]")
+    assert page.evaluate("window.pleuraViewer.getBrushSize()") > size
+    slider = int(page.locator("[data-control=brush-size]").input_value())
+    assert slider == math.floor(page.evaluate("window.pleuraViewer.getBrushSize()") + 0.5)  # JS Math.round
 
 
 def test_ct_stack_presets_and_scrolling(page, viewer_server: ViewerServer, artifacts: Path) -> None:
