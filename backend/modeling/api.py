@@ -89,7 +89,8 @@ class ProposalJobViewSet(viewsets.ReadOnlyModelViewSet):
         except services.ModalityMismatchError as exc:
             raise ValidationError({"detail": str(exc)}) from exc
         logger.info("user %s re-ran proposals with %s: %d job(s)", request.user.pk, version.name, len(jobs))
-        return Response(ProposalJobSerializer(jobs, many=True).data, status=status.HTTP_202_ACCEPTED)
+        current = self.get_queryset().filter(pk__in=[job.pk for job in jobs]).order_by("id")
+        return Response(ProposalJobSerializer(current, many=True).data, status=status.HTTP_202_ACCEPTED)
 
 
 def _model_version(key: str) -> ModelVersion:
