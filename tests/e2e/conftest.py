@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
@@ -20,6 +21,7 @@ from viewer_support import (
     ct_series,
     handler_for,
     mask_resource,
+    page_like_django,
     xray_dicom,
     xray_lung_labels,
 )
@@ -39,6 +41,7 @@ def viewer_server(viewer_dist: Path) -> Iterator[ViewerServer]:
         "/mask/xray": mask_resource(xray_lung_labels()),
     }
     resources["/mask/ct"] = mask_resource(ct_lung_labels())
+    resources["/page"] = page_like_django(json.loads((viewer_dist / ".vite" / "manifest.json").read_text()))
     for z, body in enumerate(ct_series()):
         resources[f"/dicom/ct/{z}.dcm"] = Resource(body, "application/dicom")
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(resources))

@@ -211,3 +211,32 @@ def mask_resource(labels: np.ndarray) -> Resource:
         "application/octet-stream",
         {"X-Shape": ",".join(map(str, vol.shape)), "X-Dtype": "uint8", "Content-Encoding": "gzip"},
     )
+
+
+def viewer_assets(manifest: dict, key: str = "src/main.ts") -> tuple[str, list[str]]:
+    """(entry js, css files) of a Vite manifest entry, css collected through its imports (see docs/viewer-api.md)."""
+    css: list[str] = []
+    seen: set[str] = set()
+    todo = [key]
+    while todo:
+        chunk = manifest[todo.pop()]
+        css += [c for c in chunk.get("css", []) if c not in css]
+        for name in chunk.get("imports", []):
+            if name not in seen:
+                seen.add(name)
+                todo.append(name)
+    return manifest[key]["file"], css
+
+
+def page_like_django(manifest: dict) -> Resource:
+    """An HTML page that includes the viewer entry from the manifest, as a Django template will."""
+    js, css = viewer_assets(manifest)
+    links = "".join(f'<link rel="stylesheet" href="/static/viewer/{c}">' for c in css)
+    html = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Pleura page</title>'
+        f'<link rel="icon" href="data:,">{links}</head>'
+        '<body style="margin:0"><div id="root" style="height:100vh"></div>'
+        f'<script type="module" src="/static/viewer/{js}"></script></body></html>'
+    )
+    return Resource(html.encode(), "text/html; charset=utf-8")
+
