@@ -210,3 +210,21 @@ def test_api_status_labelmap_download_and_rerun(project, other_project, tiny_cxr
     assert second.number == 2 and second.parent_id == revision_id
     bad = client_for(engineer).post("/api/proposals/rerun/", {"model_version": "nope", "series": series.pk}, format="json")
     assert bad.status_code == 400 and "nope" in str(bad.json())
+
+
+def test_routing_sends_each_modality_to_its_configured_queue(tmp_path):
+    """``PLEURA_TASK_ROUTES`` decides the queue per modality task (read at start-up, so in a subprocess)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PLEURA_DATA_DIR": str(tmp_path),
+           "PLEURA_TASK_ROUTES": json.dumps({"modeling.tasks.propose_ct": {"queue": "gpu"}})}
+    code = "from modeling.services import queue_for; print(queue_for('ct'), queue_for('cxr'))"
+    out = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=repo, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ["gpu", "cpu"]
