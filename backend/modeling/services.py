@@ -227,6 +227,22 @@ def queue_proposals_for_series(
     return jobs
 
 
+def requeue_stale(older_than_s: float) -> list[ProposalJob]:
+    """Send again the jobs that have been queued, retrying or running for longer than ``older_than_s``.
+
+    For messages lost by the broker (e.g. Redis restarted without persistence). Safe: a job that
+    is in fact still running completes once (the job row decides), the other run finds it done.
+    """
+    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_s)
+    stale = list(ProposalJob.objects.filter(
+        status__in=[JobStatus.QUEUED, JobStatus.RETRYING, JobStatus.RUNNING], created_at__lt=cutoff,
+    ).exclude(started_at__gte=cutoff))
+    for job in stale:
+        enqueue(job)
+    logger.info("re-queued %d stale proposal job(s)", len(stale))
+    return stale
+
+
 def queue_proposals_for_study(study: Study, version: ModelVersion, user: Any = None) -> list[ProposalJob]:
     """Proposal jobs with ``version`` for every series of a study that the version applies to."""
     jobs: list[ProposalJob] = []

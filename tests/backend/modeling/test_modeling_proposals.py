@@ -228,3 +228,26 @@ def test_routing_sends_each_modality_to_its_configured_queue(tmp_path):
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-2:] == ["gpu", "cpu"]
+
+
+def test_stale_jobs_are_requeued_once(project, tiny_cxr_version, django_capture_on_commit_callbacks):
+    """A job whose message was lost (still ``queued`` long after) runs when re-queued, exactly once."""
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    with django_capture_on_commit_callbacks(execute=False):  # no hooks run: we queue the job by hand
+        result = ingest(project, [SourceFile("chest.png", xray_png())])
+    series = Series.objects.get(pk=result.series[0].pk)
+    instance = series.instances.get()
+    job = ProposalJob.objects.create(project=project, series=series, instance=instance, modality="cxr",
+                                     target_key=f"instance:{instance.pk}", model_version=tiny_cxr_version)
+    ProposalJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=2))
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("requeue_proposals", "--older-than", "3600")
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED and MaskRevision.objects.filter(series=series).count() == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("requeue_proposals", "--older-than", "3600")
+    assert MaskRevision.objects.filter(series=series).count() == 1
