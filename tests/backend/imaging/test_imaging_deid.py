@@ -77,12 +77,14 @@ def test_no_original_value_left_in_bytes(needle: str) -> None:
 
 
 def test_text_containing_patient_id_is_removed() -> None:
+    """Attributes outside the removal list go too when they quote the patient's ID or name."""
     ds = pydicom.dcmread(io.BytesIO(make_dicom()))
-    ds.add_new(0x00081040, "LO", f"Ward of {ORIGINAL_PATIENT_ID}")  # Institutional Department Name-like
-    ds.SeriesDescription = "ok"
-    ds.ProtocolName = f"protocol {ORIGINAL_PATIENT_NAME.split('^')[1]}"
+    ds.Manufacturer = f"scanner of {ORIGINAL_PATIENT_ID.lower()}"
+    ds.BodyPartExamined = "CHEST"
+    ds.ManufacturerModelName = f"model {ORIGINAL_PATIENT_NAME.split('^')[1]}"
     deidentify(ds, SECRET)
-    assert "InstitutionalDepartmentName" not in ds and "ProtocolName" not in ds
+    assert "Manufacturer" not in ds and "ManufacturerModelName" not in ds
+    assert ds.BodyPartExamined == "CHEST"
 
 
 def test_burned_in_annotation_is_reported() -> None:

@@ -87,6 +87,23 @@ def test_png_becomes_secondary_capture(project: Project) -> None:
     assert ds.StudyInstanceUID.startswith("2.25.")
 
 
+@pytest.mark.parametrize("mode,fmt", [("RGB", "JPEG"), ("I;16", "PNG")])
+def test_jpeg_and_16_bit_png_become_8_bit_grayscale(mode: str, fmt: str, project: Project) -> None:
+    from PIL import Image
+
+    ramp = np.arange(20 * 30).reshape(20, 30)
+    if mode == "I;16":
+        image = Image.fromarray((ramp * 100).astype(np.uint16))
+    else:
+        image = Image.fromarray((ramp % 256).astype(np.uint8)).convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    result = ingest(project, [SourceFile(f"xray.{fmt.lower()}", buffer.getvalue())])
+    ds = pydicom.dcmread(result.series[0].instances.get().file.open("rb"))
+    assert ds.pixel_array.shape == (20, 30) and ds.pixel_array.dtype == np.uint8
+    assert ds.SamplesPerPixel == 1 and ds.pixel_array.max() > 200
+
+
 def test_nifti_becomes_ct_series_with_geometry(project: Project) -> None:
     volume = (np.arange(4 * 3 * 5).reshape(4, 3, 5) * 10 - 1000).astype(np.int16)  # (i, j, k)
     affine = np.array([[-0.8, 0, 0, 50.0], [0, -0.9, 0, 60.0], [0, 0, 2.5, -30.0], [0, 0, 0, 1]])
