@@ -74,7 +74,7 @@ def summarize_table(table: MetricTable) -> dict[str, Any]:
     return out
 
 
-def evaluate_predictor(predictor: CXRPredictor, cases: Iterable[Any], out_dir: Path | None = None,
+def evaluate_predictor(predictor: CXRPredictor | Any, cases: Iterable[Any], out_dir: Path | None = None,
                        progress: bool = False) -> dict[str, Any]:
     """Run ``predictor`` on every case, score it, and optionally write the results.
 
@@ -104,7 +104,7 @@ def evaluate_predictor(predictor: CXRPredictor, cases: Iterable[Any], out_dir: P
         row["model_ms"] = result.timings_ms["model"]
         table.add(row)
     summary = summarize_table(table)
-    summary["model"] = predictor.card.name
+    summary["model"] = predictor.card.name if hasattr(predictor, "card") else getattr(predictor, "name", "")
     summary["tta_flip"] = predictor.tta_flip
     summary["postprocessing"] = predictor.post.to_dict()
     if out_dir is not None:
@@ -112,7 +112,7 @@ def evaluate_predictor(predictor: CXRPredictor, cases: Iterable[Any], out_dir: P
         out_dir.mkdir(parents=True, exist_ok=True)
         table.write_csv(out_dir / "per_case.csv")
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    logger.info("%s on %d cases: Dice mean %.4f median %.4f p05 %.4f", predictor.card.name,
+    logger.info("%s on %d cases: Dice mean %.4f median %.4f p05 %.4f", summary["model"],
                 summary["n_cases"], summary["dice_mean"], summary["dice_median"], summary["dice_p05"])
     return summary
 

@@ -28,6 +28,10 @@ def build_datasets(data_cfg: dict[str, Any], progress: bool) -> tuple[CXRSegment
               "high_pct": float(data_cfg.get("high_pct", 99.5)), "show_progress": progress}
     train_cases = read_manifest(manifest, [data_cfg.get("train_split", "train")])
     val_cases = read_manifest(manifest, [data_cfg.get("val_split", "val")])
+    val_limit = data_cfg.get("val_max_cases")
+    if val_limit and len(val_cases) > int(val_limit):
+        stride = len(val_cases) / int(val_limit)
+        val_cases = [val_cases[int(i * stride)] for i in range(int(val_limit))]
     limit = data_cfg.get("max_cases")
     if limit:
         train_cases, val_cases = train_cases[: int(limit)], val_cases[: max(1, int(limit) // 2)]

@@ -60,6 +60,7 @@ class TrainConfig:
     amp: bool = True
     device: str | None = None
     val_batch_size: int = 32
+    log_every: int = 0
     loss: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -251,6 +252,10 @@ class Trainer:
             self.step += 1
             total += float(loss.detach()) * images.shape[0]
             count += images.shape[0]
+            if self.cfg.log_every and self.step % self.cfg.log_every == 0:
+                seconds = time.monotonic() - start_time
+                logger.info("epoch %d step %d: loss %.4f, %.1f img/s, lr %.2e", self.epoch + 1, self.step,
+                            total / count, count / max(seconds, 1e-6), self.optimizer.param_groups[0]["lr"])
         return total / max(count, 1)
 
     @torch.no_grad()
