@@ -209,7 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the process exit status."""
+    from ml.config import ConfigError
+    from ml.data import ManifestError
+    from ml.preprocessing import ImageFormatError
+    from ml.registry import RegistryError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (RegistryError, ManifestError, ImageFormatError, ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,112 @@
+"""Architecture comparison at an equal training budget (``python -m ml.compare``).
+
+For each config: train (``ml/configs/compare_*.yaml``: same data, augmentation, loss, optimiser,
+wall-clock budget), package the best checkpoint under ``<out>/weights/`` (not shipped), evaluate
+on the given splits at native resolution, and time single-image CPU inference at the model size.
+The classical baseline is evaluated on the same splits. Results go to ``<out>/results.json`` and
+a Markdown table ``<out>/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ml.baseline import ClassicalPredictor
+from ml.bench import _time_ms
+from ml.config import load_config, resolve_path
+from ml.data import read_manifest
+from ml.evaluation import evaluate_predictor
+from ml.inference import CXRPredictor
+from ml.packaging import package_checkpoint
+from ml.registry import load_model
+from ml.training.cxr import train_from_config
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = ("dice_mean", "dice_p05", "left_lung_dice_mean", "iou_mean", "pixel_accuracy_mean", "hd95_mean")
+
+
+def latency_ms(weights: Path, threads: int = 1) -> float:
+    """Median single-image model latency (ms) at the model's input size on CPU."""
+    torch.set_num_threads(threads)
+    model, card = load_model(str(weights))
+    x = torch.rand(1, card.in_channels, *card.input_size)
+    with torch.inference_mode():
+        return _time_ms(lambda: model(x), repeats=10)["median_ms"]
+
+
+def run(configs: Sequence[Path], manifest: Path, splits: Sequence[str], out: Path, train: bool = True) -> dict[str, Any]:
+    """Train/evaluate every config plus the classical baseline; returns all results."""
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    for config in configs:
+        cfg = load_config(config)
+        run_dir = resolve_path(cfg["output_dir"])
+        if train:
+            train_from_config(config)
+        card = package_checkpoint(run_dir / "best.pt", cfg["name"], weights_dir=out / "weights",
+                                  postprocessing={}, inference={"tta_flip": False})
+        history = json.loads((run_dir / "summary.json").read_text())
+        entry: dict[str, Any] = {"architecture": cfg["model"]["architecture"], "parameters": card.parameters,
+                                 "input_size": card.input_size, "training": history,
+                                 "cpu_latency_ms_1thread": latency_ms(card.weights_path)}
+        predictor = CXRPredictor.from_registry(str(card.weights_path), device="cpu")
+        for split in splits:
+            summary = evaluate_predictor(predictor, read_manifest(manifest, [split]), out / cfg["name"] / split)
+            entry[split] = {k: summary[k] for k in COLUMNS}
+        results[cfg["name"]] = entry
+    baseline = ClassicalPredictor()
+    entry = {"architecture": "threshold + morphology", "parameters": 0}
+    image = np.random.default_rng(0).integers(0, 255, (256, 256), dtype=np.uint8)
+    entry["cpu_latency_ms_1thread"] = _time_ms(lambda: baseline.predict(image), repeats=10)["median_ms"]
+    for split in splits:
+        summary = evaluate_predictor(baseline, read_manifest(manifest, [split]), out / "classical" / split)
+        entry[split] = {k: summary[k] for k in COLUMNS}
+    results["classical_threshold"] = entry
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+    (out / "results.md").write_text(markdown_table(results, splits))
+    return results
+
+
+def markdown_table(results: dict[str, Any], splits: Sequence[str]) -> str:
+    """One row per model and split: Dice mean / p05 / left lung, IoU, pixel accuracy, HD95, params, latency."""
+    lines = ["| model | split | Dice mean | Dice p05 | left-lung Dice | IoU | pixel acc. | HD95 (px) | params | CPU ms/img |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, entry in results.items():
+        for split in splits:
+            m = entry[split]
+            lines.append(
+                f"| {name} | {split} | {m['dice_mean']:.4f} | {m['dice_p05']:.4f} | {m['left_lung_dice_mean']:.4f} | "
+                f"{m['iou_mean']:.4f} | {m['pixel_accuracy_mean']:.4f} | {m['hd95_mean']:.1f} | "
+                f"{entry['parameters']:,} | {entry['cpu_latency_ms_1thread']:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(prog="python -m ml.compare", description=__doc__)
+    parser.add_argument("--configs", nargs="+", type=Path,
+                        default=[Path(f"ml/configs/compare_{a}.yaml") for a in ("unet", "resunet", "attention_unet")])
+    parser.add_argument("--manifest", type=Path, default=resolve_path("../shared/data/cxr/manifest.csv"))
+    parser.add_argument("--splits", nargs="+", default=["test"])
+    parser.add_argument("--out", type=Path, default=resolve_path("runs/compare"))
+    parser.add_argument("--no-train", action="store_true", help="reuse existing run folders")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(1)
+    results = run(args.configs, args.manifest, args.splits, args.out, train=not args.no_train)
+    print(markdown_table(results, args.splits))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

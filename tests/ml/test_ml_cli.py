@@ -1,0 +1,44 @@
+"""Command line: every sub-command has help; predict/evaluate run end to end on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ml.cli import build_parser, main
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "export", "bench"])
+def test_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([command, "--help"])
+    assert exc.value.code == 0
+    assert "--model" in capsys.readouterr().out or command == "train"
+
+
+def test_predict_and_evaluate_on_tiny_model(tiny_model: Path, synthetic_manifest: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    image = synthetic_manifest.parent / "synth" / "images" / "c16.png"
+    out = tmp_path / "mask.png"
+    assert main(["predict", "--model", str(tiny_model), "--input", str(image), "--output", str(out)]) == 0
+    mask = np.asarray(Image.open(out))
+    assert mask.shape == np.asarray(Image.open(image)).shape[:2]
+    capsys.readouterr()
+    eval_dir = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(tiny_model), "--manifest", str(synthetic_manifest),
+                 "--split", "test", "--out", str(eval_dir), "--no-progress"]) == 0
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    for key in ("dice_mean", "dice_median", "dice_p05", "iou_mean", "pixel_accuracy_mean", "hd95_mean", "n_cases"):
+        assert key in summary
+    assert summary["n_cases"] == 3
+    rows = (eval_dir / "per_case.csv").read_text().strip().splitlines()
+    assert len(rows) == 4 and "right_lung_dice" in rows[0]
+
+
+def test_unknown_model_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", "--model", "nope", "--input", "x.png", "--output", str(tmp_path / "m.png")]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
