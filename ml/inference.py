@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from ml.postprocess import PostprocessConfig, fix_sides, postprocess
 from ml.preprocessing import LetterboxGeometry, prepare_image
@@ -134,6 +135,24 @@ def clean_probs(probs: np.ndarray, cfg: PostprocessConfig) -> tuple[np.ndarray, 
     return probs, cleaned
 
 
+def labels_from_probs(probs: np.ndarray, geom: LetterboxGeometry, post: PostprocessConfig) -> tuple[np.ndarray, float]:
+    """Post-process canvas probabilities (C, S, S) and return (labels (H, W) uint8 at original size, entropy)."""
+    probs, cleaned = clean_probs(probs, post)
+    entropy = lung_entropy(probs, cleaned)
+    labels = resample_probs(probs, geom).argmax(0).astype(np.uint8)
+    if post.fix_sides:
+        labels = fix_sides(labels)
+    return labels, entropy
+
+
+def lung_entropy(probs: np.ndarray, cleaned: np.ndarray) -> float:
+    """Mean normalised entropy of (C, S, S) probabilities over the predicted lungs dilated by 3 pixels."""
+    region = ndimage.binary_dilation(cleaned > 0, iterations=3)
+    if not region.any():
+        region = np.ones_like(cleaned, dtype=bool)
+    return float(normalized_entropy(probs)[region].mean())
+
+
 class CXRPredictor:
     """Loaded chest X-ray lung model ready for repeated ``predict`` calls.
 
@@ -231,12 +250,7 @@ class CXRPredictor:
         t1 = time.perf_counter()
         probs = self.probabilities(canvas)
         t2 = time.perf_counter()
-        probs, cleaned = clean_probs(probs, self.post)
-        entropy = self._lung_entropy(probs, cleaned)
-        full = resample_probs(probs, geom)
-        labels = full.argmax(0).astype(np.uint8)
-        if self.post.fix_sides:
-            labels = fix_sides(labels)
+        labels, entropy = labels_from_probs(probs, geom, self.post)
         t3 = time.perf_counter()
         names = {int(k): v for k, v in self.card.labels.items() if int(k) > 0}
         areas = {name: int(np.count_nonzero(labels == value)) for value, name in names.items()}
@@ -253,13 +267,3 @@ class CXRPredictor:
                         "postprocess": 1e3 * (t3 - t2), "total": 1e3 * (t3 - t0)},
             model_name=self.card.name,
         )
-
-    @staticmethod
-    def _lung_entropy(probs: np.ndarray, cleaned: np.ndarray) -> float:
-        """Mean normalised entropy over the predicted lungs dilated by a few pixels."""
-        from scipy import ndimage
-
-        region = ndimage.binary_dilation(cleaned > 0, iterations=3)
-        if not region.any():
-            region = np.ones_like(cleaned, dtype=bool)
-        return float(normalized_entropy(probs)[region].mean())
