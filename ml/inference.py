@@ -139,10 +139,17 @@ def labels_from_probs(probs: np.ndarray, geom: LetterboxGeometry, post: Postproc
     """Post-process canvas probabilities (C, S, S) and return (labels (H, W) uint8 at original size, entropy)."""
     probs, cleaned = clean_probs(probs, post)
     entropy = lung_entropy(probs, cleaned)
-    labels = resample_probs(probs, geom).argmax(0).astype(np.uint8)
-    if post.fix_sides:
-        labels = fix_sides(labels)
-    return labels, entropy
+    if post.fix_sides and not np.array_equal(fix_sides(cleaned), cleaned):
+        probs = probs[[0, 2, 1, *range(3, probs.shape[0])]]
+    return resample_labels(probs, geom), entropy
+
+
+def resample_labels(probs: np.ndarray, geom: LetterboxGeometry) -> np.ndarray:
+    """Argmax of canvas probabilities (C, S, S) resampled bilinearly to the original (H, W), uint8."""
+    crop = probs[:, geom.top : geom.top + geom.new_h, geom.left : geom.left + geom.new_w]
+    t = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))[None]
+    up = F.interpolate(t, size=(geom.orig_h, geom.orig_w), mode="bilinear", align_corners=False)
+    return up[0].argmax(0).to(torch.uint8).numpy()
 
 
 def lung_entropy(probs: np.ndarray, cleaned: np.ndarray) -> float:

@@ -112,16 +112,41 @@ def normalize_intensity(
     Raises:
         ImageFormatError: unknown photometric interpretation.
     """
+    lo, hi = intensity_window(image, low_pct, high_pct)
+    return apply_window(image, lo, hi, photometric)
+
+
+PERCENTILE_SAMPLES = 512 * 512
+"""Pixels sampled (on a regular grid) to estimate the normalisation percentiles of large images."""
+
+
+def intensity_window(image: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5) -> tuple[float, float]:
+    """Robust (low, high) intensity percentiles of an (H, W) image.
+
+    Large images are sampled on a regular grid of about :data:`PERCENTILE_SAMPLES` pixels.
+    Falls back to (min, max) when the percentiles coincide.
+    """
+    step = max(1, int(np.sqrt(image.size / PERCENTILE_SAMPLES)))
+    sample = image[::step, ::step]
+    lo, hi = (float(v) for v in np.percentile(sample, [low_pct, high_pct]))
+    if hi - lo < 1e-6:
+        lo, hi = float(image.min()), float(image.max())
+    return lo, hi
+
+
+def apply_window(image: np.ndarray, lo: float, hi: float, photometric: str = "MONOCHROME2") -> np.ndarray:
+    """Map [lo, hi] to [0, 1] with clipping and invert MONOCHROME1; constant windows give zeros.
+
+    Raises:
+        ImageFormatError: unknown photometric interpretation.
+    """
     photometric = photometric.upper().strip()
     if photometric not in {"MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR", "YBR_FULL"}:
         raise ImageFormatError(f"unsupported photometric interpretation {photometric!r}")
-    lo, hi = np.percentile(image, [low_pct, high_pct])
-    if hi - lo < 1e-6:
-        lo, hi = float(image.min()), float(image.max())
     if hi - lo < 1e-6:
         logger.warning("constant image (value %.3g): returning zeros", lo)
         return np.zeros(image.shape, dtype=np.float32)
-    out = np.clip((image - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    out = np.clip((image - np.float32(lo)) * np.float32(1.0 / (hi - lo)), 0.0, 1.0).astype(np.float32)
     if photometric == "MONOCHROME1":
         out = 1.0 - out
     return out
@@ -217,7 +242,10 @@ def prepare_image(
     low_pct: float = 0.5,
     high_pct: float = 99.5,
 ) -> tuple[np.ndarray, LetterboxGeometry]:
-    """Full preprocessing: grayscale, robust normalisation, letterbox.
+    """Full preprocessing: grayscale, robust percentile window, letterbox (padding = 0).
+
+    The percentiles come from the full-resolution image; the window is applied after the
+    (area-averaging) resize, which is cheaper for large images.
 
     Args:
         image: raw image array, see :func:`to_grayscale`.
@@ -230,5 +258,11 @@ def prepare_image(
         ((size, size) float32 canvas in [0, 1], geometry).
     """
     gray = to_grayscale(image)
-    norm = normalize_intensity(gray, photometric, low_pct, high_pct)
-    return letterbox(norm, size)
+    lo, hi = intensity_window(gray, low_pct, high_pct)
+    canvas, geom = letterbox(gray, size)
+    window = apply_window(canvas, lo, hi, photometric)
+    # Padding stays 0 (black) for MONOCHROME2 and MONOCHROME1 alike.
+    pad = np.ones(canvas.shape, dtype=bool)
+    pad[geom.top : geom.top + geom.new_h, geom.left : geom.left + geom.new_w] = False
+    window[pad] = 0.0
+    return window, geom
