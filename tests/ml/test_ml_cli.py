@@ -42,3 +42,32 @@ def test_predict_and_evaluate_on_tiny_model(tiny_model: Path, synthetic_manifest
 def test_unknown_model_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["predict", "--model", "nope", "--input", "x.png", "--output", str(tmp_path / "m.png")]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_predict_reads_monochrome1_dicom(tiny_model: Path, tmp_path: Path, make_case,  # noqa: ANN001
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    image = make_case(64, seed=5)[0].astype(np.uint16) * 16
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(tmp_path / "x.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.Rows, ds.Columns = "DX", 64, 64
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelSpacing = [0.5, 0.5]
+    ds.PixelData = (4095 - image).astype(np.uint16).tobytes()
+    ds.save_as(tmp_path / "x.dcm", enforce_file_format=True)
+    out = tmp_path / "mask.png"
+    assert main(["predict", "--model", str(tiny_model), "--input", str(tmp_path / "x.dcm"), "--output", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["shape"] == [64, 64] and printed["areas_mm2"] is not None
+    png = tmp_path / "plain.png"
+    Image.fromarray((image // 16).astype(np.uint8)).save(png)
+    main(["predict", "--model", str(tiny_model), "--input", str(png), "--output", str(tmp_path / "m2.png")])
+    same = np.asarray(Image.open(out)) == np.asarray(Image.open(tmp_path / "m2.png"))
+    assert same.mean() > 0.99
