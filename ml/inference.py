@@ -107,14 +107,6 @@ def normalized_entropy(probs: np.ndarray) -> np.ndarray:
     return -(p * np.log(p)).sum(0) / np.log(probs.shape[0])
 
 
-def resample_probs(probs: np.ndarray, geom: LetterboxGeometry) -> np.ndarray:
-    """Crop the letterbox region of (C, S, S) probabilities and resize bilinearly to the original size."""
-    crop = probs[:, geom.top : geom.top + geom.new_h, geom.left : geom.left + geom.new_w]
-    t = torch.from_numpy(np.ascontiguousarray(crop))[None]
-    up = F.interpolate(t, size=(geom.orig_h, geom.orig_w), mode="bilinear", align_corners=False)
-    return up[0].numpy()
-
-
 def clean_probs(probs: np.ndarray, cfg: PostprocessConfig) -> tuple[np.ndarray, np.ndarray]:
     """Post-process the argmax of (C, S, S) probabilities and make the probabilities agree.
 
@@ -145,11 +137,23 @@ def labels_from_probs(probs: np.ndarray, geom: LetterboxGeometry, post: Postproc
 
 
 def resample_labels(probs: np.ndarray, geom: LetterboxGeometry) -> np.ndarray:
-    """Argmax of canvas probabilities (C, S, S) resampled bilinearly to the original (H, W), uint8."""
+    """Argmax of canvas probabilities (C, S, S) resampled bilinearly to the original (H, W), uint8.
+
+    For three classes, bilinear resampling is linear, so only the two differences p1 − p0 and
+    p2 − p0 are resampled and compared (same result as the argmax of the resampled
+    probabilities, ties going to the lower label, at a third less work on large images).
+    """
     crop = probs[:, geom.top : geom.top + geom.new_h, geom.left : geom.left + geom.new_w]
-    t = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))[None]
-    up = F.interpolate(t, size=(geom.orig_h, geom.orig_w), mode="bilinear", align_corners=False)
-    return up[0].argmax(0).to(torch.uint8).numpy()
+    size = (geom.orig_h, geom.orig_w)
+    if crop.shape[0] != 3:
+        t = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))[None]
+        return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0].argmax(0).to(torch.uint8).numpy()
+    diffs = np.ascontiguousarray(crop[1:] - crop[:1], dtype=np.float32)
+    up = F.interpolate(torch.from_numpy(diffs)[None], size=size, mode="bilinear", align_corners=False)[0]
+    a, b = up[0], up[1]
+    one = ((a > 0) & (a >= b)).to(torch.uint8)
+    two = ((b > 0) & (b > a)).to(torch.uint8)
+    return (one + 2 * two).numpy()
 
 
 def lung_entropy(probs: np.ndarray, cleaned: np.ndarray) -> float:

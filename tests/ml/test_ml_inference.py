@@ -74,3 +74,19 @@ def test_onnx_masks_equal_torch(tiny_model: Path, tmp_path: Path, make_case) -> 
         img = make_case(64, seed=seed)[0]
         a, b = torch_pred.predict(img).labels, onnx_pred.predict(img).labels
         assert (a == b).mean() >= 0.9999
+
+
+def test_difference_resampling_equals_argmax_of_resampled_probs() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from ml.inference import resample_labels, softmax_np
+    from ml.preprocessing import letterbox_geometry
+
+    rng = np.random.default_rng(0)
+    probs = softmax_np(rng.normal(size=(1, 3, 64, 64)).astype(np.float32) * 3)[0]
+    geom = letterbox_geometry(150, 120, 64)
+    crop = probs[:, geom.top : geom.top + geom.new_h, geom.left : geom.left + geom.new_w]
+    ref = F.interpolate(torch.from_numpy(np.ascontiguousarray(crop))[None], size=(150, 120),
+                        mode="bilinear", align_corners=False)[0].argmax(0).numpy()
+    assert (resample_labels(probs, geom) == ref).mean() > 0.999
