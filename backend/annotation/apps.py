@@ -15,3 +15,8 @@ class AnnotationConfig(AppConfig):
         from . import receivers
 
         proposal_ready.connect(receivers.store_proposal, dispatch_uid="annotation.store_proposal")
+
+        from . import workflow
+        from .signals import revision_created
+
+        revision_created.connect(workflow.on_revision_created, dispatch_uid="annotation.open_task")

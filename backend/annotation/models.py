@@ -104,3 +104,7 @@ class MaskRevision(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> Any:
         raise RevisionImmutableError(f"revision {self.pk} is append-only and cannot be deleted")
+
+
+# Tasks, drafts and task actions live in their own module (issue 6); imported here so Django registers them.
+from .task_models import AnnotationTask, Draft, RejectReason, TaskAction, TaskActionKind, TaskStatus  # noqa: E402,F401

@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "modeling",
     "annotation",
     "quality",
+    "workbench",
 ]
 
 MIDDLEWARE = [
@@ -88,8 +89,11 @@ ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 ASGI_APPLICATION = "config.asgi.application"
 AUTH_USER_MODEL = "accounts.User"
-LOGIN_URL = "/api/auth/login/"
-LOGIN_REDIRECT_URL = "/api/"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/queue/"
+LOGOUT_REDIRECT_URL = "/login/"
+#: Seconds an annotator's claim on a task lasts without activity (renewed by autosaves).
+PLEURA_TASK_LEASE_S = _env_int("PLEURA_TASK_LEASE_S", 1800)
 
 TEMPLATES = [
     {

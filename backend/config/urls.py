@@ -30,11 +30,13 @@ router.register("instances", InstanceViewSet)
 router.register("uploads", UploadViewSet)
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/api/", permanent=False)),
+    path("", RedirectView.as_view(url="/queue/", permanent=False)),
+    path("", include("workbench.urls")),
     path("admin/", admin.site.urls),
     path("api/", include(router.urls)),
     path("api/", include("modeling.urls")),
     path("api/", include("annotation.urls")),
+    path("api/annotation/", include("annotation.task_urls")),
     path("api/", include("quality.urls")),
     path("api/me/", me, name="me"),
     path("api/auth/", include("rest_framework.urls")),

@@ -31,8 +31,12 @@ export const ENDPOINTS = {
   submit: (taskId: number | string) => `${API_ROOT}/tasks/${taskId}/submit`,
   /** POST JSON {parent_revision}: accept the parent revision unchanged. */
   accept: (taskId: number | string) => `${API_ROOT}/tasks/${taskId}/accept`,
-  /** POST JSON {parent_revision, reason}: reject with a reason. */
+  /** POST JSON {parent_revision, reason, text}: reject with a reason code (text required for "other"). */
   reject: (taskId: number | string) => `${API_ROOT}/tasks/${taskId}/reject`,
+  /** POST: claim the task (or renew the caller's lease); answers the TaskPayload, 423 while someone else holds it. */
+  claim: (taskId: number | string) => `${API_ROOT}/tasks/${taskId}/claim`,
+  /** POST: give the caller's claim up. */
+  release: (taskId: number | string) => `${API_ROOT}/tasks/${taskId}/release`,
 } as const;
 
 export interface InstancePayload {
@@ -60,6 +64,13 @@ export interface TaskPayload {
   revision: { id: number; kind: string; created_at: string; author: string | null } | null;
   /** The caller's autosaved draft, if any. */
   draft: DraftPayload | null;
+  /** Who holds the task's lease, and until when (ISO 8601), when someone does. */
+  claimed_by?: string | null;
+  lease_expires_at?: string | null;
+  /** Lease duration, s: claim again well before it runs out. */
+  lease_seconds?: number;
+  /** Reasons a task may be rejected with. */
+  reject_reasons?: { code: string; label: string }[];
 }
 
 export interface SaveResult {
@@ -88,6 +99,8 @@ export interface SaveOptions {
   /** Upload only these slices (CT edits); the server copies the rest from the parent revision. */
   slices?: number[];
   comment?: string;
+  /** Seconds the user worked on the task (sent as X-Time-Spent). */
+  timeSpentS?: number;
 }
 
 function cookie(name: string): string | null {
@@ -176,6 +189,7 @@ export class PleuraApi {
       ...(encoded.encoding === "gzip" ? { "Content-Encoding": "gzip" } : { "X-Mask-Encoding": encoded.encoding }),
       ...(slices ? { "X-Slices": formatSlicesHeader(slices) } : {}),
       ...(options.comment ? { "X-Comment": encodeURIComponent(options.comment) } : {}),
+      ...(options.timeSpentS !== undefined ? { "X-Time-Spent": options.timeSpentS.toFixed(1) } : {}),
     });
     const response = await this.request(url, { method, headers, body: encoded.body as BodyInit });
     return (await response.json()) as SaveResult;
@@ -200,12 +214,24 @@ export class PleuraApi {
     return (await response.json()) as SaveResult;
   }
 
-  accept(taskId: number, parentRevision: number): Promise<SaveResult> {
-    return this.postJson(ENDPOINTS.accept(taskId), { parent_revision: parentRevision });
+  accept(taskId: number, parentRevision: number, timeSpentS?: number): Promise<SaveResult> {
+    return this.postJson(ENDPOINTS.accept(taskId), { parent_revision: parentRevision, time_spent: timeSpentS ?? null });
   }
 
-  async reject(taskId: number, parentRevision: number | null, reason: string): Promise<SaveResult> {
+  /** Reject with a reason code (`unreadable`, `not_chest`, `wrong_modality`, `other`); `other` needs `text`. */
+  async reject(taskId: number, parentRevision: number | null, reason: string, text = "", timeSpentS?: number): Promise<SaveResult> {
     if (!reason.trim()) throw new ApiError("A rejection needs a reason.", 400);
-    return this.postJson(ENDPOINTS.reject(taskId), { parent_revision: parentRevision, reason });
+    if (reason === "other" && !text.trim()) throw new ApiError("Say why you reject the task.", 400);
+    return this.postJson(ENDPOINTS.reject(taskId), { parent_revision: parentRevision, reason, text, time_spent: timeSpentS ?? null });
+  }
+
+  /** Claim the task or renew the lease; throws ApiError 423 while someone else holds it. */
+  async claim(taskId: number): Promise<TaskPayload> {
+    return (await this.request(ENDPOINTS.claim(taskId), { method: "POST", headers: this.headers() })).json() as Promise<TaskPayload>;
+  }
+
+  /** Give the claim up (best effort, e.g. when leaving the page). */
+  async release(taskId: number): Promise<void> {
+    await this.request(ENDPOINTS.release(taskId), { method: "POST", headers: this.headers(), keepalive: true });
   }
 }

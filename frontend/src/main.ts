@@ -7,6 +7,7 @@
  */
 import "./style.css";
 import * as api from "./api";
+import { mountAnnotationPage } from "./annotatePage";
 import { Autosaver, installLeaveGuard } from "./autosave";
 import { mountViewer } from "./mount";
 import * as maskCodec from "./maskCodec";
@@ -17,6 +18,7 @@ import { createViewer, PRESETS, ViewerError } from "./viewer";
 
 const Pleura = {
   mountViewer,
+  mountAnnotationPage,
   createViewer,
   Autosaver,
   installLeaveGuard,

@@ -1,0 +1,14 @@
+"""URLs of the workbench pages (mounted at the site root)."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", views.LogoutView.as_view(), name="logout"),
+    path("queue/", views.queue, name="queue"),
+    path("tasks/<int:task_id>/", views.task_page, name="task-page"),
+]

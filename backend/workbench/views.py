@@ -1,0 +1,56 @@
+"""Annotator pages: log in, "my queue", the viewer page. Thin over :mod:`annotation.workflow`."""
+
+from __future__ import annotations
+
+import logging
+
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.csrf import ensure_csrf_cookie
+
+from accounts.permissions import has_role
+from annotation import workflow
+
+from .assets import ViewerBundleMissing, entry_assets
+
+logger = logging.getLogger(__name__)
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login form in the workbench's look; signed-in users go straight to their queue."""
+
+    template_name = "workbench/login.html"
+    redirect_authenticated_user = True
+
+
+class LogoutView(auth_views.LogoutView):
+    """POST-only log out, back to the login page."""
+
+
+@login_required
+def queue(request: HttpRequest) -> HttpResponse:
+    """Tasks of my projects, assigned to me or unclaimed: QC-flagged and least confident first."""
+    items = workflow.queue_for(request.user)
+    return render(request, "workbench/queue.html", {"items": items})
+
+
+@login_required
+@ensure_csrf_cookie
+def task_page(request: HttpRequest, task_id: int) -> HttpResponse:
+    """The viewer page of one task (404 outside the user's projects)."""
+    task = get_object_or_404(workflow.tasks_for(request.user), pk=task_id)
+    try:
+        script, styles = entry_assets()
+    except ViewerBundleMissing as exc:
+        logger.error("viewer page without bundle: %s", exc)
+        return render(request, "workbench/error.html", {"message": str(exc)}, status=503)
+    context = {
+        "task": task,
+        "script": script,
+        "styles": styles,
+        "can_edit": has_role(request.user, task.project_id, workflow.ANNOTATE_ROLES),
+        "page_options": {"taskId": task.pk, "queueUrl": "/queue/"},
+    }
+    return render(request, "workbench/task.html", context)

@@ -1,0 +1,327 @@
+/**
+ * The annotation page of one task (Django template `workbench/task.html`): claims the task,
+ * restores the caller's draft or loads the latest revision, mounts the viewer, autosaves
+ * drafts, and offers Accept / Submit edits / Reject with a reason. A 409 opens a dialog that
+ * offers to reload the other person's version or keep this edit as a new revision.
+ */
+import { ApiError, ConflictError, instanceImageIds, PleuraApi, type SaveResult, type TaskPayload } from "./api";
+import { Autosaver, installLeaveGuard, type AutosaveState } from "./autosave";
+import { chooseUploadSlices } from "./maskCodec";
+import { mountViewer, type MountedViewer } from "./mount";
+import type { Labelmap } from "./viewer";
+
+export interface AnnotationPageOptions {
+  taskId: number;
+  /** Where "Back to my queue" goes. */
+  queueUrl?: string;
+  /** Show the task without editing (e.g. an ML engineer's role). */
+  readOnly?: boolean;
+  /** Autosave delay after the last edit, ms. */
+  autosaveDelayMs?: number;
+}
+
+export type PagePhase = "loading" | "ready" | "saving" | "done" | "error";
+
+export interface AnnotationPage {
+  readonly taskId: number;
+  phase: PagePhase;
+  task: TaskPayload | null;
+  mounted: MountedViewer | null;
+  /** Revision every write names as its parent (moves on after "keep mine"). */
+  parentRevision: number | null;
+  /** Whether the viewer started from the caller's restored draft. */
+  restoredDraft: boolean;
+  autosaver: Autosaver | null;
+  /** Timings for the benchmark (ms since navigation start). */
+  timings: { imageShown?: number; maskShown?: number; lastSaveMs?: number };
+  /** Last action's result. */
+  result: SaveResult | null;
+}
+
+const REASON_FALLBACK = [
+  { code: "unreadable", label: "Unreadable image" },
+  { code: "not_chest", label: "Not a chest image" },
+  { code: "wrong_modality", label: "Wrong modality" },
+  { code: "other", label: "Other" },
+];
+
+function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string, string> = {}, text = ""): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  Object.entries(attrs).forEach(([k, v]) => node.setAttribute(k, v));
+  if (text) node.textContent = text;
+  return node;
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+interface PageLayout {
+  viewerRoot: HTMLDivElement;
+  accept: HTMLButtonElement;
+  submit: HTMLButtonElement;
+  reject: HTMLButtonElement;
+  saveState: HTMLElement;
+  notice: HTMLElement;
+  rejectDialog: HTMLDialogElement;
+  conflictDialog: HTMLDialogElement;
+}
+
+function buildLayout(root: HTMLElement): PageLayout {
+  root.classList.add("pa-page");
+  const viewerRoot = el("div", { class: "pa-viewer" });
+  const bar = el("div", { class: "pa-actions", role: "group", "aria-label": "Task actions" });
+  const accept = el("button", { type: "button", "data-action": "accept", title: "Accept the model's mask as it is and send it to review (Ctrl+Enter when unchanged)" }, "Accept mask");
+  const submit = el("button", { type: "button", "data-action": "submit", title: "Save your edited mask as a new revision and send it to review" }, "Submit edits");
+  const reject = el("button", { type: "button", "data-action": "reject", title: "Reject the task with a reason", "aria-haspopup": "dialog" }, "Reject…");
+  const saveState = el("span", { class: "pa-save", role: "status", "aria-live": "polite", "data-testid": "save-state", "data-state": "idle" });
+  const notice = el("span", { class: "pa-notice", role: "status", "aria-live": "polite", "data-testid": "notice" });
+  bar.append(accept, submit, reject, saveState, notice);
+
+  const rejectDialog = el("dialog", { class: "pa-dialog", "aria-labelledby": "pa-reject-title", "data-testid": "reject-dialog" });
+  const conflictDialog = el("dialog", { class: "pa-dialog", "aria-labelledby": "pa-conflict-title", "data-testid": "conflict-dialog", role: "alertdialog" });
+  root.replaceChildren(viewerRoot, bar, rejectDialog, conflictDialog);
+  return { viewerRoot, accept, submit, reject, saveState, notice, rejectDialog, conflictDialog };
+}
+
+/** Mount the whole annotation page for `options.taskId` into `root`. */
+export async function mountAnnotationPage(root: HTMLElement, options: AnnotationPageOptions): Promise<AnnotationPage> {
+  const api = new PleuraApi();
+  const layout = buildLayout(root);
+  const page: AnnotationPage = {
+    taskId: options.taskId, phase: "loading", task: null, mounted: null, parentRevision: null,
+    restoredDraft: false, autosaver: null, timings: {}, result: null,
+  };
+  const openedAt = performance.now();
+  const timeSpent = (): number => (performance.now() - openedAt) / 1000;
+  let readOnly = options.readOnly ?? false;
+  let forceWholeMask = false;
+  let removeLeaveGuard: (() => void) | null = null;
+  let heartbeat: ReturnType<typeof setInterval> | null = null;
+  const setPhase = (phase: PagePhase): void => {
+    page.phase = phase;
+    root.dataset.pageState = phase;
+  };
+  const notify = (text: string, kind: "info" | "error" = "info"): void => {
+    layout.notice.textContent = text;
+    layout.notice.dataset.kind = kind;
+    layout.notice.setAttribute("role", kind === "error" ? "alert" : "status");
+  };
+  const setButtons = (): void => {
+    const busy = page.phase !== "ready";
+    const edited = page.restoredDraft || (page.mounted?.viewer.canUndo() ?? false) || forceWholeMask;
+    layout.accept.disabled = busy || readOnly || page.parentRevision === null || edited;
+    layout.accept.title = edited
+      ? "You changed the mask: use Submit edits (Accept keeps the model's mask as it was)"
+      : "Accept the model's mask as it is and send it to review";
+    layout.submit.disabled = busy || readOnly;
+    layout.reject.disabled = busy || readOnly;
+  };
+  setPhase("loading");
+  setButtons();
+
+  // --- claim (or just read) the task, then the mask: draft of the current parent, else the latest revision
+  let task: TaskPayload;
+  try {
+    if (readOnly) task = await api.getTask(options.taskId);
+    else {
+      try {
+        task = await api.claim(options.taskId);
+      } catch (err) {
+        if (!(err instanceof ApiError) || (err.status !== 423 && err.status !== 403)) throw err;
+        readOnly = true;
+        notify(`${err.message} The task is shown read-only.`, "error");
+        task = await api.getTask(options.taskId);
+      }
+    }
+    page.task = task;
+    page.parentRevision = task.revision?.id ?? null;
+    const parentMask: Promise<Labelmap | null> = task.revision ? api.getRevisionMask(task.revision.id) : Promise.resolve(null);
+    let labelmap: Labelmap | null;
+    let baseline: Uint8Array | undefined;
+    const draftFits = !readOnly && task.draft !== null && task.draft.parent_revision === page.parentRevision;
+    if (draftFits) {
+      const [draft, parent] = await Promise.all([api.getDraftMask(options.taskId), parentMask]);
+      labelmap = draft ?? parent;
+      page.restoredDraft = draft !== null;
+      baseline = draft && parent ? parent.data : undefined;
+    } else {
+      labelmap = await parentMask;
+      if (!readOnly && task.draft) notify("Your earlier draft was made on an older revision; the latest revision is shown instead.", "error");
+    }
+    const mounted = await mountViewer(layout.viewerRoot, {
+      imageIds: instanceImageIds(task),
+      modality: task.modality,
+      labelmap,
+      baseline,
+      onChange: (change) => {
+        if (change.reason === "edit" || change.reason === "undo" || change.reason === "redo") {
+          page.autosaver?.notifyEdit();
+          setButtons();
+        }
+      },
+    });
+    page.mounted = mounted;
+    page.timings.imageShown = performance.now();
+    page.timings.maskShown = labelmap ? performance.now() : undefined;
+    if (page.restoredDraft) notify(`Draft restored (saved ${new Date(task.draft!.saved_at).toLocaleTimeString()}).`);
+  } catch (err) {
+    setPhase("error");
+    notify(message(err), "error");
+    throw err;
+  }
+  const viewer = page.mounted.viewer;
+
+  // --- autosave, leave guard, lease heartbeat
+  const uploadOptions = () => ({
+    parentRevision: page.parentRevision,
+    slices: forceWholeMask ? undefined : chooseUploadSlices(viewer.shape, viewer.changedSlices()),
+  });
+  let lastConflictFrom: "draft" | "submit" = "draft";
+  const showSaveState = (state: AutosaveState | "submitted", text: string): void => {
+    layout.saveState.dataset.state = state;
+    layout.saveState.textContent = text;
+  };
+  if (!readOnly) {
+    page.autosaver = new Autosaver(viewer, async () => {
+      const started = performance.now();
+      await api.saveDraft(options.taskId, viewer.getLabelmap(), uploadOptions());
+      page.timings.lastSaveMs = performance.now() - started;
+    }, {
+      delayMs: options.autosaveDelayMs,
+      onStateChange: (state, text) => showSaveState(state, text),
+      onConflict: (err) => {
+        lastConflictFrom = "draft";
+        openConflict(err as ConflictError);
+      },
+    });
+    removeLeaveGuard = installLeaveGuard(() => viewer.isDirty() && page.phase !== "done");
+    const every = Math.max(30, Math.floor((task.lease_seconds ?? 1800) / 3)) * 1000;
+    heartbeat = setInterval(() => {
+      if (page.phase === "done") return;
+      api.claim(options.taskId).catch((err: unknown) => notify(`Your claim on this task could not be renewed: ${message(err)}`, "error"));
+    }, every);
+  }
+
+  const finish = (result: SaveResult, text: string): void => {
+    page.result = result;
+    page.autosaver?.stop();
+    viewer.markSaved();
+    removeLeaveGuard?.();
+    if (heartbeat) clearInterval(heartbeat);
+    setPhase("done");
+    setButtons();
+    showSaveState("submitted", text);
+    const link = el("a", { href: options.queueUrl ?? "/queue/", "data-testid": "back-to-queue" }, "Back to my queue");
+    layout.notice.replaceChildren(`Revision ${result.revision_id} sent to review. `, link);
+    link.focus();
+  };
+
+  const run = async (what: "submit" | "accept", action: () => Promise<SaveResult>, done: string): Promise<void> => {
+    setPhase("saving");
+    setButtons();
+    try {
+      const started = performance.now();
+      const result = await action();
+      page.timings.lastSaveMs = performance.now() - started;
+      finish(result, done);
+    } catch (err) {
+      setPhase("ready");
+      setButtons();
+      if (err instanceof ConflictError) {
+        lastConflictFrom = what === "submit" ? "submit" : "draft";
+        openConflict(err);
+      } else notify(message(err), "error");
+    }
+  };
+
+  const submitEdits = async (): Promise<void> => {
+    page.autosaver?.stop();
+    await run("submit", () => api.submit(options.taskId, viewer.getLabelmap(), { ...uploadOptions(), timeSpentS: timeSpent() }),
+      "Edits submitted");
+    if (page.phase !== "done" && !layout.conflictDialog.open) page.autosaver?.resume();
+  };
+
+  layout.submit.addEventListener("click", () => void submitEdits());
+  layout.accept.addEventListener("click", () => {
+    if (page.parentRevision === null) return;
+    void run("accept", () => api.accept(options.taskId, page.parentRevision as number, timeSpent()), "Mask accepted");
+  });
+
+  // --- reject dialog
+  const reasons = task.reject_reasons?.length ? task.reject_reasons : REASON_FALLBACK;
+  const rejectForm = el("form", { method: "dialog" });
+  const fieldset = el("fieldset");
+  fieldset.append(el("legend", { id: "pa-reject-title" }, "Why do you reject this task?"));
+  reasons.forEach((r, i) => {
+    const id = `pa-reason-${r.code}`;
+    const input = el("input", { type: "radio", name: "reason", value: r.code, id, ...(i === 0 ? { required: "" } : {}) });
+    const label = el("label", { for: id }, r.label);
+    const row = el("div", { class: "pa-reason" });
+    row.append(input, label);
+    fieldset.append(row);
+  });
+  const textLabel = el("label", { for: "pa-reject-text" }, "Details (required for Other)");
+  const text = el("textarea", { id: "pa-reject-text", rows: "3", maxlength: "1000" });
+  const rejectError = el("p", { class: "pa-error", role: "alert" });
+  const confirmReject = el("button", { type: "submit", value: "reject", "data-action": "confirm-reject" }, "Reject task");
+  const cancelReject = el("button", { type: "button", "data-action": "cancel-reject" }, "Cancel");
+  rejectForm.append(fieldset, textLabel, text, rejectError, el("div", { class: "pa-dialog-buttons" }));
+  rejectForm.lastElementChild!.append(confirmReject, cancelReject);
+  layout.rejectDialog.append(rejectForm);
+  cancelReject.addEventListener("click", () => layout.rejectDialog.close());
+  layout.reject.addEventListener("click", () => {
+    rejectError.textContent = "";
+    layout.rejectDialog.showModal();
+    rejectForm.querySelector<HTMLInputElement>("input[name=reason]")?.focus();
+  });
+  rejectForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const reason = (rejectForm.querySelector<HTMLInputElement>("input[name=reason]:checked")?.value) ?? "";
+    if (!reason) { rejectError.textContent = "Choose a reason."; return; }
+    if (reason === "other" && !text.value.trim()) { rejectError.textContent = "Say why you reject the task."; text.focus(); return; }
+    layout.rejectDialog.close();
+    page.autosaver?.stop();
+    void run("accept", () => api.reject(options.taskId, page.parentRevision, reason, text.value, timeSpent()), "Task rejected")
+      .then(() => { if (page.phase !== "done") page.autosaver?.resume(); });
+  });
+
+  // --- conflict dialog (409)
+  const conflictText = el("p", { "data-testid": "conflict-text" });
+  const reloadButton = el("button", { type: "button", "data-action": "conflict-reload" }, "Reload their version");
+  const keepButton = el("button", { type: "button", "data-action": "conflict-keep" }, "Keep mine as a new revision");
+  const buttons = el("div", { class: "pa-dialog-buttons" });
+  buttons.append(keepButton, reloadButton);
+  layout.conflictDialog.append(el("h2", { id: "pa-conflict-title" }, "Someone else saved this task"), conflictText, buttons);
+  let conflictRevision: number | null = null;
+  function openConflict(err: ConflictError): void {
+    conflictRevision = err.currentRevision;
+    conflictText.textContent = `${err.message} Reloading drops your unsaved edit; keeping it saves your mask on top of theirs.`;
+    notify("Save refused: someone else saved this task in the meantime.", "error");
+    if (!layout.conflictDialog.open) layout.conflictDialog.showModal();
+    keepButton.focus();
+  }
+  reloadButton.addEventListener("click", () => {
+    layout.conflictDialog.close();
+    viewer.markSaved();
+    removeLeaveGuard?.();
+    location.reload();
+  });
+  keepButton.addEventListener("click", () => {
+    layout.conflictDialog.close();
+    page.parentRevision = conflictRevision;
+    forceWholeMask = true;
+    setButtons();
+    notify("Your edit will be saved as a new revision on top of the other one.");
+    if (lastConflictFrom === "submit") void submitEdits();
+    else {
+      page.autosaver?.resume();
+      void page.autosaver?.flush();
+    }
+  });
+
+  setPhase("ready");
+  setButtons();
+  if (readOnly) showSaveState("idle", "Read-only");
+  return page;
+}

@@ -1,0 +1,206 @@
+"""Annotator workflow API: tasks opened by proposals, claims with a lease, drafts, submit/409, accept, reject, permissions."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+from django.utils import timezone
+
+from accounts.models import Role
+from annotation import services, workflow
+from annotation.models import AnnotationTask, Draft, MaskRevision, RevisionStatus, TaskAction, TaskStatus
+from workflow_helpers import mask_upload, model_labels, xray_task
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def setup(project, make_member, client_for, django_capture_on_commit_callbacks):
+    task, revision = xray_task(project, django_capture_on_commit_callbacks)
+    annotator = make_member(project, Role.ANNOTATOR, "ann")
+    return task, revision, annotator, client_for(annotator)
+
+
+def test_a_model_proposal_opens_one_task_and_the_payload_follows_the_contract(setup):
+    task, revision, annotator, client = setup
+    assert task.status == TaskStatus.OPEN and task.instance_id == revision.instance_id
+    body = client.get(f"/api/annotation/tasks/{task.pk}/").json()
+    h, w = revision.shape
+    assert body["shape"] == [1, h, w] and body["revision"]["id"] == revision.pk and body["draft"] is None
+    assert body["instances"][0]["url"].startswith("/wado?requestType=WADO")
+    assert [r["code"] for r in body["reject_reasons"]] == ["unreadable", "not_chest", "wrong_modality", "other"]
+    # a second proposal of the same target reuses the task
+    services.create_revision(series=task.series, instance=task.instance, labels=model_labels((h, w)),
+                             source="model", status=RevisionStatus.PROPOSED)
+    assert AnnotationTask.objects.filter(target_key=task.target_key).count() == 1
+
+
+def test_claim_holds_a_lease_that_blocks_others_until_it_expires(setup, project, make_member, client_for):
+    task, revision, annotator, client = setup
+    other = client_for(make_member(project, Role.ANNOTATOR, "ann2"))
+    claimed = client.post(f"/api/annotation/tasks/{task.pk}/claim").json()
+    assert claimed["claimed_by"] == "ann" and claimed["lease_expires_at"] and claimed["status"] == TaskStatus.IN_PROGRESS
+    refused = other.post(f"/api/annotation/tasks/{task.pk}/claim")
+    assert refused.status_code == 423 and "ann is working on this task" in refused.json()["detail"]
+    assert other.put(f"/api/annotation/tasks/{task.pk}/draft",
+                     **mask_upload(model_labels(revision.shape)[None], revision.pk)).status_code == 423
+    assert task.pk not in [t["id"] for t in other.get("/api/annotation/tasks/").json()]
+    AnnotationTask.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
+    assert other.post(f"/api/annotation/tasks/{task.pk}/claim").json()["claimed_by"] == "ann2"
+
+
+def test_draft_round_trip_then_submit_creates_a_child_revision_and_moves_to_review(setup):
+    task, revision, annotator, client = setup
+    labels = model_labels(revision.shape)[None].copy()
+    assert client.get(f"/api/annotation/tasks/{task.pk}/draft").status_code == 404
+    labels[0, 2:6, 2:6] = 2
+    saved = client.put(f"/api/annotation/tasks/{task.pk}/draft", **mask_upload(labels, revision.pk))
+    assert saved.status_code == 200 and saved.json()["revision_id"] is None
+    got = client.get(f"/api/annotation/tasks/{task.pk}/draft", HTTP_ACCEPT_ENCODING="identity")
+    assert got["X-Shape"] == f"1,{revision.shape[0]},{revision.shape[1]}"
+    assert np.array_equal(np.frombuffer(got.content, np.uint8).reshape(labels.shape), labels)
+    assert client.get(f"/api/annotation/tasks/{task.pk}/").json()["draft"]["parent_revision"] == revision.pk
+
+    done = client.post(f"/api/annotation/tasks/{task.pk}/submit", **mask_upload(labels, revision.pk, **{"X-Time-Spent": "42.5"}))
+    assert done.status_code == 201
+    new = MaskRevision.objects.get(pk=done.json()["revision_id"])
+    assert (new.parent_id, new.author, new.status, new.source) == (revision.pk, annotator, RevisionStatus.SUBMITTED, "person")
+    diff = services.read_labels(new) != services.read_labels(revision)
+    assert diff.sum() == 16 and diff[2:6, 2:6].all()
+    action = TaskAction.objects.get(revision=new)
+    assert (action.kind, action.time_spent_s) == ("submit", 42.5)
+    task.refresh_from_db()
+    assert (task.status, task.claimed_by_id, task.time_spent_s) == (TaskStatus.IN_REVIEW, None, 42.5)
+    assert not Draft.objects.filter(task=task).exists()
+
+
+def test_a_stale_parent_gets_409_with_the_current_revision(setup):
+    task, revision, annotator, client = setup
+    labels = model_labels(revision.shape)[None]
+    first = client.post(f"/api/annotation/tasks/{task.pk}/submit", **mask_upload(labels, revision.pk)).json()
+    stale = client.put(f"/api/annotation/tasks/{task.pk}/draft", **mask_upload(labels, revision.pk))
+    assert stale.status_code == 409
+    assert stale.json()["current_revision"] == first["revision_id"] and "in the meantime" in stale.json()["detail"]
+    again = client.post(f"/api/annotation/tasks/{task.pk}/submit", **mask_upload(labels, revision.pk))
+    assert again.status_code == 409
+    kept = client.post(f"/api/annotation/tasks/{task.pk}/submit", **mask_upload(labels, first["revision_id"]))
+    assert kept.status_code == 201
+    assert MaskRevision.objects.get(pk=kept.json()["revision_id"]).parent_id == first["revision_id"]
+
+
+def test_accept_copies_the_mask_and_reject_needs_a_reason(setup, project, make_member, client_for, django_capture_on_commit_callbacks):
+    task, revision, annotator, client = setup
+    accepted = client.post(f"/api/annotation/tasks/{task.pk}/accept", {"parent_revision": revision.pk, "time_spent": 3},
+                           format="json")
+    assert accepted.status_code == 201
+    copy = MaskRevision.objects.get(pk=accepted.json()["revision_id"])
+    assert copy.checksum == revision.checksum and copy.parent_id == revision.pk and copy.method == "accepted"
+
+    task2, revision2 = xray_task(project, django_capture_on_commit_callbacks, seed=1)
+    url = f"/api/annotation/tasks/{task2.pk}/reject"
+    assert client.post(url, {"parent_revision": revision2.pk, "reason": "bored"}, format="json").status_code == 400
+    missing = client.post(url, {"parent_revision": revision2.pk, "reason": "other", "text": " "}, format="json")
+    assert missing.status_code == 400 and "why" in missing.json()["detail"]
+    rejected = client.post(url, {"parent_revision": revision2.pk, "reason": "other", "text": "lateral view"}, format="json")
+    assert rejected.status_code == 201
+    rev = MaskRevision.objects.get(pk=rejected.json()["revision_id"])
+    assert rev.status == RevisionStatus.REJECTED and rev.author == annotator and "lateral view" in rev.note
+    assert TaskAction.objects.get(revision=rev).reason == "other"
+    assert AnnotationTask.objects.get(pk=task2.pk).status == TaskStatus.IN_REVIEW
+
+
+def test_uploads_are_checked(setup):
+    task, revision, annotator, client = setup
+    h, w = revision.shape
+    url = f"/api/annotation/tasks/{task.pk}/draft"
+    wrong_shape = client.put(url, **mask_upload(np.zeros((1, h, w - 1), np.uint8), revision.pk))
+    assert wrong_shape.status_code == 400 and "does not match" in wrong_shape.json()["detail"]
+    bad_values = client.put(url, **mask_upload(np.full((1, h, w), 3, np.uint8), revision.pk))
+    assert bad_values.status_code == 400 and "values" in bad_values.json()["detail"]
+    kwargs = mask_upload(np.zeros((1, h, w), np.uint8), revision.pk)
+    kwargs["data"] = kwargs["data"][:-8]
+    assert client.put(url, **kwargs).status_code == 400
+    rle = {**mask_upload(np.zeros((1, h, w), np.uint8), revision.pk)}
+    rle["headers"] = {k: v for k, v in rle["headers"].items() if k != "Content-Encoding"}
+    n = h * w  # one run of zeros, LEB128 length
+    varint = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        varint.append(byte | (0x80 if n else 0))
+        if not n:
+            break
+    rle["data"] = bytes([0]) + bytes(varint)
+    rle["headers"]["X-Mask-Encoding"] = "rle-v1"
+    assert client.put(url, **rle).status_code == 200
+
+
+def test_only_members_with_an_editing_role_see_or_change_tasks(setup, other_project, project, make_member, client_for):
+    task, revision, annotator, client = setup
+    outsider = client_for(make_member(other_project, Role.ANNOTATOR, "outsider"))
+    assert outsider.get(f"/api/annotation/tasks/{task.pk}/").status_code == 404
+    assert outsider.post(f"/api/annotation/tasks/{task.pk}/claim").status_code == 404
+    assert outsider.get("/api/annotation/tasks/").json() == []
+    ml = client_for(make_member(project, Role.ML_ENGINEER, "ml"))
+    assert ml.get(f"/api/annotation/tasks/{task.pk}/").status_code == 200
+    refused = ml.post(f"/api/annotation/tasks/{task.pk}/accept", {"parent_revision": revision.pk}, format="json")
+    assert refused.status_code == 403 and "role" in refused.json()["detail"]
+    assert client_for(None).get(f"/api/annotation/tasks/{task.pk}/").status_code in (401, 403)
+
+
+def test_queue_puts_flagged_then_least_confident_first(project, make_member, client_for, django_capture_on_commit_callbacks):
+    from quality.models import QCFlag, QCSummary
+
+    confident, rev1 = xray_task(project, django_capture_on_commit_callbacks, confidence=0.95, seed=1)
+    unsure, rev2 = xray_task(project, django_capture_on_commit_callbacks, confidence=0.40, seed=2)
+    middle, rev = xray_task(project, django_capture_on_commit_callbacks, confidence=0.70, seed=3)
+    QCFlag.objects.all().delete()  # the real QC's flags on these synthetic masks are replaced by controlled ones
+    QCSummary.objects.all().delete()
+    for r in (rev1, rev2, rev):
+        QCSummary.objects.create(revision=r, modality="CR", flagged_count=int(r == rev), priority=0.0,
+                                 confidence=r.confidence)
+    QCFlag.objects.create(revision=rev, name="synthetic_check", flagged=True, value=1.0)
+    user = make_member(project, Role.ANNOTATOR, "q")
+    rows = client_for(user).get("/api/annotation/tasks/").json()
+    ids = [r["id"] for r in rows]
+    assert ids.index(middle.pk) < ids.index(unsure.pk) < ids.index(confident.pk)
+    assert "synthetic_check" in rows[ids.index(middle.pk)]["flags"]
+
+
+def test_ct_upload_of_some_slices_keeps_the_others_from_the_parent(project, make_member, client_for):
+    from imaging.models import Instance, Patient, Series, Study
+
+    study = Study.objects.create(project=project, patient=Patient.objects.create(project=project, pseudonym="p"),
+                                 study_instance_uid="1.2.3")
+    series = Series.objects.create(project=project, study=study, series_instance_uid="1.2.3.4", modality="CT",
+                                   rows=4, columns=5, num_instances=3)
+    for z in range(3):
+        Instance.objects.create(project=project, series=series, sop_instance_uid=f"1.2.3.4.{z}", sop_class_uid="1.2",
+                                slice_location=float(z), file_size=1, sha256="0" * 64, image_position=[0, 0, z])
+    parent_labels = np.zeros((3, 4, 5), np.uint8)
+    parent_labels[:, 1:3, 1:2] = 1
+    parent = services.create_revision(series=series, instance=None, labels=parent_labels, source="model",
+                                      status=RevisionStatus.PROPOSED)
+    task = AnnotationTask.objects.get(target_key=parent.target_key)
+    client = client_for(make_member(project, Role.ANNOTATOR, "ct"))
+    assert client.get(f"/api/annotation/tasks/{task.pk}/").json()["shape"] == [3, 4, 5]
+    slice1 = np.full((1, 4, 5), 2, np.uint8)
+    kwargs = mask_upload(slice1, parent.pk, **{"X-Slices": "1"})
+    kwargs["headers"]["X-Shape"] = "3,4,5"
+    assert client.put(f"/api/annotation/tasks/{task.pk}/draft", **kwargs).status_code == 200
+    assert client.get(f"/api/annotation/tasks/{task.pk}/").json()["draft"]["slices"] == [1]
+    bad = {**kwargs, "headers": {**kwargs["headers"], "X-Slices": "1,1"}}
+    assert client.put(f"/api/annotation/tasks/{task.pk}/draft", **bad).status_code == 400
+    done = client.post(f"/api/annotation/tasks/{task.pk}/submit", **kwargs).json()
+    stored = services.read_labels(MaskRevision.objects.get(pk=done["revision_id"]))
+    expected = parent_labels.copy()
+    expected[1] = 2
+    assert np.array_equal(stored, expected)
+
+
+def test_backfill_creates_missing_tasks(setup):
+    task, revision, annotator, client = setup
+    AnnotationTask.objects.all().delete()
+    assert workflow.backfill_tasks() == 1
+    assert AnnotationTask.objects.get().target_key == revision.target_key
