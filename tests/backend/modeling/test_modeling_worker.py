@@ -1,12 +1,14 @@
 """Proposals through real Redis and real Celery worker processes (no eager mode).
 
-Each test starts ``celery -A config worker --pool solo -Q cpu`` as a subprocess on the pytest
-test database and Redis DB 14, and queues work through ``manage.py import_studies`` in another
-subprocess: the real path ingest → series_ingested → proposal job → broker → worker.
+Each test starts ``celery -A config worker --pool solo`` as a subprocess on the pytest test
+database and Redis DB 14 (a queue name of its own per test), and queues work through
+``manage.py import_studies`` in another subprocess: the real path ingest → series_ingested →
+proposal job → broker → worker.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -27,7 +29,7 @@ from modeling.models import JobStatus, ProposalJob
 from proposal_helpers import TINY_CXR, ct_series_files, xray_png
 from quality.models import QCSummary
 
-pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[3]
 REDIS_DB_URL = os.environ.get("PLEURA_TEST_WORKER_REDIS", "redis://127.0.0.1:6379/14")
@@ -40,7 +42,7 @@ def worker_env(tmp_path: Path) -> dict[str, str]:
     if connection.vendor != "postgresql":
         pytest.skip("worker tests share the test database with a subprocess: they need PostgreSQL (DATABASE_URL)")
     try:
-        redis.Redis.from_url(REDIS_DB_URL, socket_connect_timeout=2).flushdb()
+        redis.Redis.from_url(REDIS_DB_URL, socket_connect_timeout=2).ping()
     except redis.ConnectionError as exc:
         pytest.skip(f"Redis not reachable at {REDIS_DB_URL}: {exc}")
     db = connection.settings_dict
@@ -52,7 +54,10 @@ def worker_env(tmp_path: Path) -> dict[str, str]:
         PLEURA_BROKER_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT_S), PLEURA_PROPOSAL_RETRY_BACKOFF="1",
         PYTHONPATH=os.pathsep.join([str(REPO / "backend"), str(REPO)]), DJANGO_SETTINGS_MODULE="config.settings",
         OMP_NUM_THREADS="2",
+        # a queue of its own, so that concurrent test runs on the same Redis never take each other's jobs
+        PLEURA_DEFAULT_QUEUE=f"pleura-test-{uuid.uuid4().hex[:12]}",
     )
+    env["PLEURA_TASK_ROUTES"] = json.dumps({"modeling.tasks.*": {"queue": env["PLEURA_DEFAULT_QUEUE"]}})
     return env
 
 
@@ -63,13 +68,14 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callabl
 
     def _start() -> tuple[subprocess.Popen, Path]:
         log = tmp_path / f"worker-{len(started)}.log"
-        cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "-Q", "cpu",
+        cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo",
+               "-Q", worker_env["PLEURA_DEFAULT_QUEUE"],
                "-n", f"pleura-test-{uuid.uuid4().hex[:8]}@localhost", "--without-gossip", "--without-mingle",
                "--without-heartbeat", "--loglevel", "INFO"]
         with log.open("wb") as out:
             proc = subprocess.Popen(cmd, cwd=REPO, env=worker_env, stdout=out, stderr=subprocess.STDOUT)
         started.append(proc)
-        _wait(lambda: b"ready." in log.read_bytes() or proc.poll() is not None, 90, f"worker start ({log})")
+        _wait(lambda: b"ready." in log.read_bytes() or proc.poll() is not None, 240, f"worker start ({log})")
         if proc.poll() is not None:
             pytest.fail(f"worker exited at start:\n{log.read_text()[-3000:]}")
         return proc, log
@@ -101,7 +107,7 @@ def _wait(condition: Callable[[], Any], timeout_s: float, what: str, interval_s:
 def _import(paths: list[Path], project: Project, env: dict[str, str]) -> None:
     """Ingest through the management command in its own process (it queues jobs on Redis DB 14)."""
     cmd = [sys.executable, "manage.py", "import_studies", *map(str, paths), "--project", project.name, "--no-progress"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -117,7 +123,7 @@ def test_worker_runs_xray_proposals_and_loads_the_model_once(project, tiny_cxr_v
     _import(files, project, worker_env)
     jobs = ProposalJob.objects.filter(project=project)
     done = jobs.filter(status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED])
-    _wait(lambda: done.count() == 3, 120, "3 proposals", interval_s=0.2, logs=(log,))
+    _wait(lambda: done.count() == 3, 300, "3 proposals", interval_s=0.2, logs=(log,))
     assert sorted(jobs.values_list("status", flat=True)) == [JobStatus.SUCCEEDED] * 3, list(jobs.values("error"))
     assert MaskRevision.objects.filter(project=project).count() == 3
     assert QCSummary.objects.filter(revision__project=project).count() == 3
@@ -133,7 +139,7 @@ def test_killed_worker_job_is_redelivered_and_completes_exactly_once(project, ct
         (folder / name).write_bytes(data)
     first, _ = start_worker()
     _import([folder], project, worker_env)
-    job = _wait(lambda: ProposalJob.objects.filter(project=project, status=JobStatus.RUNNING).first(), 60,
+    job = _wait(lambda: ProposalJob.objects.filter(project=project, status=JobStatus.RUNNING).first(), 240,
                 "the CT job to start")
     first.send_signal(signal.SIGKILL)  # mid-job: no ack, no result
     first.wait(timeout=10)
@@ -142,7 +148,7 @@ def test_killed_worker_job_is_redelivered_and_completes_exactly_once(project, ct
     assert not MaskRevision.objects.filter(proposal_job=job).exists()
 
     start_worker()  # restores the unacknowledged message once the visibility timeout has passed
-    _wait(lambda: ProposalJob.objects.get(pk=job.pk).status in (JobStatus.SUCCEEDED, JobStatus.FAILED), 120,
+    _wait(lambda: ProposalJob.objects.get(pk=job.pk).status in (JobStatus.SUCCEEDED, JobStatus.FAILED), 300,
           "the redelivered job", interval_s=0.2)
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED, job.error
