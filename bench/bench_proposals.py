@@ -74,6 +74,7 @@ def configure(args: argparse.Namespace, data_dir: Path) -> dict[str, str]:
         env["REDIS_URL"] = args.redis_url
         env["PLEURA_CELERY_EAGER"] = "0"
         env["PLEURA_BROKER_VISIBILITY_TIMEOUT"] = "3600"
+        env["PLEURA_DEFAULT_QUEUE"] = f"bench-{os.getpid()}"  # a queue of its own on a shared Redis
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "backend"), str(REPO)])
     env["DJANGO_SETTINGS_MODULE"] = "config.settings"
     env["PLEURA_LOG_LEVEL"] = "WARNING"
@@ -84,7 +85,7 @@ def configure(args: argparse.Namespace, data_dir: Path) -> dict[str, str]:
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "-Q", "cpu",
+    cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "-Q", env["PLEURA_DEFAULT_QUEUE"],
            "-n", f"bench-{os.getpid()}@localhost", "--without-gossip", "--without-mingle", "--without-heartbeat",
            "--loglevel", "INFO"]
     with log.open("wb") as out:
@@ -274,10 +275,6 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.mode is None:
         args.mode = "worker" if _reachable(args.redis_url, 6379) else "inprocess"
-    if args.mode == "worker":
-        import redis
-
-        redis.Redis.from_url(args.redis_url).flushdb()
     report = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
