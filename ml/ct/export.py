@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 
 from ml.config import resolve_path
 from ml.ct.data import read_manifest
+from ml.ct.inference import HU_REFINEMENT
 from ml.ct.network import ARCHITECTURE, network_kwargs
 from ml.ct.preprocess import HU_WINDOW
 from ml.registry import WEIGHTS_DIR, ModelCard, write_card
@@ -74,11 +76,13 @@ def build_card(checkpoint: dict[str, Any], name: str, aliases: list[str], loco_o
         },
         "postprocessing": {
             "network_output": {"0": "background", "1": "lung"},
+            "hu_refinement": asdict(HU_REFINEMENT),
             "steps": ["threshold 0.5 on the model grid", "airway (trachea, main bronchi) removal by "
                       "leak-controlled region growing", "3D components, two lungs kept (eroded apart if touching)",
-                      "fragments merged into the lung they touch", "holes filled per slice",
-                      "right/left from patient x of each lung centroid",
-                      "bilinear resize of the clipped probability back to the input grid"],
+                      "fragments of the network mask and air below -400 HU touching a lung merged into the "
+                      "nearest lung", "holes filled per slice", "right/left from patient x of each lung centroid",
+                      "bilinear resize of the probability (made to agree with the labels) back to the input "
+                      "grid; voxels with probability within 0.3 of 0.5 are lung only below -400 HU; holes filled"],
         },
         "inference": {"batch_size": 16, "threads": 2},
         "training": {

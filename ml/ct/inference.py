@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from ml.ct.classical import segment_classical
 from ml.ct.network import predict_lung_probability
@@ -28,10 +29,17 @@ class HURefinement:
     Attributes:
         threshold_hu: lung/soft-tissue threshold in HU.
         margin: probability half-width around 0.5 treated as uncertain.
+        merge_air: also merge air below ``threshold_hu`` that touches a lung (on the model grid)
+            into the nearest lung, recovering parenchyma the network missed.
     """
 
     threshold_hu: float = -400.0
     margin: float = 0.3
+    merge_air: bool = False
+
+
+HU_REFINEMENT = HURefinement(threshold_hu=-400.0, margin=0.3, merge_air=True)
+"""The refinement shipped with the CT model (selected on the val cases)."""
 
 
 @dataclass
@@ -118,8 +126,9 @@ class CTPredictor:
         timings["preprocess_s"] = time.perf_counter() - start
         probability = predict_lung_probability(self.model, image, self.context, self.batch_size)
         timings["network_s"] = time.perf_counter() - start - sum(timings.values())
+        extra = hu_small < self.refine.threshold_hu if self.refine and self.refine.merge_air else None
         small_labels = postprocess_lungs(
-            probability > 0.5, hu_small, small_grid_spacing(spacing, box, self.size, factor), direction
+            probability > 0.5, hu_small, small_grid_spacing(spacing, box, self.size, factor), direction, extra
         )
         labels = upsample_labels(probability, small_labels, box, volume_hu.shape, volume_hu, self.refine)
         timings["postprocess_s"] = time.perf_counter() - start - sum(timings.values())
@@ -147,6 +156,15 @@ def _confidence(probability: np.ndarray, labels: np.ndarray) -> float:
     return float(np.abs(2.0 * probability[region] - 1.0).mean())
 
 
+def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+    """Fill holes of each ``(H, W)`` slice of a ``(d, H, W)`` boolean mask."""
+    for z in range(mask.shape[0]):
+        if mask[z].any():
+            box = ndimage.find_objects(mask[z].astype(np.uint8))[0]
+            mask[z][box] = ndimage.binary_fill_holes(mask[z][box])
+    return mask
+
+
 def _resize_depth(volume: np.ndarray, depth: int) -> np.ndarray:
     """Linear interpolation of ``(d, S, S)`` to ``(depth, S, S)`` along the first axis."""
     tensor = torch.from_numpy(np.ascontiguousarray(volume))[None, None]
@@ -165,8 +183,8 @@ def upsample_labels(
 ) -> np.ndarray:
     """Bring model-grid labels back to the input grid with sub-pixel lung boundaries.
 
-    The lung probability is made to agree with the post-processed labels (kept voxels > 0.5,
-    removed ones 0), resized bilinearly into the crop box and thresholded at 0.5; each lung voxel
+    The lung probability is made to agree with the post-processed labels (kept voxels > 0.5;
+    removed ones and everything more than 2 voxels away from a lung 0), resized bilinearly into the crop box and thresholded at 0.5; each lung voxel
     takes the side whose resized indicator is larger.
 
     Args:
@@ -184,8 +202,10 @@ def upsample_labels(
         ``(D, H, W)`` uint8 labels.
     """
     depth, height, width = shape
-    removed = (small_labels == 0) & (probability > 0.5)  # airways, fragments: removed outright
-    agreed = np.where(small_labels > 0, np.maximum(probability, 0.5 + _EPS), np.where(removed, 0.0, probability))
+    lungs = small_labels > 0
+    # away from the kept lungs (airways, fragments, stray voxels) the probability is zeroed
+    near = ndimage.binary_dilation(lungs, iterations=2) & ~((probability > 0.5) & ~lungs)
+    agreed = np.where(lungs, np.maximum(probability, 0.5 + _EPS), np.where(near, probability, 0.0))
     side = (small_labels == LEFT_LUNG).astype(np.float32) - (small_labels == RIGHT_LUNG).astype(np.float32)
     if agreed.shape[0] != depth:  # thin slices were averaged: interpolate back along D
         agreed, side = (_resize_depth(a, depth) for a in (agreed.astype(np.float32), side))
@@ -202,6 +222,7 @@ def upsample_labels(
             lung = (block[:, 0] > 0.5 + refine.margin) | (
                 (block[:, 0] > 0.5 - refine.margin) & (hu < refine.threshold_hu)
             )
+            lung = _fill_holes_per_slice(lung)  # vessels in the band stay lung
         labels = np.where(block[:, 1] > 0, LEFT_LUNG, RIGHT_LUNG).astype(np.uint8)
         out[start : start + chunk, sy0:sy1, sx0:sx1] = np.where(lung, labels, 0)
     return out

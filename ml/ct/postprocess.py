@@ -189,7 +189,10 @@ def _grow_back(seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def merge_fragments(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Merge components of ``mask`` that touch a labelled lung into that lung; drop the rest.
+    """Merge components of ``mask`` that touch a labelled lung into the lungs; drop the rest.
+
+    Each voxel of a touching fragment joins the nearest lung, so a fragment bridging both lungs
+    is shared between them.
 
     Args:
         labels: ``(D, H, W)`` int lungs (1, 2).
@@ -199,17 +202,22 @@ def merge_fragments(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
         ``(D, H, W)`` labels with touching fragments added.
     """
     fragments = mask & (labels == 0)
-    if not fragments.any():
+    if not fragments.any() or not labels.any():
         return labels
     frag_labels, count = ndimage.label(fragments, structure=_STRUCTURE_26)
-    touching = np.zeros(count + 1, dtype=labels.dtype)
-    for lung in np.unique(labels[labels > 0]):
-        grown = ndimage.binary_dilation(labels == lung, structure=_STRUCTURE_26)
-        hit = np.unique(frag_labels[grown & (frag_labels > 0)])
-        touching[hit] = np.where(touching[hit] == 0, lung, touching[hit])
+    grown = ndimage.binary_dilation(labels > 0, structure=_STRUCTURE_26)
+    touching = np.zeros(count + 1, dtype=bool)
+    touching[np.unique(frag_labels[grown & (frag_labels > 0)])] = True
+    touching[0] = False
+    joined = touching[frag_labels]
+    if not joined.any():
+        return labels
+    box = bounding_box(joined | (labels > 0))
+    _, indices = ndimage.distance_transform_edt(labels[box] == 0, return_indices=True)
+    nearest = labels[box][tuple(indices)]
     out = labels.copy()
-    out[frag_labels > 0] = touching[frag_labels[frag_labels > 0]]
-    return np.where(labels > 0, labels, out)
+    out[box] = np.where(joined[box], nearest, labels[box])
+    return out
 
 
 def fill_lung_holes(labels: np.ndarray) -> np.ndarray:
@@ -271,6 +279,7 @@ def postprocess_lungs(
     volume_hu: np.ndarray,
     spacing: tuple[float, float, float],
     direction: tuple[float, ...],
+    extra: np.ndarray | None = None,
 ) -> np.ndarray:
     """From a binary lung proposal to right/left lung labels.
 
@@ -282,6 +291,8 @@ def postprocess_lungs(
         volume_hu: ``(D, H, W)`` HU on the same grid.
         spacing: ``(D, H, W)`` mm.
         direction: canonical direction cosines (9 floats).
+        extra: ``(D, H, W)`` boolean further candidates (e.g. low-HU air) merged where they
+            touch a lung; airways are removed from them too.
 
     Returns:
         ``(D, H, W)`` uint8: 0 background, 1 right lung, 2 left lung.
@@ -289,13 +300,14 @@ def postprocess_lungs(
     out = np.zeros(lung.shape, dtype=np.uint8)
     if not lung.any():
         return out
-    box = bounding_box(lung, margin=2)
+    box = bounding_box(lung, margin=8)
     lung, volume_hu = lung[box], volume_hu[box]
-    airway = airway_mask(volume_hu, lung, spacing)
+    candidates = lung | extra[box] if extra is not None else lung
+    airway = airway_mask(volume_hu, candidates, spacing)
     airway = ndimage.binary_dilation(airway, structure=_STRUCTURE_6) if airway.any() else airway
     lung = lung & ~airway
     parts = separate_lungs(lung, spacing)
-    parts = merge_fragments(parts, lung)
+    parts = merge_fragments(parts, candidates & ~airway)
     labels = assign_sides(parts, direction, offset=tuple(s.start for s in box), full_width=out.shape[2])
     out[box] = fill_lung_holes(labels)
     return out
