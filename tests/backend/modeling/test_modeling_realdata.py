@@ -69,6 +69,12 @@ def test_real_ct_dicom_series_gets_a_plausible_proposal(project, shared_data: Pa
     revision = MaskRevision.objects.get(pk=job.revision_id)
     assert job.method == ("model" if shipped else "classical"), job.fallback_reason
     assert labels.shape == (64, 512, 512) and revision.size_unit == "mL"
-    assert 300 < revision.right_size < 5000 and 300 < revision.left_size < 5000, (revision.right_size, revision.left_size)
+    voxel_ml = float(np.prod(revision.spacing)) / 1000.0
+    assert revision.right_size == pytest.approx(np.count_nonzero(labels == 1) * voxel_ml)
+    assert revision.left_size == pytest.approx(np.count_nonzero(labels == 2) * voxel_ml)
+    assert revision.right_size > 300 and revision.left_size > 300
+    # whatever the model's accuracy, QC must flag a total volume outside the plausible adult range
+    total = revision.right_size + revision.left_size
+    assert QCFlag.objects.get(revision=revision, name="lung_size").flagged == (not 800 <= total <= 10_000), total
     # standard axial orientation: the patient's right (label 1) on the low column indices
     assert np.argwhere(labels == 1)[:, 2].mean() < np.argwhere(labels == 2)[:, 2].mean()
