@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "ml_cxr": ["-m", "ml", "bench", "--model", "cxr", "--out", "{out}/ml_cxr.json"],
     "ml_ct": ["-m", "ml", "bench", "--model", "ct", "--out", "{out}/ml_ct.json"],
     "proposals": ["bench/bench_proposals.py", "--out", "{out}/proposals.json"],
+    "viewer": ["bench/bench_viewer.py", "--out", "{out}/viewer.json"],
 }
 
 
