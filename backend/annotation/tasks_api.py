@@ -17,7 +17,8 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from rest_framework import status
-from rest_framework.decorators import api_view
+from rest_framework.decorators import api_view, parser_classes
+from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -29,6 +30,23 @@ from .services import TargetMismatchError
 from .task_models import AnnotationTask
 
 logger = logging.getLogger(__name__)
+
+
+class MaskBodyParser(BaseParser):
+    """``application/octet-stream`` mask uploads: the body as bytes, still encoded (gzip / rle-v1)."""
+
+    media_type = "application/octet-stream"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None) -> bytes:
+        return stream.read() if stream is not None else b""
+
+
+def _body(request: Request) -> bytes:
+    """The raw upload body (parsed once by :class:`MaskBodyParser`; Django's CSRF check may parse first)."""
+    data = request.data
+    if not isinstance(data, bytes | bytearray):
+        raise workflow.MaskUploadError("send the mask as application/octet-stream")
+    return bytes(data)
 
 
 def _error(status_code: int, detail: str, **extra: Any) -> Response:
@@ -91,7 +109,7 @@ def _upload(request: Request, task: AnnotationTask) -> workflow.MaskUpload:
     slices = workflow.parse_slices(request.headers.get("X-Slices"), shape[0])
     count = len(slices) if slices is not None else shape[0]
     encoding = request.headers.get("Content-Encoding") or request.headers.get("X-Mask-Encoding") or "identity"
-    data = workflow.decode_body(request.body, encoding.strip().lower(), count * shape[1] * shape[2])
+    data = workflow.decode_body(_body(request), encoding.strip().lower(), count * shape[1] * shape[2])
     return workflow.MaskUpload(shape=shape, data=data, slices=slices,
                                comment=unquote(request.headers.get("X-Comment", ""))[:2000],
                                time_spent_s=_seconds(request.headers.get("X-Time-Spent")))
@@ -171,6 +189,7 @@ def release(request: Request, task_id: int) -> Response:
 
 
 @api_view(["GET", "PUT"])
+@parser_classes([MaskBodyParser, JSONParser])
 @_domain_errors
 def draft(request: Request, task_id: int) -> Response | HttpResponse:
     """GET: the caller's draft mask (404 when none); PUT: autosave it (409 when the parent is stale)."""
@@ -197,6 +216,7 @@ def draft(request: Request, task_id: int) -> Response | HttpResponse:
 
 
 @api_view(["POST"])
+@parser_classes([MaskBodyParser, JSONParser])
 @_domain_errors
 def submit(request: Request, task_id: int) -> Response:
     """Store the caller's edited mask as a new revision and send the task to review."""

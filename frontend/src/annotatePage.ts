@@ -109,7 +109,7 @@ export async function mountAnnotationPage(root: HTMLElement, options: Annotation
   };
   const setButtons = (): void => {
     const busy = page.phase !== "ready";
-    const edited = page.restoredDraft || (page.mounted?.viewer.canUndo() ?? false) || forceWholeMask;
+    const edited = page.restoredDraft || (page.mounted?.viewer.getEditCount() ?? 0) > 0 || forceWholeMask;
     layout.accept.disabled = busy || readOnly || page.parentRevision === null || edited;
     layout.accept.title = edited
       ? "You changed the mask: use Submit edits (Accept keeps the model's mask as it was)"

@@ -204,3 +204,20 @@ def test_backfill_creates_missing_tasks(setup):
     AnnotationTask.objects.all().delete()
     assert workflow.backfill_tasks() == 1
     assert AnnotationTask.objects.get().target_key == revision.target_key
+
+
+def test_session_clients_with_csrf_can_upload_masks(setup):
+    """The browser's way: session cookie + X-CSRFToken on a gzip octet-stream POST (Django's CSRF check reads POST)."""
+    from django.test import Client
+
+    task, revision, annotator, _ = setup
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(annotator)
+    client.get(f"/tasks/{task.pk}/")  # the viewer page sets the csrftoken cookie
+    token = client.cookies["csrftoken"].value
+    kwargs = mask_upload(model_labels(revision.shape)[None], revision.pk)
+    refused = client.post(f"/api/annotation/tasks/{task.pk}/submit", **kwargs)
+    assert refused.status_code == 403
+    kwargs["headers"]["X-CSRFToken"] = token
+    assert client.put(f"/api/annotation/tasks/{task.pk}/draft", **kwargs).status_code == 200
+    assert client.post(f"/api/annotation/tasks/{task.pk}/submit", **kwargs).status_code == 201

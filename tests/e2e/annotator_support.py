@@ -1,0 +1,131 @@
+"""Support for the annotator browser tests: data through the real services, log in, open a task, stroke."""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from viewer_support import xray_lung_labels, xray_pixels
+
+# Playwright's sync API keeps an asyncio loop running in the test thread; Django refuses database
+# calls from a thread with a running loop unless told that this (test-only) use is safe.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+PASSWORD = "pw-e2e-123456"
+READY_TIMEOUT_MS = 180_000  # generous: the CI machine may be busy (software WebGL on 2 cores)
+#: The page object of the task page (window.pleuraPage is the promise mountAnnotationPage returns).
+VIEWER = "window.__pleuraPage.mounted.viewer"
+
+
+@dataclass
+class XrayTask:
+    task: Any
+    revision: Any
+    labels: np.ndarray
+
+
+def xray_png_bytes(variant: int = 0) -> bytes:
+    """The synthetic chest as PNG; ``variant`` changes a few corner pixels so each upload is a new image."""
+    pixels = xray_pixels()
+    pixels[0, :8] = (np.arange(8) * 7 + variant) % 256
+    buf = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_xray_task(project: Any, name: str = "chest.png", confidence: float = 0.6) -> XrayTask:
+    """Ingest the synthetic 256×256 chest PNG through the real ingest and store a model proposal for it."""
+    from annotation import services
+    from annotation.models import AnnotationTask, RevisionSource, RevisionStatus
+    from imaging.models import Series
+    from imaging.services import ingest
+    from imaging.sources import SourceFile
+
+    result = ingest(project, [SourceFile(name, xray_png_bytes(sum(name.encode())))])
+    series = Series.objects.get(pk=result.series[0].pk)
+    labels = xray_lung_labels()
+    revision = services.create_revision(
+        series=series, instance=series.instances.get(), labels=labels, source=RevisionSource.MODEL,
+        status=RevisionStatus.PROPOSED, method="model", confidence=confidence)
+    return XrayTask(AnnotationTask.objects.get(target_key=revision.target_key), revision, labels)
+
+
+def make_user(project: Any, username: str, role: str = "annotator") -> Any:
+    from accounts.models import Membership, User
+
+    user = User.objects.create_user(username, password=PASSWORD)
+    Membership.objects.create(user=user, project=project, role=role)
+    return user
+
+
+def log_in(page: Any, base_url: str, username: str) -> None:
+    page.set_default_timeout(READY_TIMEOUT_MS)
+    page.goto(f"{base_url}/login/")
+    page.get_by_label("User name").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{base_url}/queue/")
+
+
+def open_task(page: Any, base_url: str, task_id: int) -> None:
+    """Open the task page and wait until the viewer is ready (image and mask loaded)."""
+    page.goto(f"{base_url}/tasks/{task_id}/")
+    wait_ready(page)
+
+
+def wait_ready(page: Any) -> None:
+    page.wait_for_function(
+        "document.querySelector('#annotate')?.dataset.pageState && document.querySelector('#annotate').dataset.pageState !== 'loading'",
+        timeout=READY_TIMEOUT_MS)
+    state = page.evaluate("document.querySelector('#annotate').dataset.pageState")
+    notice = page.locator("[data-testid=notice]").inner_text()
+    assert state == "ready", f"page state {state}: {notice}; console: {page.console_messages[-10:]}"
+    page.evaluate("async () => { window.__pleuraPage = await window.pleuraPage; }")
+    settle(page)
+
+
+def settle(page: Any) -> None:
+    page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
+def labelmap(page: Any) -> np.ndarray:
+    """The viewer's current mask, (D, H, W) uint8."""
+    shape, data = page.evaluate(f"() => {{ const m = {VIEWER}.getLabelmap(); return [m.shape, Array.from(m.data)]; }}")
+    return np.asarray(data, np.uint8).reshape(shape)
+
+
+def brush_stroke(page: Any, image_points: list[tuple[float, float]], label: int = 2, radius: float = 6.0) -> list[tuple[float, float]]:
+    """Paint ``label`` along image points (column, row) with the brush; returns the image path actually hit."""
+    page.keyboard.press("b")
+    page.keyboard.press(str(label))
+    page.evaluate(f"{VIEWER}.setBrushSize({radius})")
+    box = page.locator("[data-testid=viewport]").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    scale = min(box["width"], box["height"]) / 256
+    client = [(cx + (x - 128) * scale, cy + (y - 128) * scale) for x, y in image_points]
+    path = [tuple(page.evaluate(f"([x, y]) => {VIEWER}.clientToPixel(x, y)", list(p))) for p in client]
+    before = page.evaluate(f"{VIEWER}.getEditCount()")
+    page.mouse.move(*client[0])
+    page.mouse.down()
+    for p in client[1:]:
+        page.mouse.move(*p, steps=2)
+    page.mouse.up()
+    page.wait_for_function(f"{VIEWER}.getEditCount() > {before}", timeout=60_000)
+    settle(page)
+    return path
+
+
+def distance_to_path(px: np.ndarray, path: list[tuple[float, float]]) -> np.ndarray:
+    """Distance (pixels) of each (N, 2) (x, y) point to the polyline ``path``."""
+    best = np.full(len(px), np.inf)
+    for (ax, ay), (bx, by) in zip(path, path[1:]):
+        a, b = np.array([ax, ay], float), np.array([bx, by], float)
+        ab = b - a
+        t = np.clip(((px - a) @ ab) / max(ab @ ab, 1e-9), 0, 1)
+        best = np.minimum(best, np.linalg.norm(px - (a + t[:, None] * ab), axis=1))
+    return best

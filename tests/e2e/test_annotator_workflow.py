@@ -1,0 +1,227 @@
+"""Annotator workflow end to end: Django live server, real services and data, the built viewer in headless Chromium.
+
+log in → my queue → open a task → image and mask shown → brush stroke → submit (the server's new
+revision differs from its parent exactly where the stroke painted); accept; reject with a reason;
+the 409 conflict flow in two browser contexts; a reload restores the autosaved draft; an annotator
+cannot open another project's task. Screenshots go to ``test-artifacts/e2e/annotator_*.png``.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from annotator_support import (
+    VIEWER,
+    brush_stroke,
+    distance_to_path,
+    labelmap,
+    log_in,
+    make_user,
+    make_xray_task,
+    open_task,
+    wait_ready,
+)
+from viewer_support import VIEWPORT
+
+pytestmark = [pytest.mark.e2e]
+
+RADIUS = 6.0
+DONE_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture
+def site(transactional_db: Any, live_server: Any, settings: Any, tmp_path: Path, viewer_dist: Path) -> Any:
+    """A live server on a fresh database and storage, Celery in-process, one project with one annotator."""
+    from config.celery import app as celery_app
+    from imaging.models import Project
+
+    settings.PLEURA_DATA_DIR = tmp_path
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "media")}}}
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.CELERY_TASK_ALWAYS_EAGER = True
+    project = Project.objects.create(name="e2e-chest")
+    make_user(project, "ann")
+    yield type("Site", (), {"url": live_server.url, "project": project})
+    celery_app.conf.CELERY_TASK_ALWAYS_EAGER = previous
+
+
+def shot(page: Any, path: Path | None = None) -> np.ndarray:
+    png = page.locator("[data-testid=viewport]").screenshot()
+    if path:
+        path.write_bytes(png)
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def wait_done(page: Any) -> None:
+    """Wait until the page reports the action done; on failure, say what the page shows."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function("document.querySelector('#annotate').dataset.pageState === 'done'", timeout=DONE_TIMEOUT_MS)
+    except PlaywrightTimeout as exc:
+        notice = page.get_by_test_id("notice").inner_text()
+        raise AssertionError(f"action not done: notice {notice!r}; console {page.console_messages[-5:]}") from exc
+
+
+def test_edit_and_submit_changes_exactly_the_stroke(page, site, artifacts: Path) -> None:
+    from annotation import services
+    from annotation.models import MaskRevision, TaskAction
+
+    xt = make_xray_task(site.project)
+    log_in(page, site.url, "ann")
+    row = page.locator(f"tr[data-task='{xt.task.pk}']")
+    assert "DX" in row.inner_text()
+    page.screenshot(path=str(artifacts / "annotator_queue.png"))
+    row.get_by_role("link").click()
+    wait_ready(page)
+
+    # The image rendered, the mask is overlaid in its two colours, the page fits 1280×800.
+    pixels = shot(page)
+    grey = pixels.mean(axis=2)
+    assert grey.std() > 30 and grey.max() > 150, "the viewport looks blank"
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    assert (b - r > 40).sum() > 5000 and ((r - b > 60) & (g - b > 20)).sum() > 5000, "mask overlay not visible"
+    assert page.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]") == \
+        [VIEWPORT["width"], VIEWPORT["height"]]
+    for name in ("Accept mask", "Submit edits", "Reject…", "Brush", "Undo", "Shortcuts (?)"):
+        assert page.get_by_role("button", name=name, exact=True).is_visible(), name
+    start = labelmap(page)
+    assert np.array_equal(start[0], xt.labels)
+
+    path = brush_stroke(page, [(108, 226), (128, 226), (148, 226), (148, 236)], label=2, radius=RADIUS)
+    after = labelmap(page)
+    changed = after != start
+    ys, xs = np.nonzero(changed[0])
+    assert len(xs) > 200, f"the stroke changed only {len(xs)} pixels"
+    assert distance_to_path(np.stack([xs, ys], 1).astype(float), path).max() <= RADIUS + 1.5
+    assert page.get_by_role("button", name="Accept mask").is_disabled(), "Accept stays offered after an edit"
+    page.screenshot(path=str(artifacts / "annotator_viewer.png"))
+
+    page.get_by_role("button", name="Submit edits").click()
+    wait_done(page)
+    assert page.get_by_test_id("back-to-queue").is_visible()
+    revision = MaskRevision.objects.filter(target_key=xt.revision.target_key).order_by("-number").first()
+    assert revision.parent_id == xt.revision.pk and revision.author.username == "ann"
+    server_diff = services.read_labels(revision) != services.read_labels(xt.revision)
+    assert np.array_equal(server_diff, changed[0]), "the stored revision differs from its parent outside the stroke"
+    assert np.array_equal(services.read_labels(revision), after[0])
+    assert TaskAction.objects.get(revision=revision).time_spent_s > 0
+    page.screenshot(path=str(artifacts / "annotator_submitted.png"))
+    assert not [m for m in page.console_messages if m.startswith("pageerror")], page.console_messages
+
+
+def test_accept_and_reject_with_a_reason(page, site, artifacts: Path) -> None:
+    from annotation.models import MaskRevision, TaskAction
+
+    first = make_xray_task(site.project, "a.png")
+    second = make_xray_task(site.project, "b.png")
+    log_in(page, site.url, "ann")
+    open_task(page, site.url, first.task.pk)
+    page.get_by_role("button", name="Accept mask").click()
+    wait_done(page)
+    accepted = MaskRevision.objects.get(target_key=first.revision.target_key, number=2)
+    assert accepted.checksum == first.revision.checksum and accepted.method == "accepted"
+
+    open_task(page, site.url, second.task.pk)
+    page.get_by_role("button", name="Reject…").click()
+    dialog = page.get_by_test_id("reject-dialog")
+    dialog.get_by_role("radio", name="Other").check()
+    dialog.get_by_role("button", name="Reject task").click()
+    assert "Say why" in dialog.get_by_role("alert").inner_text()
+    dialog.get_by_label("Details (required for Other)").fill("lateral projection")
+    page.screenshot(path=str(artifacts / "annotator_reject_dialog.png"))
+    dialog.get_by_role("button", name="Reject task").click()
+    wait_done(page)
+    action = TaskAction.objects.get(task=second.task)
+    assert (action.kind, action.reason, action.reason_text) == ("reject", "other", "lateral projection")
+    assert action.revision.status == "rejected" and action.revision.parent_id == second.revision.pk
+
+
+def test_conflict_between_two_browser_contexts(browser, site, artifacts: Path) -> None:
+    from annotation import services
+    from annotation.models import MaskRevision
+
+    xt = make_xray_task(site.project)
+    pages = []
+    for _ in range(2):
+        context = browser.new_context(viewport=VIEWPORT)
+        pg = context.new_page()
+        pg.console_messages = []
+        log_in(pg, site.url, "ann")
+        open_task(pg, site.url, xt.task.pk)
+        pages.append(pg)
+    a, b = pages
+    try:
+        brush_stroke(a, [(108, 226), (148, 226)], label=2)
+        a.get_by_role("button", name="Submit edits").click()
+        wait_done(a)
+        theirs = MaskRevision.objects.get(target_key=xt.revision.target_key, number=2)
+
+        brush_stroke(b, [(108, 20), (148, 20)], label=1)  # autosave after 3 s → 409
+        dialog = b.get_by_test_id("conflict-dialog")
+        dialog.wait_for(state="visible", timeout=60_000)
+        assert "in the meantime" in dialog.inner_text()
+        b.screenshot(path=str(artifacts / "annotator_conflict.png"))
+        dialog.get_by_role("button", name="Keep mine as a new revision").click()
+        b.wait_for_function("document.querySelector('[data-testid=save-state]').dataset.state === 'saved'",
+                            timeout=60_000)
+        mine = labelmap(b)
+        b.get_by_role("button", name="Submit edits").click()
+        wait_done(b)
+        latest = MaskRevision.objects.get(target_key=xt.revision.target_key, number=3)
+        assert latest.parent_id == theirs.pk
+        assert np.array_equal(services.read_labels(latest), mine[0])
+    finally:
+        for pg in pages:
+            pg.context.close()
+
+
+def test_reload_restores_the_autosaved_draft_and_leaving_warns(page, site) -> None:
+    xt = make_xray_task(site.project)
+    log_in(page, site.url, "ann")
+    open_task(page, site.url, xt.task.pk)
+    brush_stroke(page, [(108, 226), (148, 226)], label=1)
+    edited = labelmap(page)
+    page.wait_for_function("document.querySelector('[data-testid=save-state]').dataset.state === 'saved'", timeout=60_000)
+    assert page.evaluate(f"{VIEWER}.isDirty()") is False
+
+    page.reload()
+    wait_ready(page)
+    assert "Draft restored" in page.get_by_test_id("notice").inner_text()
+    assert np.array_equal(labelmap(page), edited)
+
+    brush_stroke(page, [(108, 20), (148, 20)], label=2)
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.type)
+        dialog.dismiss()  # stay on the page
+
+    page.on("dialog", on_dialog)
+    page.evaluate("() => { window.__stay = true; }")
+    page.evaluate("() => location.assign('/queue/')")
+    page.wait_for_timeout(500)
+    assert dialogs == ["beforeunload"], f"no warning when leaving with unsaved edits: {dialogs}"
+    assert page.evaluate("window.__stay") is True
+
+
+def test_annotator_cannot_open_another_projects_task(page, site) -> None:
+    from imaging.models import Project
+
+    other = Project.objects.create(name="e2e-other")
+    foreign = make_xray_task(other, "foreign.png")
+    make_user(site.project, "ann2")
+    log_in(page, site.url, "ann2")
+    assert page.locator(f"tr[data-task='{foreign.task.pk}']").count() == 0
+    response = page.goto(f"{site.url}/tasks/{foreign.task.pk}/")
+    assert response.status == 404
+    status = page.evaluate(f"fetch('/api/annotation/tasks/{foreign.task.pk}/').then((r) => r.status)")
+    assert status == 404
