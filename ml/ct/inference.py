@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from ml.ct.classical import segment_classical
 from ml.ct.network import predict_lung_probability
-from ml.ct.postprocess import LEFT_LUNG, RIGHT_LUNG, postprocess_lungs
+from ml.ct.postprocess import LEFT_LUNG, RIGHT_LUNG, body_mask, postprocess_lungs
 from ml.ct.preprocess import Box, small_grid_spacing, to_model_grid, z_factor
 from ml.ct.quantify import quantify_lungs
 
@@ -29,8 +29,8 @@ class HURefinement:
     Attributes:
         threshold_hu: lung/soft-tissue threshold in HU.
         margin: probability half-width around 0.5 treated as uncertain.
-        merge_air: also merge air below ``threshold_hu`` that touches a lung (on the model grid)
-            into the nearest lung, recovering parenchyma the network missed.
+        merge_air: also merge air below ``threshold_hu`` inside the body that touches a lung (on
+            the model grid) into the nearest lung, recovering parenchyma the network missed.
     """
 
     threshold_hu: float = -400.0
@@ -126,7 +126,9 @@ class CTPredictor:
         timings["preprocess_s"] = time.perf_counter() - start
         probability = predict_lung_probability(self.model, image, self.context, self.batch_size)
         timings["network_s"] = time.perf_counter() - start - sum(timings.values())
-        extra = hu_small < self.refine.threshold_hu if self.refine and self.refine.merge_air else None
+        extra = None
+        if self.refine and self.refine.merge_air:  # air inside the body only (never the outside air)
+            extra = (hu_small < self.refine.threshold_hu) & body_mask(hu_small)
         small_labels = postprocess_lungs(
             probability > 0.5, hu_small, small_grid_spacing(spacing, box, self.size, factor), direction, extra
         )
