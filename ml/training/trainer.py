@@ -238,6 +238,9 @@ class Trainer:
         for batch in self._iter(self.train_loader, f"epoch {self.epoch + 1} train"):
             images, labels = _split_batch(batch)
             images, labels = images.to(self.device), labels.to(self.device)
+            if self._budget_spent(start_time, base_elapsed):
+                logger.info("time budget of %.1f min reached inside epoch %d", self.cfg.max_minutes, self.epoch + 1)
+                break
             if self.augment is not None:
                 with torch.no_grad():
                     images, labels = self.augment(images, labels)
@@ -374,6 +377,12 @@ class Trainer:
                    "best_val_dice": self.best_dice, "elapsed_minutes": self.elapsed / 60.0}
         logger.info("training finished: %s", summary)
         return summary
+
+    def _budget_spent(self, start_time: float, base_elapsed: float) -> bool:
+        """True once the wall-clock budget is used up (checked before every training step)."""
+        if not self.cfg.max_minutes:
+            return False
+        return base_elapsed + time.monotonic() - start_time >= self.cfg.max_minutes * 60.0
 
     def _out_of_time(self, last_epoch_seconds: float) -> bool:
         if not self.cfg.max_minutes:
