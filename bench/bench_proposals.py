@@ -161,6 +161,7 @@ def upload_and_wait(project: Any, files: list[tuple[str, bytes]], timeout_s: flo
     total = time.perf_counter() - start
     return {"total_s": round(total, 3), "ingest_s": round(ingested, 3), "status": [j.status for j in jobs],
             "method": [j.method for j in jobs], "job_s": [j.duration_s for j in jobs],
+            "job_timings_s": [j.timings for j in jobs],
             "error": [j.error for j in jobs if j.error]}
 
 

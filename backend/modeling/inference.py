@@ -65,6 +65,7 @@ class Proposal:
         entropy: mean normalised predictive entropy in [0, 1], if the model gives it.
         fallback_reason: why the fallback ran (the model's error), empty otherwise.
         duration_s: seconds spent reading the input and running the model.
+        timings: seconds per stage (``read_s``, ``model_s``, ``regrid_s``, and the model's own stages).
     """
 
     labels: np.ndarray
@@ -76,6 +77,7 @@ class Proposal:
     entropy: float | None = None
     fallback_reason: str = ""
     duration_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def device_name() -> str:
@@ -258,11 +260,14 @@ def propose_xray(instance: Any, name: str, sha256: str, weights_file: str = "") 
     """
     started = time.perf_counter()
     image, photometric, spacing = read_xray(instance)
+    timings = {"read_s": time.perf_counter() - started}
     predictor = get_predictor(name, "cxr", sha256, weights_file)
+    mark = time.perf_counter()
     try:
         result = predictor.predict(image, photometric=photometric, spacing=spacing)
     except (RuntimeError, ValueError, MemoryError) as exc:
         raise ModelRunError(f"model {name} failed on instance {instance.pk}: {exc}") from exc
+    timings["model_s"] = time.perf_counter() - mark
     labels = np.asarray(result.labels, dtype=np.uint8)
     if labels.shape != image.shape:
         raise ModelRunError(f"model {name} returned labels {labels.shape} for an image {image.shape}")
@@ -270,7 +275,8 @@ def propose_xray(instance: Any, name: str, sha256: str, weights_file: str = "") 
     return Proposal(labels=labels, modality="cxr", spacing=spacing,
                     geometry={"rows": int(image.shape[0]), "columns": int(image.shape[1]),
                               "photometric": photometric},
-                    confidence=confidence, entropy=entropy, duration_s=time.perf_counter() - started)
+                    confidence=confidence, entropy=entropy, duration_s=time.perf_counter() - started,
+                    timings={k: round(v, 3) for k, v in timings.items()})
 
 
 def propose_ct(series: Any, name: str, sha256: str, weights_file: str = "") -> Proposal:
@@ -283,6 +289,7 @@ def propose_ct(series: Any, name: str, sha256: str, weights_file: str = "") -> P
 
     started = time.perf_counter()
     volume, meta = read_ct(series)
+    timings = {"read_s": time.perf_counter() - started}
     spacing = tuple(float(s) for s in meta.spacing_dhw)
     geometry = {**instance_grid_geometry(meta), "canonical_orientation": "LPS",
                 "original_orientation": meta.original_orientation, "instance_ids": slice_order(series),
@@ -290,17 +297,25 @@ def propose_ct(series: Any, name: str, sha256: str, weights_file: str = "") -> P
     grid_spacing = tuple(float(s) for s in reversed(geometry["spacing_xyz"]))
     try:
         predictor = get_predictor(name, "ct", sha256, weights_file)
+        mark = time.perf_counter()
         result = predictor.predict(volume, spacing, meta.direction)
+        timings["model_s"] = time.perf_counter() - mark
+        timings.update({f"model.{k}": float(v) for k, v in (getattr(result, "timings", None) or {}).items()})
         labels = np.asarray(result.labels, dtype=np.uint8)
         if labels.shape != volume.shape:
             raise ModelRunError(f"model {name} returned labels {labels.shape} for a volume {volume.shape}")
         confidence, entropy = _score(result)
-        return Proposal(labels=to_instance_grid(labels, meta), modality="ct", spacing=grid_spacing,
-                        geometry=geometry, confidence=confidence, entropy=entropy,
-                        duration_s=time.perf_counter() - started)
+        method, reason = "model", ""
     except (ImportError, OSError, LookupError, RuntimeError, ValueError, MemoryError) as exc:
         reason = f"model {name} failed: {type(exc).__name__}: {exc}"
         logger.warning("series %s: %s; falling back to the classical CT method", series.pk, reason)
-    labels = segment_classical(volume, spacing, meta.direction).astype(np.uint8, copy=False)
-    return Proposal(labels=to_instance_grid(labels, meta), modality="ct", spacing=grid_spacing, geometry=geometry,
-                    method="classical", fallback_reason=reason, duration_s=time.perf_counter() - started)
+        mark = time.perf_counter()
+        labels = segment_classical(volume, spacing, meta.direction).astype(np.uint8, copy=False)
+        timings["classical_s"] = time.perf_counter() - mark
+        confidence, entropy, method = None, None, "classical"
+    mark = time.perf_counter()
+    labels = to_instance_grid(labels, meta)
+    timings["regrid_s"] = time.perf_counter() - mark
+    return Proposal(labels=labels, modality="ct", spacing=grid_spacing, geometry=geometry, method=method,
+                    confidence=confidence, entropy=entropy, fallback_reason=reason,
+                    duration_s=time.perf_counter() - started, timings={k: round(v, 3) for k, v in timings.items()})

@@ -109,6 +109,7 @@ class ProposalJob(models.Model):
     celery_task_id = models.CharField(max_length=50, blank=True)
     worker = models.CharField(max_length=200, blank=True, help_text="Host/pid of the last worker that ran it")
     duration_s = models.FloatField(null=True, blank=True, help_text="Seconds of the successful attempt")
+    timings = models.JSONField(default=dict, blank=True, help_text="Seconds per stage of the successful attempt")
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="proposal_jobs"
     )

@@ -298,10 +298,11 @@ def complete_job(job_id: int, proposal: Proposal) -> ProposalJob:
         job.revision_id = revision_ids[0] if revision_ids else None
         job.status, job.finished_at = JobStatus.SUCCEEDED, timezone.now()
         job.method, job.fallback_reason = proposal.method, proposal.fallback_reason
-        job.duration_s = round(proposal.duration_s, 3)
-        job.save(update_fields=["revision_id", "status", "finished_at", "method", "fallback_reason", "duration_s"])
-    logger.info("proposal job %s done: %s on %s → revision %s (%.2f s, %s)", job.pk, job.model_version.name,
-                job.target_key, job.revision_id, proposal.duration_s, proposal.method)
+        job.duration_s, job.timings = round(proposal.duration_s, 3), proposal.timings
+        job.save(update_fields=["revision_id", "status", "finished_at", "method", "fallback_reason", "duration_s",
+                                "timings"])
+    logger.info("proposal job %s done: %s on %s → revision %s (%.2f s, %s) %s", job.pk, job.model_version.name,
+                job.target_key, job.revision_id, proposal.duration_s, proposal.method, proposal.timings)
     return job
 
 
