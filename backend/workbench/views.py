@@ -41,6 +41,7 @@ def queue(request: HttpRequest) -> HttpResponse:
 def task_page(request: HttpRequest, task_id: int) -> HttpResponse:
     """The viewer page of one task (404 outside the user's projects)."""
     task = get_object_or_404(workflow.tasks_for(request.user), pk=task_id)
+    latest = workflow.latest_revision(task)
     try:
         script, styles = entry_assets()
     except ViewerBundleMissing as exc:
@@ -51,6 +52,6 @@ def task_page(request: HttpRequest, task_id: int) -> HttpResponse:
         "script": script,
         "styles": styles,
         "can_edit": has_role(request.user, task.project_id, workflow.ANNOTATE_ROLES),
-        "page_options": {"taskId": task.pk, "queueUrl": "/queue/"},
+        "page_options": {"taskId": task.pk, "queueUrl": "/queue/", "revisionId": latest.pk if latest else None},
     }
     return render(request, "workbench/task.html", context)

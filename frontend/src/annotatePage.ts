@@ -18,6 +18,8 @@ export interface AnnotationPageOptions {
   readOnly?: boolean;
   /** Autosave delay after the last edit, ms. */
   autosaveDelayMs?: number;
+  /** The task's latest revision id as the server rendered the page: its mask is fetched while the task is claimed. */
+  revisionId?: number | null;
 }
 
 export type PagePhase = "loading" | "ready" | "saving" | "done" | "error";
@@ -122,6 +124,9 @@ export async function mountAnnotationPage(root: HTMLElement, options: Annotation
 
   // --- claim (or just read) the task, then the mask: draft of the current parent, else the latest revision
   let task: TaskPayload;
+  // Start the mask download at once (in parallel with the claim) when the page names the revision.
+  const early = options.revisionId ? api.getRevisionMask(options.revisionId) : null;
+  early?.catch(() => undefined); // a failure here is handled where the mask is used
   try {
     if (readOnly) task = await api.getTask(options.taskId);
     else {
@@ -136,7 +141,8 @@ export async function mountAnnotationPage(root: HTMLElement, options: Annotation
     }
     page.task = task;
     page.parentRevision = task.revision?.id ?? null;
-    const parentMask: Promise<Labelmap | null> = task.revision ? api.getRevisionMask(task.revision.id) : Promise.resolve(null);
+    const parentMask: Promise<Labelmap | null> = !task.revision ? Promise.resolve(null)
+      : early && task.revision.id === options.revisionId ? early : api.getRevisionMask(task.revision.id);
     let labelmap: Labelmap | null;
     let baseline: Uint8Array | undefined;
     const draftFits = !readOnly && task.draft !== null && task.draft.parent_revision === page.parentRevision;
