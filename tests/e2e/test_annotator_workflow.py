@@ -132,6 +132,16 @@ def test_accept_and_reject_with_a_reason(page, site, artifacts: Path) -> None:
     second = make_xray_task(site.project, "b.png")
     log_in(page, site.url, "ann")
     open_task(page, site.url, first.task.pk)
+    # Focus order: the viewer toolbar first, then the task actions (Accept, Submit, Reject).
+    page.get_by_role("button", name="Brush", exact=True).focus()
+    order: list[str] = []
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        order.append(page.evaluate("(document.activeElement.getAttribute('aria-label') || document.activeElement.textContent).trim()"))
+        if order[-1] == "Reject…":
+            break
+    assert order.index("Shortcuts (?)") < order.index("Accept mask") < order.index("Submit edits") \
+        < order.index("Reject…"), order  # the viewport itself is focused by clicking it
     page.get_by_role("button", name="Accept mask").click()
     wait_done(page)
     accepted = latest_revision(first.revision.target_key)
