@@ -140,6 +140,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def update_card(name: str, metrics: dict[str, Any] | None = None, inference: dict[str, Any] | None = None,
+                postprocessing: dict[str, Any] | None = None, training: dict[str, Any] | None = None) -> ModelCard:
+    """Merge evaluation results / chosen inference settings into an existing card (sha256 re-checked)."""
+    from ml.registry import resolve
+
+    card = resolve(name)
+    if metrics:
+        card.metrics.update(metrics)
+    if inference is not None:
+        card.inference = inference
+    if postprocessing is not None:
+        card.postprocessing = postprocessing
+    if training:
+        card.training.update(training)
+    return write_card(card, card.weights_path, Path(card.card_path) if card.card_path else None)
+
+
 def headline(summary: dict[str, Any]) -> dict[str, Any]:
     """The card-sized part of an evaluation summary (drops the per-column statistics)."""
     return {k: v for k, v in summary.items() if k not in {"columns"}}
