@@ -50,8 +50,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _modality(model: str) -> str:
+    """The modality a ``--model`` argument names; ``classical`` is the CT classical baseline."""
+    from ml.ct.api import CLASSICAL
     from ml.registry import resolve
 
+    if model == CLASSICAL:
+        return "ct"
     return resolve(model).modality
 
 
@@ -87,7 +91,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         summary = evaluate_model(args.model, Path(args.manifest), args.split, Path(args.out),
                                  progress=not args.no_progress, num_threads=args.threads, **kwargs)
     keys = ("n_cases", "dice_mean", "dice_median", "dice_p05", "iou_mean", "pixel_accuracy_mean", "hd95_mean",
-            "right_lung_dice_mean", "left_lung_dice_mean", "sides_correct_fraction")
+            "right_lung_dice_mean", "left_lung_dice_mean", "sides_correct_fraction",
+            "dice_right_mean", "dice_left_mean", "hd95_mm_mean", "volume_error_pct_mean")
     _print_json({k: summary[k] for k in keys if k in summary})
     return 0
 

@@ -85,3 +85,15 @@ def test_upsampling_keeps_sides_and_scales_back() -> None:
     truth_right[:, 16:48, 8:28] = True
     dice = 2 * ((labels == 1) & truth_right).sum() / ((labels == 1).sum() + truth_right.sum())
     assert dice > 0.95 and not (labels[:, :, 36:] == 1).any()
+
+
+def test_cli_evaluate_accepts_the_classical_baseline(phantom_files, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from ml.cli import main
+
+    folder, _ = phantom_files
+    code = main(["evaluate", "--model", "classical", "--manifest", str(folder / "manifest.csv"),
+                 "--split", "test", "--out", str(tmp_path)])
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0 and printed["n_cases"] == 1
+    assert {"dice_right_mean", "dice_left_mean", "volume_error_pct_mean"} <= printed.keys()
