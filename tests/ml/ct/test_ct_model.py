@@ -24,9 +24,9 @@ CASES = ["nsclc_lung1_001", "nsclc_lung1_002", "cip_copdgene_10002K", "imlab_uii
          "imlab_uiip_id003", "imlab_uiip_id004"]
 KNOWN_SHORTFALL = {
     "nsclc_lung1_002": "held-out NSCLC case: right lung Dice ~0.92; the reference omits the apices and the "
-                       "lowest slices of lung that the model labels; see ml/ct/RESULTS.md",
+                       "lowest slices of lung that the model labels; see ml/README.md, CT results",
     "imlab_uiip_id002": "lung Dice 0.937 for the model and the classical method alike (+10 % volume against "
-                        "the reference); see ml/ct/RESULTS.md",
+                        "the reference); see ml/README.md, CT results",
 }
 _PREDICTORS: dict[str, CTPredictor] = {}
 
