@@ -53,10 +53,11 @@ def quantify_lungs(
         ``left_emphysema_index``, ``total_emphysema_index`` (fractions of voxels < −950 HU).
     """
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    flat = labels.ravel()
+    inside = labels > 0  # gather the lung voxels once: lungs are a small part of the volume
+    flat, hu = labels[inside], volume_hu[inside]
     counts = np.bincount(flat, minlength=3)[:3].astype(np.float64)
-    sums = np.bincount(flat, weights=volume_hu.ravel(), minlength=3)[:3]
-    low = np.bincount(flat[volume_hu.ravel() < EMPHYSEMA_THRESHOLD_HU], minlength=3)[:3].astype(np.float64)
+    sums = np.bincount(flat, weights=hu, minlength=3)[:3]
+    low = np.bincount(flat[hu < EMPHYSEMA_THRESHOLD_HU], minlength=3)[:3].astype(np.float64)
     rows = {"right": (counts[1], sums[1], low[1]), "left": (counts[2], sums[2], low[2]),
             "total": (counts[1:].sum(), sums[1:].sum(), low[1:].sum())}
     out: dict[str, float] = {}
