@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.assets import viewer_assets  # the same manifest lookup the Django page uses
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DIST = REPO_ROOT / "frontend" / "dist"
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "e2e"
@@ -211,21 +213,6 @@ def mask_resource(labels: np.ndarray) -> Resource:
         "application/octet-stream",
         {"X-Shape": ",".join(map(str, vol.shape)), "X-Dtype": "uint8", "Content-Encoding": "gzip"},
     )
-
-
-def viewer_assets(manifest: dict, key: str = "src/main.ts") -> tuple[str, list[str]]:
-    """(entry js, css files) of a Vite manifest entry, css collected through its imports (see docs/viewer-api.md)."""
-    css: list[str] = []
-    seen: set[str] = set()
-    todo = [key]
-    while todo:
-        chunk = manifest[todo.pop()]
-        css += [c for c in chunk.get("css", []) if c not in css]
-        for name in chunk.get("imports", []):
-            if name not in seen:
-                seen.add(name)
-                todo.append(name)
-    return manifest[key]["file"], css
 
 
 def page_like_django(manifest: dict) -> Resource:
