@@ -63,6 +63,21 @@ def _strides(channels: Sequence[int], strides: Sequence[int] | None) -> tuple[in
     return tuple(strides) if strides is not None else (2,) * (len(channels) - 1)
 
 
+def _monai_unet(in_channels: int, out_channels: int, channels: Sequence[int], strides: Sequence[int] | None,
+                num_res_units: int, norm: str, dropout: float, spatial_dims: int) -> nn.Module:
+    """MONAI ``UNet``: plain blocks when ``num_res_units`` is 0, residual units otherwise."""
+    return UNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=tuple(channels),
+        strides=_strides(channels, strides),
+        num_res_units=num_res_units,
+        norm=norm,
+        dropout=dropout,
+    )
+
+
 @register_network("unet")
 def unet(
     in_channels: int,
@@ -74,16 +89,7 @@ def unet(
     spatial_dims: int = 2,
 ) -> nn.Module:
     """Plain U-Net (MONAI ``UNet`` with ``num_res_units=0``: conv-norm-act blocks, strided down)."""
-    return UNet(
-        spatial_dims=spatial_dims,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        channels=tuple(channels),
-        strides=_strides(channels, strides),
-        num_res_units=0,
-        norm=norm,
-        dropout=dropout,
-    )
+    return _monai_unet(in_channels, out_channels, channels, strides, 0, norm, dropout, spatial_dims)
 
 
 @register_network("resunet")
@@ -100,16 +106,7 @@ def resunet(
     """Residual U-Net (MONAI ``UNet`` whose blocks are ``ResidualUnit`` s)."""
     if num_res_units < 1:
         raise ValueError(f"resunet needs num_res_units >= 1, got {num_res_units}")
-    return UNet(
-        spatial_dims=spatial_dims,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        channels=tuple(channels),
-        strides=_strides(channels, strides),
-        num_res_units=num_res_units,
-        norm=norm,
-        dropout=dropout,
-    )
+    return _monai_unet(in_channels, out_channels, channels, strides, num_res_units, norm, dropout, spatial_dims)
 
 
 @register_network("attention_unet")
