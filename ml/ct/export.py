@@ -18,7 +18,7 @@ import torch
 
 from ml.config import resolve_path
 from ml.ct.data import read_manifest
-from ml.ct.inference import HU_REFINEMENT
+from ml.ct.inference import HU_REFINEMENT, KEEP_FRAGMENTS_ML
 from ml.ct.network import ARCHITECTURE, network_kwargs
 from ml.ct.preprocess import HU_WINDOW
 from ml.registry import WEIGHTS_DIR, ModelCard, write_card
@@ -34,6 +34,24 @@ LICENCES = {
 
 class ExportError(ValueError):
     """The checkpoint cannot be exported (missing file or keys)."""
+
+
+def postprocessing_steps() -> list[str]:
+    """The post-processing of the shipped CT model, in words, for the model card."""
+    refine = HU_REFINEMENT
+    return [
+        "threshold 0.5 on the model grid",
+        "airway (trachea, main bronchi) removal by leak-controlled region growing from the darkest voxel of the trachea",
+        "3D components, two lungs kept (eroded apart if touching)",
+        f"further network components of at least {KEEP_FRAGMENTS_ML:g} mL (e.g. an apex cut off by a tumour) "
+        "joined to the nearest lung",
+        f"fragments of the network mask and air below {refine.merge_air_hu:g} HU touching a lung merged into "
+        "the nearest lung",
+        "holes filled per slice",
+        "right/left from patient x of each lung centroid",
+        "bilinear resize of the probability (made to agree with the labels) back to the input grid; voxels with "
+        f"probability within {refine.margin:g} of 0.5 are lung only below {refine.threshold_hu:g} HU; holes filled",
+    ]
 
 
 def training_cases(config: dict[str, Any]) -> list[str]:
@@ -77,12 +95,8 @@ def build_card(checkpoint: dict[str, Any], name: str, aliases: list[str], loco_o
         "postprocessing": {
             "network_output": {"0": "background", "1": "lung"},
             "hu_refinement": asdict(HU_REFINEMENT),
-            "steps": ["threshold 0.5 on the model grid", "airway (trachea, main bronchi) removal by "
-                      "leak-controlled region growing", "3D components, two lungs kept (eroded apart if touching)",
-                      "fragments of the network mask and air below -400 HU touching a lung merged into the "
-                      "nearest lung", "holes filled per slice", "right/left from patient x of each lung centroid",
-                      "bilinear resize of the probability (made to agree with the labels) back to the input "
-                      "grid; voxels with probability within 0.3 of 0.5 are lung only below -400 HU; holes filled"],
+            "keep_fragments_ml": KEEP_FRAGMENTS_ML,
+            "steps": postprocessing_steps(),
         },
         "inference": {"batch_size": 16, "threads": 2},
         "training": {

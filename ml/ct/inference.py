@@ -29,17 +29,26 @@ class HURefinement:
     Attributes:
         threshold_hu: lung/soft-tissue threshold in HU.
         margin: probability half-width around 0.5 treated as uncertain.
-        merge_air: also merge air below ``threshold_hu`` inside the body that touches a lung (on
+        merge_air: also merge air below ``merge_air_hu`` inside the body that touches a lung (on
             the model grid) into the nearest lung, recovering parenchyma the network missed.
+        merge_air_hu: air threshold for ``merge_air`` in HU.
     """
 
     threshold_hu: float = -400.0
     margin: float = 0.3
     merge_air: bool = False
+    merge_air_hu: float = -400.0
 
 
-HU_REFINEMENT = HURefinement(threshold_hu=-400.0, margin=0.3, merge_air=True)
-"""The refinement shipped with the CT model (selected on the val cases)."""
+HU_REFINEMENT = HURefinement(threshold_hu=-250.0, margin=0.3, merge_air=True, merge_air_hu=-400.0)
+"""The refinement shipped with the CT model. The band threshold (−250 HU: boundary voxels about
+one third air count as lung) was chosen on the full-resolution manual NSCLC training contours,
+which include the partial-volume rim of the pleura; see ml/README.md for what it costs on the
+resampled low-resolution references."""
+
+KEEP_FRAGMENTS_ML = 10.0
+"""Network lung components of at least this volume beyond the two lungs are kept (joined to the
+nearest lung): a tumour can cut an apex off the rest of its lung."""
 
 
 @dataclass
@@ -72,16 +81,19 @@ class CTPredictor:
         name: model name for provenance.
         batch_size: slices per forward pass.
         refine: optional HU boundary refinement (see :class:`HURefinement`).
+        keep_fragments_ml: keep network lung components of at least this many mL beyond the
+            two lungs (see :func:`ml.ct.postprocess.join_large_fragments`); ``None`` drops them.
     """
 
     def __init__(self, model: torch.nn.Module, size: int, context: int, name: str, batch_size: int = 16,
-                 refine: HURefinement | None = None):
+                 refine: HURefinement | None = None, keep_fragments_ml: float | None = None):
         self.model = model.eval()
         self.refine = refine
         self.size = size
         self.context = context
         self.name = name
         self.batch_size = batch_size
+        self.keep_fragments_ml = keep_fragments_ml
 
     @classmethod
     def from_registry(cls, name: str = "ct") -> CTPredictor:
@@ -101,7 +113,8 @@ class CTPredictor:
         context = int(card.preprocessing.get("context_slices", 1))
         refine = card.postprocessing.get("hu_refinement")
         return cls(model, int(card.input_size[0]), context, card.name,
-                   refine=HURefinement(**refine) if refine else None)
+                   refine=HURefinement(**refine) if refine else None,
+                   keep_fragments_ml=card.postprocessing.get("keep_fragments_ml"))
 
     def predict(
         self,
@@ -126,11 +139,13 @@ class CTPredictor:
         timings["preprocess_s"] = time.perf_counter() - start
         probability = predict_lung_probability(self.model, image, self.context, self.batch_size)
         timings["network_s"] = time.perf_counter() - start - sum(timings.values())
+        body = body_mask(hu_small)
         extra = None
         if self.refine and self.refine.merge_air:  # air inside the body only (never the outside air)
-            extra = (hu_small < self.refine.threshold_hu) & body_mask(hu_small)
+            extra = (hu_small < self.refine.merge_air_hu) & body
         small_labels = postprocess_lungs(
-            probability > 0.5, hu_small, small_grid_spacing(spacing, box, self.size, factor), direction, extra
+            probability > 0.5, hu_small, small_grid_spacing(spacing, box, self.size, factor), direction, extra,
+            keep_fragments_ml=self.keep_fragments_ml, body=body,
         )
         labels = upsample_labels(probability, small_labels, box, volume_hu.shape, volume_hu, self.refine)
         timings["postprocess_s"] = time.perf_counter() - start - sum(timings.values())

@@ -93,15 +93,16 @@ def airway_mask(
     Returns:
         ``(D, H, W)`` boolean airway mask (empty when no trachea is found).
     """
-    seed = _trachea_seed(air, spacing)
-    if seed is None:
+    found = _trachea_track(air, volume_hu, spacing)
+    if found is None:
         logger.info("no trachea seed found; airway removal skipped")
         return np.zeros_like(air, dtype=bool)
+    track, seeds = found
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    best = np.zeros_like(air, dtype=bool)
-    previous_ml = 0.0
+    best = track
+    previous_ml = float(track.sum()) * voxel_ml
     for threshold in (-990.0, -975.0, -960.0, -945.0, -930.0, -915.0, -900.0):
-        region = _grow(air & (volume_hu < threshold), seed)
+        region = _grow(air & (volume_hu < threshold), seeds) | track
         volume_ml = float(region.sum()) * voxel_ml
         if volume_ml > max_ml or (previous_ml > 5.0 and volume_ml > 2.0 * previous_ml + 10.0):
             break
@@ -110,15 +111,57 @@ def airway_mask(
     return best
 
 
-def _grow(candidates: np.ndarray, seed: tuple[int, int, int]) -> np.ndarray:
-    if not candidates[seed]:
+def _grow(candidates: np.ndarray, seeds: list[tuple[int, int, int]]) -> np.ndarray:
+    """The components of ``candidates`` (26-connected) that hold one of ``seeds``."""
+    inside = [seed for seed in seeds if candidates[seed]]
+    if not inside:
         return np.zeros_like(candidates, dtype=bool)
     labels, _ = ndimage.label(candidates, structure=_STRUCTURE_26)
-    return labels == labels[seed]
+    return np.isin(labels, np.unique([labels[seed] for seed in inside]))
 
 
-def _trachea_seed(air: np.ndarray, spacing: tuple[float, float, float]) -> tuple[int, int, int] | None:
-    """A voxel in the trachea: small (1–6 cm²), roughly central air blob in a superior slice."""
+def _trachea_track(
+    air: np.ndarray, volume_hu: np.ndarray, spacing: tuple[float, float, float], max_area_mm2: float = 700.0
+) -> tuple[np.ndarray, list[tuple[int, int, int]]] | None:
+    """The trachea followed slice by slice from its top down to where it meets the lungs.
+
+    Starting from :func:`_trachea_start`, each lower slice keeps the air blobs that overlap the
+    trachea of the slice above (grown by 2 voxels); the track ends when no blob overlaps or the
+    blob grows beyond ``max_area_mm2`` (the carina joins the bronchi and lungs). Following the
+    blobs rather than growing below a fixed HU crosses slices where streaks from the shoulders
+    or partial volume raise the trachea above every growing threshold.
+
+    Returns:
+        ``(track, seeds)``: the boolean trachea blobs and the darkest voxel of each as seeds, or
+        ``None`` when no trachea start is found.
+    """
+    start = _trachea_start(air, spacing)
+    if start is None:
+        return None
+    z, blob = start
+    pixel_mm2 = spacing[1] * spacing[2]
+    track = np.zeros_like(air, dtype=bool)
+    seeds = []
+    while True:
+        track[z] = blob
+        ys, xs = np.nonzero(blob)
+        darkest = int(np.argmin(volume_hu[z][ys, xs]))
+        seeds.append((z, int(ys[darkest]), int(xs[darkest])))
+        if z == 0:
+            break
+        labels, _ = ndimage.label(air[z - 1])
+        near = ndimage.binary_dilation(blob, iterations=2) & (labels > 0)
+        if not near.any():
+            break
+        below = np.isin(labels, np.unique(labels[near]))
+        if float(below.sum()) * pixel_mm2 > max_area_mm2:
+            break
+        z, blob = z - 1, below
+    return track, seeds
+
+
+def _trachea_start(air: np.ndarray, spacing: tuple[float, float, float]) -> tuple[int, np.ndarray] | None:
+    """The trachea's top: a small (0.6–7 cm²), roughly central air blob in a superior slice."""
     depth, height, width = air.shape
     pixel_mm2 = spacing[1] * spacing[2]
     areas = air.reshape(depth, -1).sum(axis=1) * pixel_mm2
@@ -136,7 +179,7 @@ def _trachea_seed(air: np.ndarray, spacing: tuple[float, float, float]) -> tuple
             ys, xs = np.nonzero(blob)
             if abs(xs.mean() - width / 2) < 0.15 * width and ys.mean() < 0.75 * height:
                 if _is_isolated_blob(air, z, blob, spacing):
-                    return (z, int(ys[len(ys) // 2]), int(xs[len(xs) // 2]))
+                    return z, blob
     return None
 
 
@@ -178,13 +221,68 @@ def _two_balanced(parts: np.ndarray, ratio: float = 0.2) -> bool:
 
 
 def _grow_back(seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Assign each voxel of ``mask`` to its nearest seed component (within the bounding box)."""
+    """Assign each voxel of the components of ``mask`` that hold a seed to its nearest seed.
+
+    Other components of ``mask`` (stray air, fragments) stay unlabelled: they are not part of
+    the lungs that were eroded apart.
+    """
+    components, _ = ndimage.label(mask, structure=_STRUCTURE_26)
+    seeded = np.unique(components[(seeds > 0) & (components > 0)])
+    mask = np.isin(components, seeded)
     box = ndimage.find_objects(mask.astype(np.uint8))[0]
     sub_seeds = seeds[box]
     _, indices = ndimage.distance_transform_edt(sub_seeds == 0, return_indices=True)
     nearest = sub_seeds[tuple(indices)]
     out = np.zeros_like(seeds)
     out[box] = np.where(mask[box], nearest, 0)
+    return out
+
+
+def join_large_fragments(
+    parts: np.ndarray,
+    mask: np.ndarray,
+    spacing: tuple[float, float, float],
+    min_ml: float,
+    body: np.ndarray | None = None,
+    max_gap_mm: float = 20.0,
+) -> np.ndarray:
+    """Join large components of ``mask`` outside ``parts`` to the nearest lung.
+
+    A tumour can cut an apex off the rest of its lung; such a piece is big, inside the body and
+    close to its lung. Air outside the body (between arm and chest wall, in front of the neck)
+    that the network took for lung is not, and stays out.
+
+    Args:
+        parts: ``(D, H, W)`` int lung components (1, 2) from :func:`separate_lungs`.
+        mask: ``(D, H, W)`` boolean lung mask ``parts`` was taken from.
+        spacing: ``(D, H, W)`` mm.
+        min_ml: smallest fragment kept, in mL.
+        body: ``(D, H, W)`` boolean body mask; fragments mostly outside it are dropped.
+        max_gap_mm: largest distance from the fragment to a lung.
+
+    Returns:
+        ``parts`` with each kept fragment given the label of the part nearest to it.
+    """
+    rest = mask & (parts == 0)
+    if not rest.any() or not parts.any():
+        return parts
+    labels, count = ndimage.label(rest, structure=_STRUCTURE_26)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    sizes = np.bincount(labels.ravel(), minlength=count + 1) * voxel_ml
+    candidates = [i for i in range(1, count + 1) if sizes[i] >= min_ml]
+    if not candidates:
+        return parts
+    distance, indices = ndimage.distance_transform_edt(parts == 0, sampling=spacing, return_indices=True)
+    out = parts.copy()
+    for index in candidates:
+        fragment = labels == index
+        if body is not None and body[fragment].mean() < 0.5:
+            continue
+        if distance[fragment].min() > max_gap_mm:
+            continue
+        nearest = parts[tuple(axis[fragment] for axis in indices)]
+        out[fragment] = nearest
+        logger.info("joined a lung fragment of %.1f mL", sizes[index])
     return out
 
 
@@ -280,6 +378,8 @@ def postprocess_lungs(
     spacing: tuple[float, float, float],
     direction: tuple[float, ...],
     extra: np.ndarray | None = None,
+    keep_fragments_ml: float | None = None,
+    body: np.ndarray | None = None,
 ) -> np.ndarray:
     """From a binary lung proposal to right/left lung labels.
 
@@ -293,6 +393,10 @@ def postprocess_lungs(
         direction: canonical direction cosines (9 floats).
         extra: ``(D, H, W)`` boolean further candidates (e.g. low-HU air) merged where they
             touch a lung; airways are removed from them too.
+        keep_fragments_ml: when given, components of ``lung`` beyond the two lungs that hold at
+            least this many mL are kept and joined to the nearest lung (lung cut off by a tumour,
+            e.g. an apex above a mass). Off for the classical method, whose air components
+            include bowel gas.
 
     Returns:
         ``(D, H, W)`` uint8: 0 background, 1 right lung, 2 left lung.
@@ -307,6 +411,9 @@ def postprocess_lungs(
     airway = ndimage.binary_dilation(airway, structure=_STRUCTURE_6) if airway.any() else airway
     lung = lung & ~airway
     parts = separate_lungs(lung, spacing)
+    if keep_fragments_ml is not None:
+        inside = body[box] if body is not None else body_mask(volume_hu)
+        parts = join_large_fragments(parts, lung, spacing, keep_fragments_ml, body=inside)
     parts = merge_fragments(parts, candidates & ~airway)
     labels = assign_sides(parts, direction, offset=tuple(s.start for s in box), full_width=out.shape[2])
     out[box] = fill_lung_holes(labels)

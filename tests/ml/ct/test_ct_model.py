@@ -23,10 +23,10 @@ pytestmark = pytest.mark.realdata
 CASES = ["nsclc_lung1_001", "nsclc_lung1_002", "cip_copdgene_10002K", "imlab_uiip_id001", "imlab_uiip_id002",
          "imlab_uiip_id003", "imlab_uiip_id004"]
 KNOWN_SHORTFALL = {
-    "nsclc_lung1_002": "held-out NSCLC case: right lung Dice ~0.92; the reference omits the apices and the "
-                       "lowest slices of lung that the model labels; see ml/README.md, CT results",
-    "imlab_uiip_id002": "lung Dice 0.937 for the model and the classical method alike (+10 % volume against "
-                        "the reference); see ml/README.md, CT results",
+    "nsclc_lung1_002": "held-out NSCLC case: right lung Dice ~0.94; the reference counts the dense collapsed "
+                       "lung behind the tumour as lung in some slices, the model does not; see ml/README.md, CT results",
+    "imlab_uiip_id002": "lung Dice 0.93 for the model and 0.94 for the classical method (+12 % / +6 % volume "
+                        "against the reference); see ml/README.md, CT results",
 }
 _PREDICTORS: dict[str, CTPredictor] = {}
 
@@ -61,3 +61,19 @@ def test_shipped_weights_reach_dice_095_per_lung(shared_data: Path, case: str) -
         else {"lung": (labels > 0, truth > 0)}
     scores = {side: metrics.dice(pred, true) for side, (pred, true) in pairs.items()}
     assert min(scores.values()) >= 0.95, f"{case} with {name}: {scores}"
+
+
+def test_held_out_nsclc_001_meets_the_dice_and_volume_targets(shared_data: Path) -> None:
+    """Leave-one-case-out: the fold that never saw nsclc_lung1_001 reaches Dice ≥ 0.97 and ±3 % volume per lung."""
+    card = resolve("ct")
+    case = "nsclc_lung1_001"
+    name = _loco_partners(card)[case]
+    record = next(r for r in read_manifest(shared_data / "ct" / "manifest.csv", "all") if r.case == case)
+    volume, meta = read_ct(record.ct)
+    truth = read_label(record.labels, meta)
+    labels = _predictor(name).predict(volume, meta.spacing_dhw, meta.direction).labels
+    for side in (1, 2):
+        pred, true = labels == side, truth == side
+        assert metrics.dice(pred, true) >= 0.97, (side, metrics.dice(pred, true))
+        error = 100.0 * (int(pred.sum()) - int(true.sum())) / int(true.sum())
+        assert abs(error) <= 3.0, (side, error)

@@ -11,7 +11,15 @@ import SimpleITK as sitk
 from ml.ct.classical import segment_classical
 from ml.ct.io import read_ct, read_label, write_mask
 from ml.ct.phantom import make_phantom
-from ml.ct.postprocess import assign_sides, fill_lung_holes, merge_fragments, separate_lungs
+from ml.ct.postprocess import (
+    airway_mask,
+    assign_sides,
+    body_mask,
+    fill_lung_holes,
+    join_large_fragments,
+    merge_fragments,
+    separate_lungs,
+)
 from ml.ct.quantify import quantify_lungs
 
 
@@ -97,3 +105,48 @@ def test_touching_lungs_are_split_and_fragments_merged() -> None:
     holed = labels.copy()
     holed[5, 8:10, 6:8] = 0
     assert (fill_lung_holes(holed)[5, 8:10, 6:8] == 1).all()
+
+
+def test_trachea_followed_across_a_slice_raised_by_streaks(phantom) -> None:
+    """A streak-brightened trachea slice (partial volume at the shoulders) must not stop airway removal."""
+    volume = phantom.volume_hu.astype(np.float32).copy()
+    trachea = (phantom.volume_hu < -950) & (phantom.labels == 0)
+    trachea &= body_mask(volume)
+    z_levels = np.flatnonzero(trachea.any(axis=(1, 2)))
+    streak = int(z_levels[-1] - 3)
+    volume[streak][trachea[streak]] = -700.0  # brighter than every region-growing threshold
+    air = (volume < -400) & body_mask(volume)
+    airway = airway_mask(volume, air, phantom.spacing)
+    assert airway[streak][trachea[streak]].all()
+    assert airway[z_levels[0] : z_levels[-1] + 1][trachea[z_levels[0] : z_levels[-1] + 1]].mean() > 0.9
+    lungs = phantom.labels > 0
+    assert (airway & lungs).sum() < 0.001 * lungs.sum(), "the airway must not leak into the lungs"
+
+
+def test_grow_back_leaves_stray_components_out() -> None:
+    mask = np.zeros((10, 20, 40), bool)
+    mask[2:8, 4:16, 3:14] = True
+    mask[2:8, 4:16, 16:27] = True
+    mask[4:6, 8:10, 14:16] = True  # bridge: the lungs are one component
+    mask[0:2, 0:2, 36:40] = True  # stray air far away (e.g. outside the body)
+    parts = separate_lungs(mask, spacing=(1.0, 1.0, 1.0), min_ml=0.1)
+    assert set(np.unique(parts[2:8, 4:16, 3:27][mask[2:8, 4:16, 3:27]])) == {1, 2}
+    assert not parts[0:2, 0:2, 36:40].any()
+
+
+def test_large_fragments_join_their_lung_only_when_inside_and_near() -> None:
+    parts = np.zeros((30, 20, 40), np.int32)
+    parts[2:20, 4:16, 3:14] = 1
+    parts[2:20, 4:16, 24:36] = 2
+    mask = parts > 0
+    mask[23:28, 6:14, 4:12] = True  # apex cut off by a tumour: 3 mm gap above the right lung
+    mask[23:28, 6:14, 37:40] = True  # air outside the body
+    mask[23:24, 8:10, 26:28] = True  # a speck near the left lung, too small
+    body = np.zeros_like(mask)
+    body[:, :, :37] = True
+    joined = join_large_fragments(parts, mask, (1.0, 1.0, 1.0), min_ml=0.1, body=body, max_gap_mm=5.0)
+    assert (joined[23:28, 6:14, 4:12] == 1).all()
+    assert not joined[23:28, 6:14, 37:40].any()
+    assert not joined[23:24, 8:10, 26:28].any()
+    far = join_large_fragments(parts, mask, (1.0, 1.0, 1.0), min_ml=0.1, body=body, max_gap_mm=2.0)
+    assert not far[23:28, 6:14, 4:12].any()
