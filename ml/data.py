@@ -106,8 +106,10 @@ def load_image(path: Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     with Image.open(path) as img:
-        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-            return np.asarray(img, dtype=np.int32).astype(np.uint16 if img.mode != "I" else np.int32)
+        if img.mode in ("I;16", "I;16B", "I;16L"):  # 16-bit: read as stored, native byte order
+            return np.asarray(img).astype(np.uint16, copy=False)
+        if img.mode == "I":
+            return np.asarray(img, dtype=np.int32)
         if img.mode not in ("L", "RGB", "RGBA", "F"):
             img = img.convert("RGB")
         return np.asarray(img)

@@ -136,24 +136,55 @@ def labels_from_probs(probs: np.ndarray, geom: LetterboxGeometry, post: Postproc
     return resample_labels(probs, geom), entropy
 
 
+def _bilinear_taps(n_out: int, n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source indices and weights of a bilinear resize along one axis (PyTorch's
+    ``align_corners=False`` convention: ``src = (dst + 0.5) · n_in / n_out − 0.5``, clamped at 0)."""
+    scale = np.float32(n_in) / np.float32(n_out)
+    src = np.maximum((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), np.float32(0))
+    i0 = np.minimum(src.astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return torch.from_numpy(i0), torch.from_numpy(i1), torch.from_numpy((src - i0).astype(np.float32))
+
+
+def _labels_from_differences(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Three-class argmax from ``a = p1 − p0`` and ``b = p2 − p0`` (ties to the lower label), uint8."""
+    one = ((a > 0) & (a >= b)).to(torch.uint8)
+    two = ((b > 0) & (b > a)).to(torch.uint8)
+    return one + 2 * two
+
+
 def resample_labels(probs: np.ndarray, geom: LetterboxGeometry) -> np.ndarray:
     """Argmax of canvas probabilities (C, S, S) resampled bilinearly to the original (H, W), uint8.
 
     For three classes, bilinear resampling is linear, so only the two differences p1 − p0 and
     p2 − p0 are resampled and compared (same result as the argmax of the resampled
-    probabilities, ties going to the lower label, at a third less work on large images).
+    probabilities, ties going to the lower label). Only the output window whose source pixels
+    include a lung is interpolated: an output pixel whose four source pixels are all
+    background (both differences ≤ 0) is a convex combination of non-positive values, hence
+    background, so the rest of a large image is filled with 0 without interpolating it.
     """
     crop = probs[:, geom.top : geom.top + geom.new_h, geom.left : geom.left + geom.new_w]
     size = (geom.orig_h, geom.orig_w)
     if crop.shape[0] != 3:
         t = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))[None]
         return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0].argmax(0).to(torch.uint8).numpy()
-    diffs = np.ascontiguousarray(crop[1:] - crop[:1], dtype=np.float32)
-    up = F.interpolate(torch.from_numpy(diffs)[None], size=size, mode="bilinear", align_corners=False)[0]
-    a, b = up[0], up[1]
-    one = ((a > 0) & (a >= b)).to(torch.uint8)
-    two = ((b > 0) & (b > a)).to(torch.uint8)
-    return (one + 2 * two).numpy()
+    diffs = torch.from_numpy(np.ascontiguousarray(crop[1:] - crop[:1], dtype=np.float32))
+    out = np.zeros(size, dtype=np.uint8)
+    lung = _labels_from_differences(diffs[0], diffs[1]) > 0
+    if not bool(lung.any()):
+        return out
+    rows, cols = torch.nonzero(lung.any(1)).flatten(), torch.nonzero(lung.any(0)).flatten()
+    iy0, iy1, wy = _bilinear_taps(size[0], crop.shape[1])
+    ix0, ix1, wx = _bilinear_taps(size[1], crop.shape[2])
+    ysel = torch.nonzero((iy1 >= rows[0]) & (iy0 <= rows[-1])).flatten()
+    xsel = torch.nonzero((ix1 >= cols[0]) & (ix0 <= cols[-1])).flatten()
+    ya, yb, xa, xb = int(ysel[0]), int(ysel[-1]) + 1, int(xsel[0]), int(xsel[-1]) + 1
+    wx_w = wx[xa:xb]
+    across = diffs[:, :, ix0[xa:xb]] * (1 - wx_w) + diffs[:, :, ix1[xa:xb]] * wx_w  # (2, h, nx)
+    wy_w = wy[ya:yb, None]
+    window = (1 - wy_w) * across[:, iy0[ya:yb]] + wy_w * across[:, iy1[ya:yb]]  # (2, ny, nx)
+    out[ya:yb, xa:xb] = _labels_from_differences(window[0], window[1]).numpy()
+    return out
 
 
 def lung_entropy(probs: np.ndarray, cleaned: np.ndarray) -> float:

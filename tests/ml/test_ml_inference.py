@@ -90,3 +90,28 @@ def test_difference_resampling_equals_argmax_of_resampled_probs() -> None:
     ref = F.interpolate(torch.from_numpy(np.ascontiguousarray(crop))[None], size=(150, 120),
                         mode="bilinear", align_corners=False)[0].argmax(0).numpy()
     assert (resample_labels(probs, geom) == ref).mean() > 0.999
+
+
+def test_windowed_resampling_matches_full_interpolation_on_a_lung_layout() -> None:
+    """Only the window around the lungs is interpolated; the result must equal the full resize."""
+    import torch
+    import torch.nn.functional as F
+
+    from ml.inference import resample_labels, softmax_np
+    from ml.preprocessing import letterbox_geometry
+
+    logits = np.zeros((1, 3, 64, 64), np.float32)
+    logits[0, 0] = 4.0
+    yy, xx = np.mgrid[0:64, 0:64]
+    for label, cx in ((1, 22), (2, 42)):
+        logits[0, label] = 8.0 * (1.0 - ((xx - cx) / 9.0) ** 2 - ((yy - 30) / 16.0) ** 2)
+    probs = softmax_np(logits)[0]
+    geom = letterbox_geometry(1000, 800, 64)
+    crop = probs[:, geom.top : geom.top + geom.new_h, geom.left : geom.left + geom.new_w]
+    ref = F.interpolate(torch.from_numpy(np.ascontiguousarray(crop))[None], size=(1000, 800),
+                        mode="bilinear", align_corners=False)[0].argmax(0).numpy()
+    out = resample_labels(probs, geom)
+    assert set(np.unique(ref)) == {0, 1, 2}
+    assert (out == ref).mean() > 0.99999
+    none = resample_labels(softmax_np(np.stack([np.full((64, 64), 4.0), np.zeros((64, 64)), np.zeros((64, 64))])[None].astype(np.float32))[0], geom)
+    assert none.shape == (1000, 800) and not none.any()
