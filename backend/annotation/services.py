@@ -86,23 +86,29 @@ def create_revision(
     data, fmt = labelmaps.encode(labels, geometry, spacing)
     digest = labelmaps.checksum(labels)
     right, left, unit = labelmaps.side_sizes(labels, spacing)
-    with transaction.atomic():
-        Series.objects.select_for_update().filter(pk=series.pk).first()  # serialises numbering per series
-        latest = MaskRevision.objects.filter(target_key=key).aggregate(n=Max("number"))["n"] or 0
-        if parent is None and latest:
-            parent = MaskRevision.objects.get(target_key=key, number=latest)
-        number = latest + 1
-        name = default_storage.save(
-            f"masks/{series.project_id}/{key.replace(':', '-')}/r{number}-{digest[:16]}.{fmt}", ContentFile(data))
-        revision = MaskRevision.objects.create(
-            project_id=series.project_id, series=series, instance=instance, target_key=key, number=number,
-            parent=parent, source=source, author=author if getattr(author, "pk", None) else None,
-            model_version=model_version, proposal_job=proposal_job, method=method, note=note, status=status,
-            labelmap=name, labelmap_format=fmt, shape=list(labels.shape), dtype="uint8",
-            spacing=list(spacing) if spacing is not None else None, geometry=geometry, checksum=digest,
-            right_size=right, left_size=left, size_unit=unit, confidence=confidence, entropy=entropy,
-        )
-        revision_created.send(sender=MaskRevision, revision=revision, labels=labels)
+    name = ""
+    try:
+        with transaction.atomic():
+            Series.objects.select_for_update().filter(pk=series.pk).first()  # serialises numbering per series
+            latest = MaskRevision.objects.filter(target_key=key).aggregate(n=Max("number"))["n"] or 0
+            if parent is None and latest:
+                parent = MaskRevision.objects.get(target_key=key, number=latest)
+            number = latest + 1
+            name = default_storage.save(
+                f"masks/{series.project_id}/{key.replace(':', '-')}/r{number}-{digest[:16]}.{fmt}", ContentFile(data))
+            revision = MaskRevision.objects.create(
+                project_id=series.project_id, series=series, instance=instance, target_key=key, number=number,
+                parent=parent, source=source, author=author if getattr(author, "pk", None) else None,
+                model_version=model_version, proposal_job=proposal_job, method=method, note=note, status=status,
+                labelmap=name, labelmap_format=fmt, shape=list(labels.shape), dtype="uint8",
+                spacing=list(spacing) if spacing is not None else None, geometry=geometry, checksum=digest,
+                right_size=right, left_size=left, size_unit=unit, confidence=confidence, entropy=entropy,
+            )
+            revision_created.send(sender=MaskRevision, revision=revision, labels=labels)
+    except BaseException:
+        if name:  # the row was rolled back: leave no label-map file behind it
+            default_storage.delete(name)
+        raise
     logger.info("stored %s (%s, %d bytes %s)", revision, method or source, len(data), fmt)
     return revision
 

@@ -76,3 +76,33 @@ def test_revisions_are_numbered_append_only_and_never_deleted(project, django_ca
         services.create_revision(series=series, instance=instance, labels=labels[:-1], source=RevisionSource.PERSON,
                                  status=RevisionStatus.DRAFT)
     assert MaskRevision.objects.filter(target_key=first.target_key).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_failed_revision_leaves_no_row_and_no_file(project, django_capture_on_commit_callbacks):
+    from django.core.files.storage import default_storage
+
+    from annotation.signals import revision_created
+
+    with django_capture_on_commit_callbacks(execute=False):
+        result = ingest(project, [SourceFile("chest.png", xray_png())])
+    series = Series.objects.get(pk=result.series[0].pk)
+    instance = series.instances.get()
+    labels = np.zeros((series.rows, series.columns), np.uint8)
+    labels[10:30, 10:30] = 1
+
+    def fail(**kwargs):
+        raise RuntimeError("listener failed after the file was written")
+
+    revision_created.connect(fail, dispatch_uid="test-fail")
+    try:
+        with pytest.raises(RuntimeError, match="listener failed"):
+            services.create_revision(series=series, instance=instance, labels=labels, source=RevisionSource.PERSON,
+                                     status=RevisionStatus.DRAFT)
+    finally:
+        revision_created.disconnect(dispatch_uid="test-fail")
+    assert not MaskRevision.objects.filter(series=series).exists()
+    folder = f"masks/{series.project_id}"
+    stored = default_storage.listdir(folder)[0] if default_storage.exists(folder) else []
+    files = [f for d in stored for f in default_storage.listdir(f"{folder}/{d}")[1]]
+    assert files == [], files
