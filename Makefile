@@ -36,7 +36,7 @@ check-services: venv
 
 ## Whole test suite against PostgreSQL and Redis on their standard local ports.
 test: venv frontend check-services
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) PLEURA_TEST=1 \
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 		$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv

@@ -16,6 +16,8 @@ from urllib.parse import unquote
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, parser_classes
 from rest_framework.parsers import BaseParser, JSONParser
@@ -154,6 +156,7 @@ def _saved(outcome: workflow.SaveOutcome, code: int) -> Response:
                      "saved_at": _iso(outcome.saved_at)}, status=code)
 
 
+@extend_schema(operation_id="annotation_queue", responses={200: OpenApiTypes.OBJECT})
 @api_view(["GET"])
 @_domain_errors
 def queue(request: Request) -> Response:
@@ -163,6 +166,7 @@ def queue(request: Request) -> Response:
                      for item in workflow.queue_for(request.user)])
 
 
+@extend_schema(operation_id="annotation_task_detail", responses={200: OpenApiTypes.OBJECT})
 @api_view(["GET"])
 @_domain_errors
 def task_detail(request: Request, task_id: int) -> Response:
@@ -170,6 +174,7 @@ def task_detail(request: Request, task_id: int) -> Response:
     return Response(task_payload(_task(request, task_id), request.user))
 
 
+@extend_schema(operation_id="annotation_task_claim", request=None, responses={200: OpenApiTypes.OBJECT})
 @api_view(["POST"])
 @_domain_errors
 def claim(request: Request, task_id: int) -> Response:
@@ -179,6 +184,7 @@ def claim(request: Request, task_id: int) -> Response:
     return Response(task_payload(_task(request, task.pk), request.user))
 
 
+@extend_schema(operation_id="annotation_task_release", request=None, responses={200: OpenApiTypes.OBJECT})
 @api_view(["POST"])
 @_domain_errors
 def release(request: Request, task_id: int) -> Response:
@@ -188,6 +194,9 @@ def release(request: Request, task_id: int) -> Response:
     return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+@extend_schema(methods=["GET"], operation_id="annotation_task_draft_read", responses={200: OpenApiTypes.BINARY})
+@extend_schema(methods=["PUT"], operation_id="annotation_task_draft_save", request=OpenApiTypes.BINARY,
+               responses={200: OpenApiTypes.OBJECT})
 @api_view(["GET", "PUT"])
 @parser_classes([MaskBodyParser, JSONParser])
 @_domain_errors
@@ -215,6 +224,7 @@ def draft(request: Request, task_id: int) -> Response | HttpResponse:
     return response
 
 
+@extend_schema(operation_id="annotation_task_submit", request=OpenApiTypes.BINARY, responses={200: OpenApiTypes.OBJECT})
 @api_view(["POST"])
 @parser_classes([MaskBodyParser, JSONParser])
 @_domain_errors
@@ -233,6 +243,7 @@ def _json(request: Request) -> dict[str, Any]:
     return data
 
 
+@extend_schema(operation_id="annotation_task_accept", request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
 @api_view(["POST"])
 @_domain_errors
 def accept(request: Request, task_id: int) -> Response:
@@ -243,6 +254,7 @@ def accept(request: Request, task_id: int) -> Response:
     return _saved(outcome, status.HTTP_201_CREATED)
 
 
+@extend_schema(operation_id="annotation_task_reject", request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
 @api_view(["POST"])
 @_domain_errors
 def reject(request: Request, task_id: int) -> Response:

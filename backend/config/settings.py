@@ -43,7 +43,6 @@ def _env_int(name: str, default: int) -> int:
 BACKEND_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = BACKEND_DIR.parent
 PLEURA_DATA_DIR = Path(os.environ.get("PLEURA_DATA_DIR") or REPO_ROOT / "var").resolve()
-PLEURA_TEST = _env_bool("PLEURA_TEST", False)
 
 DEBUG = _env_bool("DEBUG", True)
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
@@ -211,6 +210,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ModalityEnum": "imaging.models.Modality",
         "XrayModalityEnum": "imaging.models.XRAY_MODALITIES",
+        "ModelModalityEnum": "modeling.models.ModelModality",
     },
 }
 

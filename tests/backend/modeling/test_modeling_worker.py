@@ -50,7 +50,7 @@ def worker_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY", "PLEURA_"))}
     env.update(
         DATABASE_URL=f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-        REDIS_URL=REDIS_DB_URL, PLEURA_DATA_DIR=str(tmp_path), PLEURA_TEST="1", PLEURA_CELERY_EAGER="0",
+        REDIS_URL=REDIS_DB_URL, PLEURA_DATA_DIR=str(tmp_path), PLEURA_CELERY_EAGER="0",
         PLEURA_BROKER_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT_S), PLEURA_PROPOSAL_RETRY_BACKOFF="1",
         PYTHONPATH=os.pathsep.join([str(REPO / "backend"), str(REPO)]), DJANGO_SETTINGS_MODULE="config.settings",
         OMP_NUM_THREADS="2",
