@@ -111,18 +111,32 @@ def surface_distances(pred: np.ndarray, target: np.ndarray, spacing: Spacing = N
     return dist_to_t[sp], dist_to_p[st]
 
 
+def _hd95_of(a: np.ndarray, b: np.ndarray) -> float:
+    return float(max(np.percentile(a, 95), np.percentile(b, 95)))
+
+
+def _assd_of(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a.sum() + b.sum()) / (a.size + b.size))
+
+
+def _surface_metrics(pred: np.ndarray, target: np.ndarray, spacing: Spacing = None) -> tuple[float, float]:
+    """``(hd95, assd)`` from one pass of surface distances: 0.0 when both masks are empty,
+    ``nan`` when exactly one is."""
+    p, t = _pair(pred, target)
+    if not p.any() and not t.any():
+        return 0.0, 0.0
+    a, b = surface_distances(p, t, spacing)
+    if a.size == 0 or b.size == 0:
+        return math.nan, math.nan
+    return _hd95_of(a, b), _assd_of(a, b)
+
+
 def hd95(pred: np.ndarray, target: np.ndarray, spacing: Spacing = None) -> float:
     """95th-percentile symmetric Hausdorff distance (max of the two directed 95th percentiles).
 
     Returns 0.0 when both masks are empty and ``nan`` when exactly one is.
     """
-    p, t = _pair(pred, target)
-    if not p.any() and not t.any():
-        return 0.0
-    a, b = surface_distances(p, t, spacing)
-    if a.size == 0 or b.size == 0:
-        return math.nan
-    return float(max(np.percentile(a, 95), np.percentile(b, 95)))
+    return _surface_metrics(pred, target, spacing)[0]
 
 
 def assd(pred: np.ndarray, target: np.ndarray, spacing: Spacing = None) -> float:
@@ -130,13 +144,7 @@ def assd(pred: np.ndarray, target: np.ndarray, spacing: Spacing = None) -> float
 
     Returns 0.0 when both masks are empty and ``nan`` when exactly one is.
     """
-    p, t = _pair(pred, target)
-    if not p.any() and not t.any():
-        return 0.0
-    a, b = surface_distances(p, t, spacing)
-    if a.size == 0 or b.size == 0:
-        return math.nan
-    return float((a.sum() + b.sum()) / (a.size + b.size))
+    return _surface_metrics(pred, target, spacing)[1]
 
 
 def binary_metrics(pred: np.ndarray, target: np.ndarray, spacing: Spacing = None, surface: bool = True) -> dict[str, float]:
@@ -149,11 +157,9 @@ def binary_metrics(pred: np.ndarray, target: np.ndarray, spacing: Spacing = None
         "recall": recall(pred, target),
     }
     if surface:
-        out["hd95"] = hd95(pred, target)
-        out["assd"] = assd(pred, target)
+        out["hd95"], out["assd"] = _surface_metrics(pred, target)
         if spacing is not None:
-            out["hd95_mm"] = hd95(pred, target, spacing)
-            out["assd_mm"] = assd(pred, target, spacing)
+            out["hd95_mm"], out["assd_mm"] = _surface_metrics(pred, target, spacing)
     return out
 
 
