@@ -38,6 +38,21 @@ def build_datasets(data_cfg: dict[str, Any], progress: bool) -> tuple[CXRSegment
     return CXRSegmentationDataset(train_cases, **kwargs), CXRSegmentationDataset(val_cases, **kwargs)
 
 
+def load_initial_weights(model: torch.nn.Module, path: Path) -> None:
+    """Warm start: load a ``state_dict`` or a training checkpoint (``{"model": ...}``) into ``model``.
+
+    Raises ``FileNotFoundError`` with the path when the file is missing, and PyTorch's own error
+    (listing the mismatched keys) when the weights do not fit the configured network.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"model.init_from: no such weights file: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    model.load_state_dict(state)
+    logger.info("initialised weights from %s", path)
+
+
 def train_from_config(config_path: Path, output_dir: Path | None = None, resume: bool = True) -> Path:
     """Train the chest X-ray model described by ``config_path``.
 
@@ -63,6 +78,9 @@ def train_from_config(config_path: Path, output_dir: Path | None = None, resume:
     model_cfg = cfg["model"]
     model = build_network(model_cfg["architecture"], int(model_cfg.get("in_channels", 1)),
                           int(model_cfg.get("num_classes", 3)), **model_cfg.get("network_kwargs", {}))
+    init_from = model_cfg.get("init_from")
+    if init_from and not (resume and (out_dir / "last.pt").is_file()):
+        load_initial_weights(model, resolve_path(init_from))
     logger.info("%s: %d parameters, %d train / %d val cases", model_cfg["architecture"],
                 count_parameters(model), len(train_ds), len(val_ds))
     augment = BatchAugment(AugmentConfig.from_dict(cfg.get("augment")), seed=train_cfg.seed)

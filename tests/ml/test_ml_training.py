@@ -68,3 +68,35 @@ def test_bad_train_option_raises() -> None:
         TrainConfig.from_dict({"optimizer": "lion"})
     with pytest.raises(TrainingConfigError):
         TrainConfig.from_dict({"learning_rate": 1.0})
+
+
+def test_config_run_warm_starts_from_init_from(synthetic_manifest: Path, tmp_path: Path) -> None:
+    """Stage 2 of a two-stage recipe: ``model.init_from`` loads stage 1's weights before training."""
+    config = {
+        "name": "tiny", "modality": "cxr", "output_dir": str(tmp_path / "stage1"),
+        "data": {"manifest": str(synthetic_manifest), "size": 32},
+        "model": {"architecture": "resunet", "num_classes": 3,
+                  "network_kwargs": {"channels": [4, 8], "strides": [2], "num_res_units": 1}},
+        "train": {"epochs": 2, "batch_size": 4, "progress": False, "lr": 0.02},
+    }
+    path = tmp_path / "stage1.yaml"
+    path.write_text(yaml.safe_dump(config))
+    stage1 = train_from_config(path)
+    first_dice = float(list(csv.DictReader((stage1 / "metrics.csv").open()))[0]["val_dice"])
+    config["output_dir"] = str(tmp_path / "stage2")
+    config["model"]["init_from"] = str(stage1 / "best.pt")
+    config["train"] = {"epochs": 1, "batch_size": 4, "progress": False, "lr": 0.0, "min_lr": 0.0,
+                       "weight_decay": 0.0, "scheduler": "none"}  # lr 0: weights unchanged
+    path.write_text(yaml.safe_dump(config))
+    stage2 = train_from_config(path)
+    best = torch.load(stage1 / "best.pt", weights_only=False)["model"]
+    warm = torch.load(stage2 / "last.pt", weights_only=False)["model"]
+    diffs = {k: float((best[k] - warm[k]).abs().max()) for k in best  # parameters; norm statistics still move
+             if best[k].dtype.is_floating_point and "running_" not in k}
+    assert max(diffs.values()) == 0.0, diffs
+    assert float(list(csv.DictReader((stage2 / "metrics.csv").open()))[0]["val_dice"]) >= first_dice - 1e-6
+    config["model"]["init_from"] = str(tmp_path / "missing.pt")
+    config["output_dir"] = str(tmp_path / "stage3")
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        train_from_config(path)
