@@ -160,6 +160,7 @@ export async function mountAnnotationPage(root: HTMLElement, options: Annotation
       modality: task.modality,
       labelmap,
       baseline,
+      readOnly,
       onChange: (change) => {
         if (change.reason === "edit" || change.reason === "undo" || change.reason === "redo") {
           page.autosaver?.notifyEdit();

@@ -152,8 +152,13 @@ export function bindViewerUI(layout: ViewerLayout, viewer: Viewer): BoundUI {
     size.value = String(Math.round(viewer.getBrushSize()));
     opacity.value = String(Math.round(viewer.getOpacity() * 100));
     toggle.textContent = viewer.isMaskVisible() ? "Hide mask" : "Show mask";
-    undo.disabled = !viewer.canUndo();
-    redo.disabled = !viewer.canRedo();
+    undo.disabled = viewer.readOnly || !viewer.canUndo();
+    redo.disabled = viewer.readOnly || !viewer.canRedo();
+    if (viewer.readOnly) {  // view only: the editing controls stay visible but disabled
+      toolButtons.forEach((b) => { if (b.dataset.tool === "brush" || b.dataset.tool === "eraser") b.disabled = true; });
+      labelButtons.forEach((b) => { b.disabled = true; });
+      size.disabled = true;
+    }
     const n = viewer.getSliceCount();
     layout.sliceInfo.textContent = n > 1 ? `Slice ${viewer.getSliceIndex() + 1} / ${n}` : "";
   }

@@ -66,11 +66,15 @@ export interface ViewerOptions {
   onChange?: (change: ViewerChange) => void;
   /** Called while instances load: `loaded` of `total`. */
   onProgress?: (loaded: number, total: number) => void;
+  /** View only: the brush and eraser are refused, the mask cannot change (default false). */
+  readOnly?: boolean;
 }
 
 export interface Viewer {
   readonly modality: string;
   readonly shape: MaskShape;
+  /** True when the viewer was created view-only: editing tools and undo/redo do nothing. */
+  readonly readOnly: boolean;
   getLabelmap(): Labelmap;
   setTool(tool: ToolName): void;
   getTool(): ToolName;
@@ -198,6 +202,7 @@ function autoVoiRange(pixels: ArrayLike<number>): Types.VOIRange {
  */
 export async function createViewer(element: HTMLDivElement, options: ViewerOptions): Promise<Viewer> {
   const { imageIds, modality, labelmap, baseline, onChange, onProgress } = options;
+  const readOnly = options.readOnly ?? false;
   if (imageIds.length === 0) throw new ViewerError("There are no images to show.");
   await initCornerstone();
 
@@ -304,6 +309,7 @@ export async function createViewer(element: HTMLDivElement, options: ViewerOptio
   };
 
   const setTool = (tool: ToolName): void => {
+    if (readOnly && (tool === "brush" || tool === "eraser")) return; // view only: no editing tool
     const previous = toolClassNames[currentTool];
     const next = toolClassNames[tool];
     if (previous !== next) toolGroup.setToolPassive(previous);
@@ -315,7 +321,7 @@ export async function createViewer(element: HTMLDivElement, options: ViewerOptio
     toolGroup.setToolActive(next, { bindings: [{ mouseButton: MouseBindings.Primary }] });
     currentTool = tool;
   };
-  setTool("brush");
+  setTool(readOnly ? "pan" : "brush");
 
   const applyStyle = (): void => {
     segmentation.config.style.setStyle(
@@ -369,6 +375,7 @@ export async function createViewer(element: HTMLDivElement, options: ViewerOptio
   const viewer: Viewer = {
     modality,
     shape,
+    readOnly,
     getLabelmap: () => ({ shape: [...shape] as MaskShape, data: readLabelmap() }),
     setTool,
     getTool: () => currentTool,
@@ -384,14 +391,14 @@ export async function createViewer(element: HTMLDivElement, options: ViewerOptio
     },
     getActiveLabel: () => activeLabel,
     undo() {
-      if (!history.canUndo) return;
+      if (readOnly || !history.canUndo) return;
       history.undo();
       dirty = true;
       editCount++;
       emit("undo");
     },
     redo() {
-      if (!history.canRedo) return;
+      if (readOnly || !history.canRedo) return;
       history.redo();
       dirty = true;
       editCount++;

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from viewer_support import xray_lung_labels, xray_pixels
+from viewer_support import ct_lung_labels, ct_series, xray_lung_labels, xray_pixels
 
 # Playwright's sync API keeps an asyncio loop running in the test thread; Django refuses database
 # calls from a thread with a running loop unless told that this (test-only) use is safe.
@@ -52,6 +52,23 @@ def make_xray_task(project: Any, name: str = "chest.png", confidence: float = 0.
     revision = services.create_revision(
         series=series, instance=series.instances.get(), labels=labels, source=RevisionSource.MODEL,
         status=RevisionStatus.PROPOSED, method="model", confidence=confidence)
+    return XrayTask(AnnotationTask.objects.get(target_key=revision.target_key), revision, labels)
+
+
+def make_ct_task(project: Any) -> XrayTask:
+    """Ingest the synthetic 5-slice CT DICOM series through the real ingest and store a CT proposal for it."""
+    from annotation import services
+    from annotation.models import AnnotationTask, RevisionSource, RevisionStatus
+    from imaging.models import Series
+    from imaging.services import ingest
+    from imaging.sources import SourceFile
+
+    result = ingest(project, [SourceFile(f"ct{z}.dcm", data) for z, data in enumerate(ct_series())])
+    series = Series.objects.get(pk=result.series[0].pk)
+    labels = ct_lung_labels()
+    revision = services.create_revision(
+        series=series, instance=None, labels=labels, source=RevisionSource.MODEL, status=RevisionStatus.PROPOSED,
+        spacing=(2.5, 1.0, 1.0), method="model", confidence=0.5)
     return XrayTask(AnnotationTask.objects.get(target_key=revision.target_key), revision, labels)
 
 
@@ -99,15 +116,18 @@ def labelmap(page: Any) -> np.ndarray:
     return np.asarray(data, np.uint8).reshape(shape)
 
 
-def brush_stroke(page: Any, image_points: list[tuple[float, float]], label: int = 2, radius: float = 6.0) -> list[tuple[float, float]]:
-    """Paint ``label`` along image points (column, row) with the brush; returns the image path actually hit."""
+def brush_stroke(page: Any, image_points: list[tuple[float, float]], label: int = 2, radius: float = 6.0,
+                 image_size: int = 256) -> list[tuple[float, float]]:
+    """Paint ``label`` along image points (column, row) of a square ``image_size`` image with the
+    brush; returns the image path actually hit."""
     page.keyboard.press("b")
     page.keyboard.press(str(label))
     page.evaluate(f"{VIEWER}.setBrushSize({radius})")
     box = page.locator("[data-testid=viewport]").bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    scale = min(box["width"], box["height"]) / 256
-    client = [(cx + (x - 128) * scale, cy + (y - 128) * scale) for x, y in image_points]
+    scale = min(box["width"], box["height"]) / image_size
+    half = image_size / 2
+    client = [(cx + (x - half) * scale, cy + (y - half) * scale) for x, y in image_points]
     path = [tuple(page.evaluate(f"([x, y]) => {VIEWER}.clientToPixel(x, y)", list(p))) for p in client]
     before = page.evaluate(f"{VIEWER}.getEditCount()")
     page.mouse.move(*client[0])

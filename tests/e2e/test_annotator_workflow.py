@@ -2,8 +2,9 @@
 
 log in → my queue → open a task → image and mask shown → brush stroke → submit (the server's new
 revision differs from its parent exactly where the stroke painted); accept; reject with a reason;
-the 409 conflict flow in two browser contexts; a reload restores the autosaved draft; an annotator
-cannot open another project's task. Screenshots go to ``test-artifacts/e2e/annotator_*.png``.
+the 409 conflict flow in two browser contexts (keep mine, or reload theirs); a task another
+annotator holds opens read-only; a CT series task (slice navigation, a stroke on one slice); a
+reload restores the autosaved draft; an annotator cannot open another project's task. Screenshots go to ``test-artifacts/e2e/annotator_*.png``.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from annotator_support import (
     distance_to_path,
     labelmap,
     log_in,
+    make_ct_task,
     make_user,
     make_xray_task,
     open_task,
+    settle,
     wait_ready,
 )
 from viewer_support import VIEWPORT
@@ -243,3 +246,96 @@ def test_annotator_cannot_open_another_projects_task(page, site) -> None:
     assert response.status == 404
     status = page.evaluate(f"fetch('/api/annotation/tasks/{foreign.task.pk}/').then((r) => r.status)")
     assert status == 404
+
+
+def test_conflict_reload_their_version_shows_the_other_revision(browser, site) -> None:
+    from annotation import services
+
+    xt = make_xray_task(site.project)
+    pages = []
+    for _ in range(2):
+        context = browser.new_context(viewport=VIEWPORT)
+        pg = context.new_page()
+        pg.console_messages = []
+        log_in(pg, site.url, "ann")
+        open_task(pg, site.url, xt.task.pk)
+        pages.append(pg)
+    a, b = pages
+    try:
+        brush_stroke(a, [(108, 226), (148, 226)], label=2)
+        a.get_by_role("button", name="Submit edits").click()
+        wait_done(a)
+        theirs = latest_revision(xt.revision.target_key)
+
+        brush_stroke(b, [(108, 20), (148, 20)], label=1)
+        dialog = b.get_by_test_id("conflict-dialog")
+        dialog.wait_for(state="visible", timeout=60_000)
+        with b.expect_navigation():
+            dialog.get_by_role("button", name="Reload their version").click()
+        wait_ready(b)
+        assert np.array_equal(labelmap(b)[0], services.read_labels(theirs)), "the reloaded page does not show their mask"
+        assert b.evaluate("window.__pleuraPage.parentRevision") == theirs.pk
+        assert latest_revision(xt.revision.target_key).pk == theirs.pk, "reloading must not store my edit"
+    finally:
+        for pg in pages:
+            pg.context.close()
+
+
+def test_task_held_by_another_annotator_opens_read_only(browser, site, artifacts: Path) -> None:
+    xt = make_xray_task(site.project)
+    make_user(site.project, "ann2")
+    pages = []
+    try:
+        for user in ("ann", "ann2"):
+            context = browser.new_context(viewport=VIEWPORT)
+            pg = context.new_page()
+            pg.console_messages = []
+            log_in(pg, site.url, user)
+            open_task(pg, site.url, xt.task.pk)
+            pages.append(pg)
+        holder, other = pages
+        assert holder.get_by_role("button", name="Accept mask").is_enabled()
+        notice = other.get_by_test_id("notice").inner_text()
+        assert "read-only" in notice, notice
+        for name in ("Accept mask", "Submit edits", "Reject…"):
+            assert other.get_by_role("button", name=name, exact=True).is_disabled(), name
+        assert other.get_by_test_id("save-state").inner_text() == "Read-only"
+        # view only: the editing tools are disabled and a drag with the brush key pressed paints nothing
+        for name in ("Brush", "Eraser", "Right lung", "Left lung"):
+            assert other.get_by_role("button", name=name, exact=True).is_disabled(), name
+        assert other.evaluate(f"{VIEWER}.getTool()") == "pan"
+        before = labelmap(other)
+        other.keyboard.press("b")
+        box = other.locator("[data-testid=viewport]").bounding_box()
+        other.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
+        other.mouse.down()
+        other.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5, steps=4)
+        other.mouse.up()
+        settle(other)
+        assert np.array_equal(labelmap(other), before) and other.evaluate(f"{VIEWER}.getEditCount()") == 0
+        other.screenshot(path=str(artifacts / "annotator_read_only.png"))
+    finally:
+        for pg in pages:
+            pg.context.close()
+
+
+def test_ct_series_task_edit_one_slice_and_submit(page, site, artifacts: Path) -> None:
+    from annotation import services
+
+    ct = make_ct_task(site.project)
+    log_in(page, site.url, "ann")
+    open_task(page, site.url, ct.task.pk)
+    shown = labelmap(page)
+    assert shown.shape == ct.labels.shape and np.array_equal(shown, ct.labels)
+    assert page.evaluate(f"{VIEWER}.getSliceCount()") == ct.labels.shape[0]
+    page.evaluate(f"{VIEWER}.setSliceIndex(4)")  # the top slice: no lung in the proposal
+    settle(page)
+    assert page.evaluate(f"{VIEWER}.getSliceIndex()") == 4
+    brush_stroke(page, [(30, 64), (50, 64)], label=1, radius=4.0, image_size=128)
+    page.screenshot(path=str(artifacts / "annotator_ct_slice.png"))
+    page.get_by_role("button", name="Submit edits").click()
+    wait_done(page)
+    stored = services.read_labels(latest_revision(ct.revision.target_key))
+    changed = np.flatnonzero((stored != ct.labels).any(axis=(1, 2)))
+    assert changed.tolist() == [4], f"slices changed: {changed.tolist()}"
+    assert (stored[4] == 1).sum() > 50 and not (stored[4] == 2).any()
