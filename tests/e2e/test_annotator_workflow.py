@@ -81,6 +81,39 @@ def wait_done(page: Any) -> None:
         raise AssertionError(f"action not done: notice {notice!r}; console {page.console_messages[-5:]}") from exc
 
 
+def open_in_contexts(browser: Any, site: Any, task_id: int, users: list[str]) -> list[Any]:
+    """One browser context per user (the same user twice = two tabs on two machines), each on the task page."""
+    pages = []
+    for user in users:
+        context = browser.new_context(viewport=VIEWPORT)
+        pg = context.new_page()
+        pg.console_messages = []
+        pages.append(pg)
+        log_in(pg, site.url, user)
+        open_task(pg, site.url, task_id)
+    return pages
+
+
+def close_contexts(pages: list[Any]) -> None:
+    for pg in pages:
+        pg.context.close()
+
+
+def provoke_conflict(a: Any, b: Any, target_key: str) -> tuple[Any, Any]:
+    """A submits a stroke; B, still on the old parent, paints: B's autosave gets a 409.
+
+    Returns A's revision and B's conflict dialog (visible).
+    """
+    brush_stroke(a, [(108, 226), (148, 226)], label=2)
+    a.get_by_role("button", name="Submit edits").click()
+    wait_done(a)
+    theirs = latest_revision(target_key)
+    brush_stroke(b, [(108, 20), (148, 20)], label=1)  # autosave after 3 s → 409
+    dialog = b.get_by_test_id("conflict-dialog")
+    dialog.wait_for(state="visible", timeout=60_000)
+    return theirs, dialog
+
+
 def test_edit_and_submit_changes_exactly_the_stroke(page, site, artifacts: Path) -> None:
     from annotation import services
     from annotation.models import MaskRevision, TaskAction
@@ -170,25 +203,11 @@ def test_conflict_between_two_browser_contexts(browser, site, artifacts: Path) -
     from annotation import services
 
     xt = make_xray_task(site.project)
-    pages = []
-    for _ in range(2):
-        context = browser.new_context(viewport=VIEWPORT)
-        pg = context.new_page()
-        pg.console_messages = []
-        log_in(pg, site.url, "ann")
-        open_task(pg, site.url, xt.task.pk)
-        pages.append(pg)
+    pages = open_in_contexts(browser, site, xt.task.pk, ["ann", "ann"])
     a, b = pages
     try:
-        brush_stroke(a, [(108, 226), (148, 226)], label=2)
-        a.get_by_role("button", name="Submit edits").click()
-        wait_done(a)
-        theirs = latest_revision(xt.revision.target_key)
+        theirs, dialog = provoke_conflict(a, b, xt.revision.target_key)
         assert theirs.parent_id == xt.revision.pk
-
-        brush_stroke(b, [(108, 20), (148, 20)], label=1)  # autosave after 3 s → 409
-        dialog = b.get_by_test_id("conflict-dialog")
-        dialog.wait_for(state="visible", timeout=60_000)
         assert "in the meantime" in dialog.inner_text()
         b.screenshot(path=str(artifacts / "annotator_conflict.png"))
         dialog.get_by_role("button", name="Keep mine as a new revision").click()
@@ -201,8 +220,7 @@ def test_conflict_between_two_browser_contexts(browser, site, artifacts: Path) -
         assert latest.parent_id == theirs.pk
         assert np.array_equal(services.read_labels(latest), mine[0])
     finally:
-        for pg in pages:
-            pg.context.close()
+        close_contexts(pages)
 
 
 def test_reload_restores_the_autosaved_draft_and_leaving_warns(page, site) -> None:
@@ -252,24 +270,10 @@ def test_conflict_reload_their_version_shows_the_other_revision(browser, site) -
     from annotation import services
 
     xt = make_xray_task(site.project)
-    pages = []
-    for _ in range(2):
-        context = browser.new_context(viewport=VIEWPORT)
-        pg = context.new_page()
-        pg.console_messages = []
-        log_in(pg, site.url, "ann")
-        open_task(pg, site.url, xt.task.pk)
-        pages.append(pg)
+    pages = open_in_contexts(browser, site, xt.task.pk, ["ann", "ann"])
     a, b = pages
     try:
-        brush_stroke(a, [(108, 226), (148, 226)], label=2)
-        a.get_by_role("button", name="Submit edits").click()
-        wait_done(a)
-        theirs = latest_revision(xt.revision.target_key)
-
-        brush_stroke(b, [(108, 20), (148, 20)], label=1)
-        dialog = b.get_by_test_id("conflict-dialog")
-        dialog.wait_for(state="visible", timeout=60_000)
+        theirs, dialog = provoke_conflict(a, b, xt.revision.target_key)
         with b.expect_navigation():
             dialog.get_by_role("button", name="Reload their version").click()
         wait_ready(b)
@@ -277,22 +281,14 @@ def test_conflict_reload_their_version_shows_the_other_revision(browser, site) -
         assert b.evaluate("window.__pleuraPage.parentRevision") == theirs.pk
         assert latest_revision(xt.revision.target_key).pk == theirs.pk, "reloading must not store my edit"
     finally:
-        for pg in pages:
-            pg.context.close()
+        close_contexts(pages)
 
 
 def test_task_held_by_another_annotator_opens_read_only(browser, site, artifacts: Path) -> None:
     xt = make_xray_task(site.project)
     make_user(site.project, "ann2")
-    pages = []
+    pages = open_in_contexts(browser, site, xt.task.pk, ["ann", "ann2"])
     try:
-        for user in ("ann", "ann2"):
-            context = browser.new_context(viewport=VIEWPORT)
-            pg = context.new_page()
-            pg.console_messages = []
-            log_in(pg, site.url, user)
-            open_task(pg, site.url, xt.task.pk)
-            pages.append(pg)
         holder, other = pages
         assert holder.get_by_role("button", name="Accept mask").is_enabled()
         notice = other.get_by_test_id("notice").inner_text()
@@ -315,8 +311,7 @@ def test_task_held_by_another_annotator_opens_read_only(browser, site, artifacts
         assert np.array_equal(labelmap(other), before) and other.evaluate(f"{VIEWER}.getEditCount()") == 0
         other.screenshot(path=str(artifacts / "annotator_read_only.png"))
     finally:
-        for pg in pages:
-            pg.context.close()
+        close_contexts(pages)
 
 
 def test_ct_series_task_edit_one_slice_and_submit(page, site, artifacts: Path) -> None:
