@@ -358,13 +358,17 @@ def update_series_geometry(series: Series) -> None:
 
 
 def _after_commit(series: Series, created: bool, upload: Upload) -> None:
-    """Queue post-ingest work and tell other apps (see ``imaging.signals``)."""
+    """Tell other apps (see ``imaging.signals``), then queue the statistics.
+
+    The receivers queue the model proposals the annotators wait for; the statistics nobody waits
+    for go after them on the same queue.
+    """
     from .tasks import compute_series_statistics_task
 
-    compute_series_statistics_task.delay(series.pk)
     for receiver, response in series_ingested.send_robust(sender=Series, series=series, created=created, upload=upload):
         if isinstance(response, Exception):
             logger.error("series_ingested receiver %r failed for series %s: %r", receiver, series.pk, response)
+    compute_series_statistics_task.delay(series.pk)
 
 
 def compute_series_statistics(series_id: int, max_samples: int = 2_000_000) -> dict[str, Any] | None:

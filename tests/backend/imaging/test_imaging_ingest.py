@@ -125,9 +125,11 @@ def test_nifti_becomes_ct_series_with_geometry(project: Project) -> None:
 
 def test_signal_and_statistics_after_commit(project: Project, django_capture_on_commit_callbacks: Any) -> None:
     received: list[tuple[int, bool]] = []
+    stats_when_received: list[Any] = []
 
     def receiver(sender: Any, series: Series, created: bool, upload: Any, **kwargs: Any) -> None:
         received.append((series.pk, created))
+        stats_when_received.append(Series.objects.get(pk=series.pk).stats)
 
     series_ingested.connect(receiver)
     try:
@@ -137,6 +139,7 @@ def test_signal_and_statistics_after_commit(project: Project, django_capture_on_
         series_ingested.disconnect(receiver)
     series = Series.objects.get(pk=result.series[0].pk)
     assert received == [(series.pk, True)]
+    assert not stats_when_received[0], "the proposals' receivers must be queued before the statistics"
     assert series.stats["slices"] == 2 and series.stats["unit"] == "HU"
     assert series.stats["min"] == -50.0 and series.stats["max"] == 14.0  # arange(64) - 50 + z, z = 0, 1
 
