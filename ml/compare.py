@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from ml.baseline import ClassicalPredictor
 from ml.bench import _time_ms
@@ -43,11 +44,32 @@ def latency_ms(weights: Path, threads: int = 1) -> float:
         return _time_ms(lambda: model(x), repeats=10)["median_ms"]
 
 
-def run(configs: Sequence[Path], manifest: Path, splits: Sequence[str], out: Path, train: bool = True) -> dict[str, Any]:
-    """Train/evaluate every config plus the classical baseline; returns all results."""
+def with_budget(config: Path, max_minutes: float, out: Path) -> Path:
+    """A copy of ``config`` with another wall-clock budget, training into ``out/runs/<name>``.
+
+    The copy is written to ``out/configs/`` (and into the run folder by the training), so the
+    longer comparison stays reproducible without editing the committed configs.
+    """
+    cfg = load_config(config)
+    cfg["train"]["max_minutes"] = float(max_minutes)
+    cfg["output_dir"] = str(out / "runs" / cfg["name"])
+    path = out / "configs" / f"{cfg['name']}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run(configs: Sequence[Path], manifest: Path, splits: Sequence[str], out: Path, train: bool = True,
+        max_minutes: float | None = None) -> dict[str, Any]:
+    """Train/evaluate every config plus the classical baseline; returns all results.
+
+    ``max_minutes`` overrides every config's training budget (see :func:`with_budget`).
+    """
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     for config in configs:
+        if max_minutes is not None:
+            config = with_budget(config, max_minutes, out)
         cfg = load_config(config)
         run_dir = resolve_path(cfg["output_dir"])
         if train:
@@ -100,10 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--splits", nargs="+", default=["test"])
     parser.add_argument("--out", type=Path, default=resolve_path("runs/compare"))
     parser.add_argument("--no-train", action="store_true", help="reuse existing run folders")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="train every config for this wall-clock budget instead of its own (runs go under OUT/runs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
-    results = run(args.configs, args.manifest, args.splits, args.out, train=not args.no_train)
+    results = run(args.configs, args.manifest, args.splits, args.out, train=not args.no_train,
+                  max_minutes=args.max_minutes)
     print(markdown_table(results, args.splits))
     return 0
 

@@ -100,3 +100,15 @@ def test_config_run_warm_starts_from_init_from(synthetic_manifest: Path, tmp_pat
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(FileNotFoundError, match="init_from"):
         train_from_config(path)
+
+
+def test_comparison_budget_override_writes_a_derived_config(tmp_path: Path) -> None:
+    from ml.compare import with_budget
+
+    derived = with_budget(Path("ml/configs/compare_unet.yaml"), 12, tmp_path)
+    cfg = yaml.safe_load(derived.read_text())
+    original = yaml.safe_load(Path("ml/configs/compare_unet.yaml").read_text())
+    assert cfg["train"]["max_minutes"] == 12.0 and cfg["output_dir"] == str(tmp_path / "runs" / "compare_unet")
+    assert {k: v for k, v in cfg["train"].items() if k != "max_minutes"} == \
+        {k: v for k, v in original["train"].items() if k != "max_minutes"}
+    assert cfg["model"] == original["model"] and cfg["data"] == original["data"]
