@@ -268,7 +268,7 @@ def join_large_fragments(
         return parts
     labels, count = ndimage.label(rest, structure=_STRUCTURE_26)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    sizes = np.bincount(labels.ravel(), minlength=count + 1) * voxel_ml
+    sizes = component_sizes(labels, count) * voxel_ml
     candidates = [i for i in range(1, count + 1) if sizes[i] >= min_ml]
     if not candidates:
         return parts

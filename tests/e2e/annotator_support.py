@@ -139,13 +139,3 @@ def brush_stroke(page: Any, image_points: list[tuple[float, float]], label: int 
     settle(page)
     return path
 
-
-def distance_to_path(px: np.ndarray, path: list[tuple[float, float]]) -> np.ndarray:
-    """Distance (pixels) of each (N, 2) (x, y) point to the polyline ``path``."""
-    best = np.full(len(px), np.inf)
-    for (ax, ay), (bx, by) in zip(path, path[1:]):
-        a, b = np.array([ax, ay], float), np.array([bx, by], float)
-        ab = b - a
-        t = np.clip(((px - a) @ ab) / max(ab @ ab, 1e-9), 0, 1)
-        best = np.minimum(best, np.linalg.norm(px - (a + t[:, None] * ab), axis=1))
-    return best

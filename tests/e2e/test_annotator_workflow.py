@@ -20,7 +20,6 @@ from PIL import Image
 from annotator_support import (
     VIEWER,
     brush_stroke,
-    distance_to_path,
     labelmap,
     log_in,
     make_ct_task,
@@ -30,7 +29,7 @@ from annotator_support import (
     settle,
     wait_ready,
 )
-from viewer_support import VIEWPORT
+from viewer_support import VIEWPORT, distance_to_path
 
 pytestmark = [pytest.mark.e2e]
 

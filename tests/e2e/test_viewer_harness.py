@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from viewer_support import CT_SLICES, ViewerServer, ct_lung_labels, xray_lung_labels
+from viewer_support import CT_SLICES, ViewerServer, ct_lung_labels, distance_to_path, xray_lung_labels
 
 pytestmark = pytest.mark.e2e
 
@@ -86,16 +86,6 @@ def diff_after_edit(page) -> list[list[int]]:
     page.wait_for_function(DIFF_JS.replace("return out;", "return out.length > 0;"), timeout=5000)
     return page.evaluate(DIFF_JS)
 
-
-def distance_to_path(px: np.ndarray, path: list[tuple[int, int]]) -> np.ndarray:
-    """Distance (pixels) of each (N, 2) point to the polyline `path`."""
-    best = np.full(len(px), np.inf)
-    for (ax, ay), (bx, by) in zip(path, path[1:]):
-        a, b = np.array([ax, ay], float), np.array([bx, by], float)
-        ab = b - a
-        t = np.clip(((px - a) @ ab) / max(ab @ ab, 1e-9), 0, 1)
-        best = np.minimum(best, np.linalg.norm(px - (a + t[:, None] * ab), axis=1))
-    return best
 
 
 def test_xray_render_overlay_brush_undo_eraser(page, viewer_server: ViewerServer, artifacts: Path) -> None:

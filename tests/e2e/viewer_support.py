@@ -90,6 +90,17 @@ def ct_lung_labels() -> np.ndarray:
     return labels
 
 
+def distance_to_path(px: np.ndarray, path: list[tuple[float, float]]) -> np.ndarray:
+    """Distance (pixels) of each (N, 2) (x, y) point to the polyline ``path``."""
+    best = np.full(len(px), np.inf)
+    for (ax, ay), (bx, by) in zip(path, path[1:]):
+        a, b = np.array([ax, ay], float), np.array([bx, by], float)
+        ab = b - a
+        t = np.clip(((px - a) @ ab) / max(ab @ ab, 1e-9), 0, 1)
+        best = np.minimum(best, np.linalg.norm(px - (a + t[:, None] * ab), axis=1))
+    return best
+
+
 def _dataset(sop_class: str, rows: int, cols: int, modality: str):
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
