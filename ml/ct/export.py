@@ -45,8 +45,11 @@ def postprocessing_steps() -> list[str]:
         "3D components, two lungs kept (eroded apart if touching)",
         f"further network components of at least {KEEP_FRAGMENTS_ML:g} mL (e.g. an apex cut off by a tumour) "
         "joined to the nearest lung",
+        "fragments below a lung base (gas under the diaphragm) never joined",
         f"fragments of the network mask and air below {refine.merge_air_hu:g} HU touching a lung merged into "
         "the nearest lung",
+        "gas under a diaphragm dome joined to a lung base by a thin bridge (a core of its own after 1-3 "
+        "erosions, below the lung's base) cut off",
         "holes filled per slice",
         "right/left from patient x of each lung centroid",
         "bilinear resize of the probability (made to agree with the labels) back to the input grid; voxels with "

@@ -250,7 +250,8 @@ def join_large_fragments(
 
     A tumour can cut an apex off the rest of its lung; such a piece is big, inside the body and
     close to its lung. Air outside the body (between arm and chest wall, in front of the neck)
-    that the network took for lung is not, and stays out.
+    and gas below a lung's base (under the diaphragm) that the network took for lung are not,
+    and stay out.
 
     Args:
         parts: ``(D, H, W)`` int lung components (1, 2) from :func:`separate_lungs`.
@@ -273,6 +274,7 @@ def join_large_fragments(
     if not candidates:
         return parts
     distance, indices = ndimage.distance_transform_edt(parts == 0, sampling=spacing, return_indices=True)
+    under = below_lung_base(parts > 0, spacing)
     out = parts.copy()
     for index in candidates:
         fragment = labels == index
@@ -280,10 +282,95 @@ def join_large_fragments(
             continue
         if distance[fragment].min() > max_gap_mm:
             continue
+        if under[fragment].mean() >= 0.5:
+            logger.info("dropped a %.1f mL fragment below a lung base (gas under the diaphragm)", sizes[index])
+            continue
         nearest = parts[tuple(axis[fragment] for axis in indices)]
         out[fragment] = nearest
         logger.info("joined a lung fragment of %.1f mL", sizes[index])
     return out
+
+
+def below_lung_base(lungs: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """Voxels below the lungs' base surface.
+
+    The base surface is the lowest lung voxel of each (H, W) column, extended to the columns
+    without lung by the nearest lung column (so gas under the heart, medial to a lung base,
+    is below it too). In the canonical orientation the D axis runs toward superior, so "below"
+    is a lower slice index. Gas under a diaphragm dome (stomach, colon) lies there; a piece of
+    lung cut off by a tumour (an apex above a mass, a segment beside it) does not.
+
+    Args:
+        lungs: ``(D, H, W)`` boolean lungs.
+        spacing: ``(D, H, W)`` mm (the in-plane part decides the nearest column).
+
+    Returns:
+        ``(D, H, W)`` boolean, False on the lung voxels themselves.
+    """
+    columns = lungs.any(0)
+    if not columns.any():
+        return np.zeros(lungs.shape, dtype=bool)
+    base = np.argmax(lungs, axis=0)
+    if not columns.all():
+        _, (rows, cols) = ndimage.distance_transform_edt(~columns, sampling=spacing[1:], return_indices=True)
+        base = base[rows, cols]
+    return np.arange(lungs.shape[0])[:, None, None] < base[None]
+
+
+def split_off_gas_below_bases(
+    parts: np.ndarray,
+    spacing: tuple[float, float, float],
+    min_ml: float = 5.0,
+    max_erosions: int = 3,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut gas under a diaphragm dome (stomach, colon) off a lung it is joined to.
+
+    On coarse or noisy scans the network can take the stomach bubble for lung, joined to the
+    lung base by a thin partial-volume bridge through the diaphragm. Each lung is eroded until
+    a core apart from its main core appears; a core of at least ``min_ml`` lying below the main
+    core's base (:func:`below_lung_base`) is gas, and the voxels nearer to it than to the main
+    core are removed. A costophrenic recess stays: it is thin, so its core is small or absent.
+
+    Args:
+        parts: ``(D, H, W)`` int lungs (1, 2).
+        spacing: ``(D, H, W)`` mm.
+        min_ml: smallest eroded core treated as gas, in mL.
+        max_erosions: deepest erosion tried (6-connected steps).
+
+    Returns:
+        ``(parts without the gas, boolean mask of the removed voxels)``.
+    """
+    out = parts.copy()
+    removed = np.zeros(parts.shape, dtype=bool)
+    min_voxels = max(1, int(min_ml * 1000.0 / float(np.prod(spacing))))
+    for lung in (1, 2):
+        mask = parts == lung
+        if not mask.any():
+            continue
+        box = bounding_box(mask, margin=1)
+        sub = mask[box]
+        core = sub
+        for _ in range(max_erosions):
+            core = ndimage.binary_erosion(core, structure=_STRUCTURE_6)
+            cores, count = ndimage.label(core, structure=_STRUCTURE_26)
+            if count < 2:
+                continue
+            sizes = component_sizes(cores, count)
+            sizes[0] = 0
+            main = int(np.argmax(sizes))
+            under = below_lung_base(cores == main, spacing)
+            gas = [i for i in range(1, count + 1)
+                   if i != main and sizes[i] >= min_voxels and under[cores == i].mean() >= 0.5]
+            if not gas:
+                continue
+            seeds = np.where(np.isin(cores, gas), 2, np.where(cores == main, 1, 0))
+            _, indices = ndimage.distance_transform_edt(seeds == 0, sampling=spacing, return_indices=True)
+            cut = sub & (seeds[tuple(indices)] == 2)
+            out[box][cut] = 0
+            removed[box] |= cut
+            logger.info("cut %.1f mL of gas below the base of lung %d", cut.sum() * np.prod(spacing) / 1000.0, lung)
+            break
+    return out, removed
 
 
 def merge_fragments(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -415,6 +502,7 @@ def postprocess_lungs(
         inside = body[box] if body is not None else body_mask(volume_hu)
         parts = join_large_fragments(parts, lung, spacing, keep_fragments_ml, body=inside)
     parts = merge_fragments(parts, candidates & ~airway)
+    parts, _ = split_off_gas_below_bases(parts, spacing)
     labels = assign_sides(parts, direction, offset=tuple(s.start for s in box), full_width=out.shape[2])
     out[box] = fill_lung_holes(labels)
     return out

@@ -25,8 +25,6 @@ CASES = ["nsclc_lung1_001", "nsclc_lung1_002", "cip_copdgene_10002K", "imlab_uii
 KNOWN_SHORTFALL = {
     "nsclc_lung1_002": "held-out NSCLC case: right lung Dice ~0.94; the reference counts the dense collapsed "
                        "lung behind the tumour as lung in some slices, the model does not; see ml/README.md, CT results",
-    "imlab_uiip_id002": "lung Dice 0.93 for the model and 0.94 for the classical method (+12 % / +6 % volume "
-                        "against the reference); see ml/README.md, CT results",
 }
 _PREDICTORS: dict[str, CTPredictor] = {}
 

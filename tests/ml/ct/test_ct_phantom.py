@@ -14,11 +14,13 @@ from ml.ct.phantom import make_phantom
 from ml.ct.postprocess import (
     airway_mask,
     assign_sides,
+    below_lung_base,
     body_mask,
     fill_lung_holes,
     join_large_fragments,
     merge_fragments,
     separate_lungs,
+    split_off_gas_below_bases,
 )
 from ml.ct.quantify import quantify_lungs
 
@@ -150,3 +152,30 @@ def test_large_fragments_join_their_lung_only_when_inside_and_near() -> None:
     assert not joined[23:24, 8:10, 26:28].any()
     far = join_large_fragments(parts, mask, (1.0, 1.0, 1.0), min_ml=0.1, body=body, max_gap_mm=2.0)
     assert not far[23:28, 6:14, 4:12].any()
+
+
+def test_stomach_joined_to_a_lung_base_by_a_thin_bridge_is_cut_off_but_a_recess_stays() -> None:
+    parts = np.zeros((40, 40, 40), np.int32)
+    parts[14:36, 6:34, 4:18] = 1  # right lung
+    parts[14:36, 6:34, 22:36] = 2  # left lung
+    parts[4:12, 20:32, 22:34] = 2  # stomach bubble under the left dome, 2 mm below the base ...
+    parts[12:14, 25:27, 27:29] = 2  # ... joined through the diaphragm by a 2-voxel bridge
+    parts[8:14, 6:34, 4:6] = 1  # a thin lateral recess of the right lung, 2 voxels wide
+    cut, removed = split_off_gas_below_bases(parts, (1.0, 1.0, 1.0), min_ml=0.05)
+    assert removed[4:12, 20:32, 22:34].all() and not cut[4:12, 20:32, 22:34].any()
+    assert (cut[14:36] == parts[14:36]).all(), "the lungs above the domes are untouched"
+    assert (cut[8:14, 6:34, 4:6] == 1).all(), "the recess is thin: no core of its own, kept"
+
+
+def test_gas_below_a_lung_base_is_not_joined_but_lung_beside_a_tumour_is() -> None:
+    parts = np.zeros((30, 20, 40), np.int32)
+    parts[8:26, 4:16, 3:14] = 1
+    parts[8:26, 4:16, 24:36] = 2
+    mask = parts > 0
+    mask[1:5, 6:14, 26:34] = True  # stomach gas under the left dome: 3 mm below the lung base
+    mask[12:20, 6:14, 16:20] = True  # a segment cut off beside a mediastinal tumour, mid-height
+    under = below_lung_base(parts > 0)
+    assert under[1:5, 6:14, 26:34].all() and not under[8:].any()
+    joined = join_large_fragments(parts, mask, (1.0, 1.0, 1.0), min_ml=0.1, body=np.ones_like(mask), max_gap_mm=5.0)
+    assert not joined[1:5, 6:14, 26:34].any()
+    assert set(np.unique(joined[12:20, 6:14, 16:20])) <= {1, 2} and joined[12:20, 6:14, 16:20].all()
