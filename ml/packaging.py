@@ -113,10 +113,71 @@ def package_checkpoint(
     return write_card(card, weights_path)
 
 
+def package_ensemble(
+    members: Sequence[str],
+    name: str,
+    aliases: Sequence[str] = (),
+    description: str = "",
+    weights_dir: Path = WEIGHTS_DIR,
+) -> ModelCard:
+    """Ship a probability-averaging ensemble of packaged models as one weights file + card.
+
+    Each member is a model name, alias or weights path with a card (package a training
+    checkpoint first with :func:`package_checkpoint`). The members must share the input size,
+    preprocessing and labels; the ensemble card takes them, with the post-processing and
+    inference settings, from the first member, and lists every member's training.
+
+    Raises:
+        ValueError: fewer than 2 members, or members that disagree on input or labels.
+    """
+    from ml.registry import load_model
+
+    if len(members) < 2:
+        raise ValueError("an ensemble needs at least 2 members")
+    loaded = [load_model(member) for member in members]
+    first = loaded[0][1]
+    for _, card in loaded[1:]:
+        for field in ("input_size", "labels", "in_channels", "num_classes", "modality"):
+            if getattr(card, field) != getattr(first, field):
+                raise ValueError(f"ensemble members disagree on {field}: {first.name} vs {card.name}")
+    specs = [{"architecture": card.architecture, "network_kwargs": card.network_kwargs, "member": card.name}
+             for _, card in loaded]
+    model = build_network("ensemble", first.in_channels, first.num_classes, members=specs)
+    state = {f"members.{i}.{key}": value.float().contiguous().cpu()
+             for i, (member, _) in enumerate(loaded) for key, value in member.state_dict().items()}
+    model.load_state_dict(state)
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    weights_path = weights_dir / f"{name}.pt"
+    torch.save(model.state_dict(), weights_path)
+    card = first.to_dict()
+    card.update({
+        "name": name,
+        "aliases": list(aliases),
+        "description": description,
+        "architecture": "ensemble",
+        "network_kwargs": {"members": specs},
+        "parameters": count_parameters(model),
+        "training": {
+            "ensemble": "mean of the members' softmax probabilities",
+            "command": "python -m ml.packaging --ensemble " + " ".join(members) + f" --name {name}",
+            "members": {member_card.name: member_card.training for _, member_card in loaded},
+            "licences": first.training.get("licences", CXR_DATA_LICENCES),
+            "licence_note": first.training.get("licence_note", LICENCE_NOTE),
+        },
+        "metrics": {},
+        "weights_file": weights_path.name,
+        "sha256": "",
+    })
+    return write_card(card, weights_path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: package a checkpoint and optionally attach evaluation summaries as metrics."""
     parser = argparse.ArgumentParser(prog="python -m ml.packaging", description=__doc__)
-    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("checkpoint", type=Path, nargs="?", help="training checkpoint (best.pt) to package")
+    parser.add_argument("--ensemble", nargs="+", metavar="MODEL", default=None,
+                        help="instead of a checkpoint: packaged models (names or weights paths) whose "
+                             "probabilities are averaged into one shipped model")
     parser.add_argument("--name", required=True)
     parser.add_argument("--alias", action="append", default=[])
     parser.add_argument("--description", default="")
@@ -125,17 +186,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--inference-json", default=None, help='e.g. {"tta_flip": true}')
     parser.add_argument("--postprocessing-json", default=None, help='e.g. {"keep_largest": true}')
     args = parser.parse_args(argv)
+    if (args.checkpoint is None) == (args.ensemble is None):
+        parser.error("give either a checkpoint or --ensemble MODEL MODEL ...")
     logging.basicConfig(level=logging.INFO)
     metrics: dict[str, Any] = {}
     for item in args.metrics:
         split, folder = item.split("=", 1)
         metrics[split] = headline(json.loads((Path(folder) / "summary.json").read_text()))
-    card = package_checkpoint(
-        args.checkpoint, args.name, args.alias, metrics,
-        json.loads(args.inference_json) if args.inference_json else None,
-        json.loads(args.postprocessing_json) if args.postprocessing_json else None,
-        args.description,
-    )
+    if args.ensemble:
+        card = package_ensemble(args.ensemble, args.name, args.alias, args.description)
+        if metrics:
+            card = update_card(str(card.weights_path), metrics=metrics)
+    else:
+        card = package_checkpoint(
+            args.checkpoint, args.name, args.alias, metrics,
+            json.loads(args.inference_json) if args.inference_json else None,
+            json.loads(args.postprocessing_json) if args.postprocessing_json else None,
+            args.description,
+        )
     print(json.dumps({"name": card.name, "sha256": card.sha256, "weights": str(card.weights_path)}, indent=2))
     return 0
 

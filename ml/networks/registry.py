@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from monai.networks.nets import AttentionUnet, UNet
 from torch import nn
 
@@ -37,7 +38,7 @@ def build_network(name: str, in_channels: int, out_channels: int, **kwargs: Any)
     """Build a registered network.
 
     Args:
-        name: ``unet``, ``resunet`` or ``attention_unet``.
+        name: ``unet``, ``resunet``, ``attention_unet`` or ``ensemble`` (``members=[...]``).
         in_channels: image channels (1 for X-ray).
         out_channels: classes including background (3: background, right lung, left lung).
         **kwargs: network options (``channels``, ``strides``, ``num_res_units``, ``dropout``,
@@ -127,3 +128,39 @@ def attention_unet(
         strides=_strides(channels, strides),
         dropout=dropout,
     )
+
+
+class ProbabilityEnsemble(nn.Module):
+    """Average of several networks' class probabilities.
+
+    The output is the log of the mean softmax, so a softmax of it gives back the mean
+    probability: callers that apply a softmax to "logits" (inference, evaluation, ONNX) need
+    no change.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([member(x).float().softmax(1) for member in self.members]).mean(0)
+        return probs.clamp_min(1e-7).log()
+
+
+@register_network("ensemble")
+def ensemble(
+    in_channels: int,
+    out_channels: int,
+    members: Sequence[dict[str, Any]] = (),
+) -> nn.Module:
+    """Probability-averaging ensemble of registered networks.
+
+    Args:
+        members: one ``{"architecture": name, "network_kwargs": {...}}`` per member.
+    """
+    return ProbabilityEnsemble([
+        build_network(str(m["architecture"]), in_channels, out_channels, **m.get("network_kwargs", {}))
+        for m in members
+    ])

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from ml.registry import (
     ModelNotFoundError,
@@ -59,3 +60,52 @@ def test_shipped_cards_are_complete() -> None:
             assert "metrics" in raw and "preprocessing" in raw
     cxr = [c for c in cards if "cxr" in c.aliases]
     assert len(cxr) <= 1
+
+
+def _second_tiny_model(tiny_model: Path, seed: int = 1, channels: tuple[int, ...] = (4, 8, 16)) -> Path:
+    from ml import LABELS
+    from ml.networks import build_network
+    from ml.registry import write_card
+
+    torch.manual_seed(seed)
+    kwargs = {"channels": list(channels), "strides": [2] * (len(channels) - 1), "num_res_units": 1}
+    weights = tiny_model.parent / f"tiny_res_{seed}.pt"
+    torch.save(build_network("resunet", 1, 3, **kwargs).state_dict(), weights)
+    write_card({"name": weights.stem, "aliases": [], "modality": "cxr", "architecture": "resunet",
+                "network_kwargs": kwargs, "in_channels": 1, "num_classes": 3, "input_size": [64, 64],
+                "labels": dict(LABELS), "preprocessing": {"low_pct": 0.5, "high_pct": 99.5},
+                "postprocessing": {}, "inference": {"tta_flip": False}, "training": {"command": "test"}}, weights)
+    return weights
+
+
+def test_packaged_ensemble_outputs_the_mean_of_its_members_probabilities(tiny_model: Path, tmp_path: Path) -> None:
+    from ml.packaging import package_ensemble
+
+    other = _second_tiny_model(tiny_model)
+    card = package_ensemble([str(tiny_model), str(other)], "tiny_ensemble", weights_dir=tmp_path / "ens")
+    assert card.architecture == "ensemble" and len(card.network_kwargs["members"]) == 2
+    assert "--ensemble" in card.training["command"]
+    ensemble, loaded_card = load_model(str(card.weights_path))
+    first, _ = load_model(str(tiny_model))
+    second, _ = load_model(str(other))
+    assert loaded_card.parameters == sum(p.numel() for m in (first, second) for p in m.parameters())
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        mean = 0.5 * (first(x).softmax(1) + second(x).softmax(1))
+        got = ensemble(x).softmax(1)
+    assert torch.allclose(got, mean, atol=1e-5)
+    assert not torch.allclose(first(x).softmax(1), second(x).softmax(1), atol=1e-3), "members must differ"
+
+
+def test_ensemble_members_must_agree_on_the_input(tiny_model: Path, tmp_path: Path) -> None:
+    from ml.packaging import package_ensemble
+    from ml.registry import write_card
+
+    other = _second_tiny_model(tiny_model)
+    card = resolve(str(other)).to_dict()
+    card["input_size"] = [128, 128]
+    write_card(card, other)
+    with pytest.raises(ValueError, match="input_size"):
+        package_ensemble([str(tiny_model), str(other)], "bad", weights_dir=tmp_path / "ens")
+    with pytest.raises(ValueError, match="at least 2"):
+        package_ensemble([str(tiny_model)], "bad", weights_dir=tmp_path / "ens")
