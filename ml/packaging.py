@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import torch
 
 from ml import LABELS
 from ml.networks import build_network, count_parameters
-from ml.registry import WEIGHTS_DIR, ModelCard, write_card
+from ml.registry import WEIGHTS_DIR, ModelCard, RegistryError, write_card
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def package_ensemble(
     loaded = [load_model(member) for member in members]
     first = loaded[0][1]
     for _, card in loaded[1:]:
-        for field in ("input_size", "labels", "in_channels", "num_classes", "modality"):
+        for field in ("modality", "input_size", "labels", "in_channels", "num_classes"):
             if getattr(card, field) != getattr(first, field):
                 raise ValueError(f"ensemble members disagree on {field}: {first.name} vs {card.name}")
     specs = [{"architecture": card.architecture, "network_kwargs": card.network_kwargs, "member": card.name}
@@ -194,7 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         split, folder = item.split("=", 1)
         metrics[split] = headline(json.loads((Path(folder) / "summary.json").read_text()))
     if args.ensemble:
-        card = package_ensemble(args.ensemble, args.name, args.alias, args.description)
+        try:
+            card = package_ensemble(args.ensemble, args.name, args.alias, args.description)
+        except (ValueError, RegistryError) as exc:
+            print(f"python -m ml.packaging: error: {exc}", file=sys.stderr)
+            return 2
         if metrics:
             card = update_card(str(card.weights_path), metrics=metrics)
     else:

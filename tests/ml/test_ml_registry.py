@@ -109,3 +109,11 @@ def test_ensemble_members_must_agree_on_the_input(tiny_model: Path, tmp_path: Pa
         package_ensemble([str(tiny_model), str(other)], "bad", weights_dir=tmp_path / "ens")
     with pytest.raises(ValueError, match="at least 2"):
         package_ensemble([str(tiny_model)], "bad", weights_dir=tmp_path / "ens")
+
+
+def test_packaging_cli_refuses_a_bad_ensemble_with_a_message() -> None:
+    result = subprocess.run([sys.executable, "-m", "ml.packaging", "--ensemble", "cxr", "ct", "--name", "mixed"],
+                            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 2
+    assert "disagree on modality" in result.stderr and "Traceback" not in result.stderr
+    assert not (Path(__file__).resolve().parents[2] / "ml" / "weights" / "mixed.pt").exists()
