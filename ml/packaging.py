@@ -18,7 +18,7 @@ import torch
 
 from ml import LABELS
 from ml.networks import build_network, count_parameters
-from ml.registry import WEIGHTS_DIR, ModelCard, RegistryError, write_card
+from ml.registry import WEIGHTS_DIR, ModelCard, RegistryError, load_model, write_card
 
 logger = logging.getLogger(__name__)
 
@@ -129,11 +129,9 @@ def package_ensemble(
     inference settings, from the first member, and lists every member's training.
 
     Raises:
-        ValueError: fewer than 2 members, or members that disagree on input or labels.
+        ValueError: fewer than 2 members, or members that disagree on modality, input or labels.
     """
-    from ml.registry import load_model
-
-    if len(members) < 2:
+    if len(members) < 2:  # checked before loading anything
         raise ValueError("an ensemble needs at least 2 members")
     loaded = [load_model(member) for member in members]
     first = loaded[0][1]

@@ -87,7 +87,6 @@ def diff_after_edit(page) -> list[list[int]]:
     return page.evaluate(DIFF_JS)
 
 
-
 def test_xray_render_overlay_brush_undo_eraser(page, viewer_server: ViewerServer, artifacts: Path) -> None:
     labels = xray_lung_labels()
     open_harness(page, harness_url(viewer_server, ["/dicom/xray.dcm"], "CR", "/mask/xray"))
