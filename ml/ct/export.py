@@ -3,6 +3,7 @@
 Usage::
 
     python -m ml.ct.export --checkpoint runs/ct_loco_nsclc002/best.pt --name ct_unet192_a --alias ct
+    python -m ml.ct.export --refresh-postprocessing --name ct_unet192   # after a post-processing change
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import torch
 
 from ml.config import resolve_path
 from ml.ct.data import read_manifest
-from ml.ct.inference import HU_REFINEMENT, KEEP_FRAGMENTS_ML
+from ml.ct.inference import HU_REFINEMENT, KEEP_FRAGMENTS_ML, RIM_THRESHOLD_RANGE_HU, HURefinement
 from ml.ct.network import ARCHITECTURE, network_kwargs
 from ml.ct.preprocess import HU_WINDOW
 from ml.registry import WEIGHTS_DIR, ModelCard, write_card
@@ -53,8 +55,27 @@ def postprocessing_steps() -> list[str]:
         "holes filled per slice",
         "right/left from patient x of each lung centroid",
         "bilinear resize of the probability (made to agree with the labels) back to the input grid; voxels with "
-        f"probability within {refine.margin:g} of 0.5 are lung only below {refine.threshold_hu:g} HU; holes filled",
+        f"probability within {refine.margin:g} of 0.5 are lung only below {_threshold_words(refine)}; holes filled",
     ]
+
+
+def _threshold_words(refine: HURefinement) -> str:
+    if refine.threshold_hu is not None:
+        return f"{refine.threshold_hu:g} HU"
+    low, high = RIM_THRESHOLD_RANGE_HU
+    return (f"-1000 x (0.5 - {refine.rim_offset_mm:g} mm / in-plane spacing) HU, clipped to [{low:g}, {high:g}] "
+            f"(the surface {refine.rim_offset_mm:g} mm outside the 50 % air boundary: about "
+            f"{refine.threshold_for((1.0, 1.0, 1.0)):.0f} HU at 1 mm, {refine.threshold_for((1.0, 4.0, 4.0)):.0f} HU at 4 mm)")
+
+
+def postprocessing_section() -> dict[str, Any]:
+    """The card's ``postprocessing`` for the current code (what :class:`CTPredictor` reads)."""
+    return {
+        "network_output": {"0": "background", "1": "lung"},
+        "hu_refinement": asdict(HU_REFINEMENT),
+        "keep_fragments_ml": KEEP_FRAGMENTS_ML,
+        "steps": postprocessing_steps(),
+    }
 
 
 def training_cases(config: dict[str, Any]) -> list[str]:
@@ -95,12 +116,7 @@ def build_card(checkpoint: dict[str, Any], name: str, aliases: list[str], loco_o
             "context_slices": context,
             "channels": "slices z-1, z, z+1 (edge slices repeated)" if context == 1 else f"±{context} slices",
         },
-        "postprocessing": {
-            "network_output": {"0": "background", "1": "lung"},
-            "hu_refinement": asdict(HU_REFINEMENT),
-            "keep_fragments_ml": KEEP_FRAGMENTS_ML,
-            "steps": postprocessing_steps(),
-        },
+        "postprocessing": postprocessing_section(),
         "inference": {"batch_size": 16, "threads": 2},
         "training": {
             "data": "../shared/data/ct (manifest.csv)",
@@ -147,16 +163,41 @@ def add_metrics(name: str, metrics: dict[str, Any], weights_dir: Path = WEIGHTS_
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def refresh_postprocessing(name: str, weights_dir: Path = WEIGHTS_DIR) -> None:
+    """Rewrite the ``postprocessing`` of a shipped card from the current code (weights unchanged).
+
+    Raises:
+        ExportError: no such card.
+    """
+    path = weights_dir / f"{name}.json"
+    if not path.is_file():
+        raise ExportError(f"{path}: no such model card")
+    data = json.loads(path.read_text())
+    data["postprocessing"] = postprocessing_section()
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """CLI: export a checkpoint."""
+    """CLI: export a checkpoint, or refresh a shipped card's post-processing."""
     parser = argparse.ArgumentParser(prog="python -m ml.ct.export", description=__doc__)
-    parser.add_argument("--checkpoint", type=Path, required=True)
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--checkpoint", type=Path, help="training checkpoint to export as NAME")
+    action.add_argument("--refresh-postprocessing", action="store_true",
+                        help="rewrite the post-processing section of the shipped card NAME from the current code")
     parser.add_argument("--name", required=True)
     parser.add_argument("--alias", action="append", default=[])
     parser.add_argument("--loco-of", default=None, help="the model this leave-one-case-out fold belongs to")
     parser.add_argument("--config", default="ml/configs/ct_default.yaml", help="config recorded in the card")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
+    try:
+        if args.refresh_postprocessing:
+            refresh_postprocessing(args.name)
+            print(WEIGHTS_DIR / f"{args.name}.json")
+            return 0
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     card = export_checkpoint(args.checkpoint, args.name, args.alias, args.loco_of, args.config)
     print(card.weights_path)
     return 0

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -26,25 +27,59 @@ _EPS = 1e-3
 class HURefinement:
     """Boundary refinement on the input grid: uncertain voxels decided by an HU threshold.
 
+    The threshold is either fixed (``threshold_hu``) or derived from the in-plane voxel size
+    (``rim_offset_mm``, see :meth:`threshold_for`). Exactly one of the two is set.
+
     Attributes:
-        threshold_hu: lung/soft-tissue threshold in HU.
+        threshold_hu: fixed lung/soft-tissue threshold in HU.
+        rim_offset_mm: distance in mm by which the reference lung surface lies outside the
+            50 %-air boundary (the partial-volume rim of the pleura that contours include).
         margin: probability half-width around 0.5 treated as uncertain.
         merge_air: also merge air below ``merge_air_hu`` inside the body that touches a lung (on
             the model grid) into the nearest lung, recovering parenchyma the network missed.
         merge_air_hu: air threshold for ``merge_air`` in HU.
     """
 
-    threshold_hu: float = -400.0
+    threshold_hu: float | None = None
+    rim_offset_mm: float | None = None
     margin: float = 0.3
     merge_air: bool = False
     merge_air_hu: float = -400.0
 
+    def __post_init__(self) -> None:
+        if (self.threshold_hu is None) == (self.rim_offset_mm is None):
+            raise ValueError("HURefinement needs exactly one of threshold_hu and rim_offset_mm")
+        if self.rim_offset_mm is not None and self.rim_offset_mm < 0:
+            raise ValueError(f"rim_offset_mm must be >= 0, got {self.rim_offset_mm}")
 
-HU_REFINEMENT = HURefinement(threshold_hu=-250.0, margin=0.3, merge_air=True, merge_air_hu=-400.0)
-"""The refinement shipped with the CT model. The band threshold (−250 HU: boundary voxels about
-one third air count as lung) was chosen on the full-resolution manual NSCLC training contours,
-which include the partial-volume rim of the pleura; see ml/README.md for what it costs on the
-resampled low-resolution references."""
+    def threshold_for(self, spacing: tuple[float, float, float]) -> float:
+        """The HU threshold for a volume of voxel ``spacing`` ``(D, H, W)`` mm.
+
+        A boundary voxel of in-plane size ``v`` whose air fraction is ``a`` has about
+        ``-1000·a`` HU. Counting it as lung when ``a ≥ 0.5 − rim_offset_mm / v`` moves the
+        surface ``rim_offset_mm`` outward whatever the voxel size: about −250 HU at 1 mm
+        (manual contours that include the pleural rim), about −420 HU at 4 mm, where the
+        same rim is a small part of a voxel. Clipped to [−500, −100] HU.
+        """
+        if self.threshold_hu is not None:
+            return float(self.threshold_hu)
+        in_plane = math.sqrt(float(spacing[1]) * float(spacing[2]))
+        air_fraction = 0.5 - float(self.rim_offset_mm) / in_plane
+        return float(min(RIM_THRESHOLD_RANGE_HU[1], max(RIM_THRESHOLD_RANGE_HU[0], -1000.0 * air_fraction)))
+
+    def at(self, spacing: tuple[float, float, float]) -> HURefinement:
+        """This refinement with the threshold fixed for ``spacing``."""
+        return replace(self, threshold_hu=self.threshold_for(spacing), rim_offset_mm=None)
+
+
+RIM_THRESHOLD_RANGE_HU = (-500.0, -100.0)
+"""Bounds of the spacing-derived threshold: never beyond 50 % air, never into soft tissue."""
+
+HU_REFINEMENT = HURefinement(rim_offset_mm=0.3, margin=0.3, merge_air=True, merge_air_hu=-400.0)
+"""The refinement shipped with the CT model. The reference surface lies ``rim_offset_mm``
+outside the 50 %-air boundary; the offset was fitted on the training cases (full-resolution
+manual NSCLC contours and the 3 mm imlab volumes) and checked on the val cases; see
+ml/README.md. A fixed −250 HU, used before, suits 1 mm voxels only."""
 
 KEEP_FRAGMENTS_ML = 10.0
 """Network lung components of at least this volume beyond the two lungs are kept (joined to the
@@ -147,7 +182,8 @@ class CTPredictor:
             probability > 0.5, hu_small, small_grid_spacing(spacing, box, self.size, factor), direction, extra,
             keep_fragments_ml=self.keep_fragments_ml, body=body,
         )
-        labels = upsample_labels(probability, small_labels, box, volume_hu.shape, volume_hu, self.refine)
+        refine = self.refine.at(spacing) if self.refine else None
+        labels = upsample_labels(probability, small_labels, box, volume_hu.shape, volume_hu, refine)
         timings["postprocess_s"] = time.perf_counter() - start - sum(timings.values())
         volumes = quantify_lungs(labels, volume_hu, spacing)
         timings["quantify_s"] = time.perf_counter() - start - sum(timings.values())
@@ -212,12 +248,15 @@ def upsample_labels(
         shape: input grid shape ``(D, H, W)``.
         volume_hu: ``(D, H, W)`` HU on the input grid (needed with ``refine``).
         refine: when given, voxels of uncertain probability (within ``refine.margin`` of 0.5)
-            are lung only if below ``refine.threshold_hu`` (sharper pleural boundary).
+            are lung only if below its threshold for this volume (sharper pleural boundary;
+            a spacing-derived threshold needs the volume's spacing, see :meth:`HURefinement.at`).
         chunk: slices resized at once (bounds memory).
 
     Returns:
         ``(D, H, W)`` uint8 labels.
     """
+    if refine is not None and refine.threshold_hu is None:
+        raise ValueError("upsample_labels needs a fixed threshold: pass refine.at(spacing)")
     depth, height, width = shape
     lungs = small_labels > 0
     # away from the kept lungs (airways, fragments, stray voxels) the probability is zeroed

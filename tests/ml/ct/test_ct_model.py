@@ -8,14 +8,16 @@ nsclc_lung1_002 was never seen by ``ct_unet192``. The imlab train cases are seen
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import pytest
 
 from ml import metrics
 from ml.ct.api import _loco_partners
 from ml.ct.data import read_manifest
-from ml.ct.inference import CTPredictor
-from ml.ct.io import read_ct, read_label
+from ml.ct.inference import CTPredictor, predict_classical
+from ml.ct.io import CTMeta, read_ct, read_label
 from ml.registry import resolve
 
 pytestmark = pytest.mark.realdata
@@ -26,13 +28,48 @@ KNOWN_SHORTFALL = {
     "nsclc_lung1_002": "held-out NSCLC case: right lung Dice ~0.94; the reference counts the dense collapsed "
                        "lung behind the tumour as lung in some slices, the model does not; see ml/README.md, CT results",
 }
+NOT_BETTER_THAN_CLASSICAL = {
+    "cip_copdgene_10002K": "level, not better: automatic threshold-based reference on a smoothed x8-downsampled volume; "
+                           "model 0.987/0.987 vs classical 0.988/0.986 (right/left); see ml/README.md, CT results",
+}
 _PREDICTORS: dict[str, CTPredictor] = {}
+
+
+class Segmented(NamedTuple):
+    name: str
+    labels: np.ndarray
+    truth: np.ndarray
+    lr_labels: bool
+    volume: np.ndarray
+    meta: CTMeta
+
+
+_SEGMENTED: dict[str, Segmented] = {}
 
 
 def _predictor(name: str) -> CTPredictor:
     if name not in _PREDICTORS:
         _PREDICTORS[name] = CTPredictor.from_registry(name)
     return _PREDICTORS[name]
+
+
+def _segmented(shared_data: Path, case: str) -> Segmented:
+    """A case segmented by the shipped model (its LOCO fold where there is one), once per session."""
+    if case not in _SEGMENTED:
+        card = resolve("ct")
+        record = next(r for r in read_manifest(shared_data / "ct" / "manifest.csv", "all") if r.case == case)
+        name = _loco_partners(card).get(case, card.name) if case in card.training["cases"] else card.name
+        volume, meta = read_ct(record.ct)
+        truth = read_label(record.labels, meta)
+        labels = _predictor(name).predict(volume, meta.spacing_dhw, meta.direction).labels
+        _SEGMENTED[case] = Segmented(name, labels, truth, record.lr_labels, volume, meta)
+    return _SEGMENTED[case]
+
+
+def _dice_per_side(labels: np.ndarray, truth: np.ndarray, lr_labels: bool) -> dict[str, float]:
+    pairs = {"right": (labels == 1, truth == 1), "left": (labels == 2, truth == 2)} if lr_labels \
+        else {"lung": (labels > 0, truth > 0)}
+    return {side: metrics.dice(pred, true) for side, (pred, true) in pairs.items()}
 
 
 def test_shipped_card_is_a_ct_model_with_sides() -> None:
@@ -49,29 +86,37 @@ def test_shipped_card_is_a_ct_model_with_sides() -> None:
      else c for c in CASES],
 )
 def test_shipped_weights_reach_dice_095_per_lung(shared_data: Path, case: str) -> None:
-    card = resolve("ct")
-    record = next(r for r in read_manifest(shared_data / "ct" / "manifest.csv", "all") if r.case == case)
-    name = _loco_partners(card).get(case, card.name) if case in card.training["cases"] else card.name
-    volume, meta = read_ct(record.ct)
-    truth = read_label(record.labels, meta)
-    labels = _predictor(name).predict(volume, meta.spacing_dhw, meta.direction).labels
-    pairs = {"right": (labels == 1, truth == 1), "left": (labels == 2, truth == 2)} if record.lr_labels \
-        else {"lung": (labels > 0, truth > 0)}
-    scores = {side: metrics.dice(pred, true) for side, (pred, true) in pairs.items()}
-    assert min(scores.values()) >= 0.95, f"{case} with {name}: {scores}"
+    seg = _segmented(shared_data, case)
+    scores = _dice_per_side(seg.labels, seg.truth, seg.lr_labels)
+    assert min(scores.values()) >= 0.95, f"{case} with {seg.name}: {scores}"
 
 
-def test_held_out_nsclc_001_meets_the_dice_and_volume_targets(shared_data: Path) -> None:
-    """Leave-one-case-out: the fold that never saw nsclc_lung1_001 reaches Dice ≥ 0.97 and ±3 % volume per lung."""
-    card = resolve("ct")
-    case = "nsclc_lung1_001"
-    name = _loco_partners(card)[case]
-    record = next(r for r in read_manifest(shared_data / "ct" / "manifest.csv", "all") if r.case == case)
-    volume, meta = read_ct(record.ct)
-    truth = read_label(record.labels, meta)
-    labels = _predictor(name).predict(volume, meta.spacing_dhw, meta.direction).labels
-    for side in (1, 2):
-        pred, true = labels == side, truth == side
-        assert metrics.dice(pred, true) >= 0.97, (side, metrics.dice(pred, true))
-        error = 100.0 * (int(pred.sum()) - int(true.sum())) / int(true.sum())
-        assert abs(error) <= 3.0, (side, error)
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=NOT_BETTER_THAN_CLASSICAL[c]))
+     if c in NOT_BETTER_THAN_CLASSICAL else c for c in CASES],
+)
+def test_model_beats_the_classical_baseline_on_every_lung(shared_data: Path, case: str) -> None:
+    """Per lung (or per whole lung where the reference has no sides), model Dice > classical Dice."""
+    seg = _segmented(shared_data, case)
+    model = _dice_per_side(seg.labels, seg.truth, seg.lr_labels)
+    baseline = predict_classical(seg.volume, seg.meta.spacing_dhw, seg.meta.direction).labels
+    classical = _dice_per_side(baseline, seg.truth, seg.lr_labels)
+    assert all(model[side] > classical[side] for side in model), f"{case} with {seg.name}: {model} vs classical {classical}"
+
+
+def test_held_out_nsclc_001_reaches_dice_097_per_lung(shared_data: Path) -> None:
+    """Leave-one-case-out: the fold that never saw nsclc_lung1_001 reaches Dice ≥ 0.97 per lung."""
+    seg = _segmented(shared_data, "nsclc_lung1_001")
+    assert seg.name == _loco_partners(resolve("ct"))["nsclc_lung1_001"]
+    scores = _dice_per_side(seg.labels, seg.truth, seg.lr_labels)
+    assert min(scores.values()) >= 0.97, scores
+
+
+@pytest.mark.parametrize("case", ["nsclc_lung1_001", "nsclc_lung1_002"])
+def test_held_out_nsclc_volumes_within_3_percent(shared_data: Path, case: str) -> None:
+    """Both NSCLC cases are segmented by a model that never saw them; each lung's volume within ±3 %."""
+    seg = _segmented(shared_data, case)
+    errors = {side: 100.0 * (int((seg.labels == side).sum()) - int((seg.truth == side).sum())) / int((seg.truth == side).sum())
+              for side in (1, 2)}
+    assert all(abs(error) <= 3.0 for error in errors.values()), f"{case} with {seg.name}: {errors}"
