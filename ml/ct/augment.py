@@ -3,7 +3,9 @@
 Data are scarce (a handful of labelled volumes), so augmentation is strong: random rotation,
 scaling, shear, translation and left-right flips (the network predicts lung vs background, so a
 flip does not confuse sides), HU window shifts, noise, blur and low-resolution simulation (for
-the 3–4 mm in-plane cases).
+the 3–4 mm in-plane cases). Optionally, synthetic consolidation: soft-tissue blobs painted into
+the lung at its border, still labelled lung, so that collapsed or consolidated lung next to a
+tumour is not taken for chest wall or mediastinum (``consolidation`` in the training config).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from ml.ct.preprocess import HU_WINDOW
 
 
 def random_affine(
@@ -69,9 +73,86 @@ def random_intensity(image: torch.Tensor, generator: torch.Generator) -> torch.T
     return image
 
 
+def _to_model_scale(hu: torch.Tensor) -> torch.Tensor:
+    low, high = HU_WINDOW
+    return (hu - low) * (2.0 / (high - low)) - 1.0
+
+
+def random_consolidation(
+    image: torch.Tensor,
+    target: torch.Tensor,
+    generator: torch.Generator,
+    probability: float,
+    hu_range: tuple[float, float] = (-150.0, 60.0),
+    radius_range: tuple[float, float] = (0.04, 0.2),
+    min_lung_pixels: int = 400,
+) -> torch.Tensor:
+    """Paint soft-tissue blobs into the lung at its border; the labels stay lung.
+
+    For each sample chosen with ``probability`` (and with enough lung): an ellipse with a
+    ragged edge (low-frequency noise on its level set) is centred on a random lung border
+    pixel, clipped to the lung, and filled with a soft-tissue value from ``hu_range`` plus
+    texture, the same in every context channel. This mimics collapsed or consolidated lung
+    (atelectasis behind a tumour, pneumonia, effusion-compressed bases), which manual
+    references count as lung.
+
+    Args:
+        image: ``(B, C, S, S)`` windowed images in [-1, 1] (modified copy returned).
+        target: ``(B, 1, S, S)`` int64 labels (1 = lung), unchanged.
+        generator: random source.
+        probability: chance per sample.
+        hu_range: tissue HU range of the blob.
+        radius_range: ellipse semi-axes as fractions of the image side.
+        min_lung_pixels: samples with less lung are left alone.
+
+    Returns:
+        The augmented images.
+    """
+    if probability <= 0.0:
+        return image
+    batch, _, size, _ = image.shape
+    rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    lung = target[:, 0] > 0
+    chosen = (rand(batch) < probability) & (lung.flatten(1).sum(1) >= min_lung_pixels)
+    if not chosen.any():
+        return image
+    image = image.clone()
+    outside = (~lung).float()[:, None]
+    border = lung & (F.max_pool2d(outside, 3, stride=1, padding=1)[:, 0] > 0)
+    coords = torch.arange(size, dtype=torch.float32)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    for b in torch.nonzero(chosen).flatten().tolist():
+        candidates = torch.nonzero(border[b].flatten()).flatten()
+        if candidates.numel() == 0:
+            continue
+        centre = int(candidates[int(rand(1) * candidates.numel()) % candidates.numel()])
+        cy, cx = divmod(centre, size)
+        low, high = radius_range
+        ry, rx = (size * (low + (high - low) * rand(2))).tolist()
+        angle = float(rand(1)) * math.pi
+        cos, sin = math.cos(angle), math.sin(angle)
+        u = ((xx - cx) * cos + (yy - cy) * sin) / rx
+        v = (-(xx - cx) * sin + (yy - cy) * cos) / ry
+        ragged = F.interpolate(torch.randn(1, 1, 8, 8, generator=generator), size=(size, size), mode="bilinear",
+                               align_corners=False)[0, 0]
+        blob = ((u**2 + v**2 + 0.35 * ragged) <= 1.0) & lung[b]
+        if not blob.any():
+            continue
+        # partial-volume edge inside the lung; the chest wall and mediastinum are left as they are
+        soft = F.avg_pool2d(blob.float()[None, None], 3, stride=1, padding=1)[0, 0] * lung[b]
+        hu = hu_range[0] + (hu_range[1] - hu_range[0]) * float(rand(1))
+        texture = F.interpolate(torch.randn(1, 1, size // 4, size // 4, generator=generator), size=(size, size),
+                                mode="bilinear", align_corners=False)[0, 0] * 25.0
+        value = _to_model_scale(hu + texture)
+        image[b] = image[b] * (1.0 - soft) + value * soft
+    return image
+
+
 def augment_batch(
-    image: torch.Tensor, target: torch.Tensor, generator: torch.Generator
+    image: torch.Tensor, target: torch.Tensor, generator: torch.Generator, consolidation: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Geometric then intensity augmentation of ``(B, C, S, S)`` images and ``(B, 1, S, S)`` labels."""
+    """Geometric, optional consolidation, then intensity augmentation of ``(B, C, S, S)`` images
+    and ``(B, 1, S, S)`` labels (``consolidation``: chance per sample, see :func:`random_consolidation`)."""
     image, target = random_affine(image, target, generator)
+    image = random_consolidation(image, target, generator, consolidation)
     return random_intensity(image, generator), target

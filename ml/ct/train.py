@@ -4,7 +4,7 @@ Config keys (see ``ml/configs/ct_default.yaml``): ``manifest``, ``train_splits``
 ``val_splits``, ``exclude_cases`` (leave-one-case-out folds), ``pseudo_label`` (unlabelled CT
 inputs labelled by the classical method), ``case_weight``, ``size``, ``context``, ``network``,
 ``batch_size``, ``lr``, ``epochs``, ``samples_per_epoch``, ``max_minutes``, ``threads``,
-``seed``, ``out_dir``. The checkpoint with the best mean val Dice is kept as ``best.pt``.
+``seed``, ``out_dir``, ``consolidation`` (chance per slice of synthetic consolidation, default 0). The checkpoint with the best mean val Dice is kept as ``best.pt``.
 """
 
 from __future__ import annotations
@@ -166,7 +166,8 @@ def train(config_path: Path) -> Path:
         writer.writerow(["epoch", "train_loss", "val_dice", *[c.case for c in val_cases], "seconds"])
         start = time.monotonic()
         for epoch in range(1, epochs + 1):
-            train_loss = _train_epoch(model, loader, optimiser, schedule, loss_fn, generator)
+            train_loss = _train_epoch(model, loader, optimiser, schedule, loss_fn, generator,
+                                      float(config.get("consolidation", 0.0)))
             per_case = [volume_dice(model, c, context) for c in val_cases]
             val_dice = float(np.mean(per_case)) if per_case else -train_loss
             writer.writerow([epoch, f"{train_loss:.4f}", f"{val_dice:.4f}", *[f"{d:.4f}" for d in per_case],
@@ -191,6 +192,7 @@ def _train_epoch(
     schedule: TimeCosineSchedule,
     loss_fn: torch.nn.Module,
     generator: torch.Generator,
+    consolidation: float = 0.0,
 ) -> float:
     model.train()
     losses = []
@@ -198,7 +200,7 @@ def _train_epoch(
         if schedule.finished:
             break
         schedule.step()
-        image, target = augment_batch(image, target, generator)
+        image, target = augment_batch(image, target, generator, consolidation)
         loss = loss_fn(model(image), target)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
