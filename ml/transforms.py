@@ -4,6 +4,9 @@ Working on whole batches keeps the cost per image tiny on CPU (one ``grid_sample
 Geometric transforms are applied identically to images (bilinear) and labels (nearest).
 A horizontal flip mirrors the image, so the patient's right lung moves to the other side of the
 picture: label 1 (right lung) and label 2 (left lung) are swapped, see :func:`hflip_labels`.
+Optionally, opacities are painted into the lungs at their border (labels unchanged), so that
+consolidation, effusion or dense bases are not taken for the diaphragm or the heart
+(``p_opacity``; the same blobs serve the CT consolidation augmentation, :mod:`ml.ct.augment`).
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ class AugmentConfig:
     noise_std: float = 0.03
     p_blur: float = 0.2
     blur_sigma_max: float = 1.5
+    p_opacity: float = 0.0
+    opacity_level: tuple[float, float] = (0.55, 0.9)
+    opacity_alpha: tuple[float, float] = (0.4, 0.9)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> AugmentConfig:
@@ -70,6 +76,50 @@ class AugmentConfig:
         if unknown:
             raise ValueError(f"unknown augmentation option(s): {sorted(unknown)}")
         return cls(**values)
+
+
+def lung_border(lung: torch.Tensor) -> torch.Tensor:
+    """Lung pixels with a non-lung 8-neighbour, for boolean ``(B, H, W)`` masks."""
+    outside = (~lung).float()[:, None]
+    return lung & (F.max_pool2d(outside, 3, stride=1, padding=1)[:, 0] > 0)
+
+
+def ragged_blob(
+    border: torch.Tensor, generator: torch.Generator, radius_range: tuple[float, float] = (0.04, 0.2)
+) -> torch.Tensor | None:
+    """A random ellipse with a ragged edge centred on a random ``border`` pixel.
+
+    Args:
+        border: ``(S, S)`` boolean candidate centres.
+        generator: random source (draws: centre, two semi-axes, angle, 8×8 edge noise).
+        radius_range: semi-axes as fractions of the side ``S``.
+
+    Returns:
+        ``(S, S)`` boolean blob, or ``None`` when ``border`` is empty.
+    """
+    size = border.shape[-1]
+    candidates = torch.nonzero(border.flatten()).flatten()
+    if candidates.numel() == 0:
+        return None
+    rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    centre = int(candidates[int(rand(1) * candidates.numel()) % candidates.numel()])
+    cy, cx = divmod(centre, size)
+    low, high = radius_range
+    ry, rx = (size * (low + (high - low) * rand(2))).tolist()
+    angle = float(rand(1)) * math.pi
+    cos, sin = math.cos(angle), math.sin(angle)
+    coords = torch.arange(size, dtype=torch.float32)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    u = ((xx - cx) * cos + (yy - cy) * sin) / rx
+    v = (-(xx - cx) * sin + (yy - cy) * cos) / ry
+    ragged = F.interpolate(torch.randn(1, 1, 8, 8, generator=generator), size=(size, size), mode="bilinear",
+                           align_corners=False)[0, 0]
+    return (u**2 + v**2 + 0.35 * ragged) <= 1.0
+
+
+def soft_inside(blob: torch.Tensor, lung: torch.Tensor, kernel: int = 3) -> torch.Tensor:
+    """A ``(S, S)`` blob with an edge ramp ``kernel // 2`` pixels wide (box filter), kept inside ``lung``."""
+    return F.avg_pool2d(blob.float()[None, None], kernel, stride=1, padding=kernel // 2)[0, 0] * lung
 
 
 def _affine_matrices(batch: int, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
@@ -157,6 +207,32 @@ class BatchAugment:
         images = images + noise * std * gen_noise
         return images.clamp(0.0, 1.0)
 
+    def opacity(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Opacities blended into the lungs at their border (consolidation, effusion); labels unchanged."""
+        cfg, b = self.cfg, images.shape[0]
+        if cfg.p_opacity <= 0:
+            return images
+        lung = labels > 0
+        chosen = (self._rand(b) < cfg.p_opacity) & (lung.flatten(1).sum(1) >= 0.006 * lung[0].numel())
+        if not chosen.any():
+            return images
+        images = images.clone()
+        border = lung_border(lung)
+        size = images.shape[-1]
+        for i in torch.nonzero(chosen).flatten().tolist():
+            blob = ragged_blob(border[i], self.generator)
+            if blob is None:
+                continue
+            # a wide edge ramp: opacities fade out, they are rarely sharp-edged on a radiograph
+            soft = soft_inside(blob & lung[i], lung[i], kernel=2 * (size // 40) + 1).to(images)
+            level = cfg.opacity_level[0] + (cfg.opacity_level[1] - cfg.opacity_level[0]) * float(self._rand(1))
+            alpha = cfg.opacity_alpha[0] + (cfg.opacity_alpha[1] - cfg.opacity_alpha[0]) * float(self._rand(1))
+            texture = F.interpolate(torch.randn(1, 1, size // 8, size // 8, generator=self.generator),
+                                    size=images.shape[-2:], mode="bilinear", align_corners=False)[0, 0] * 0.03
+            weight = alpha * soft
+            images[i, 0] = images[i, 0] * (1.0 - weight) + (level + texture.to(images)) * weight
+        return images
+
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = self.geometric(images, labels)
-        return self.intensity(images), labels
+        return self.intensity(self.opacity(images, labels)), labels

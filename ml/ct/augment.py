@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ml.ct.preprocess import HU_WINDOW
+from ml.transforms import lung_border, ragged_blob, soft_inside
 
 
 def random_affine(
@@ -117,29 +118,13 @@ def random_consolidation(
     if not chosen.any():
         return image
     image = image.clone()
-    outside = (~lung).float()[:, None]
-    border = lung & (F.max_pool2d(outside, 3, stride=1, padding=1)[:, 0] > 0)
-    coords = torch.arange(size, dtype=torch.float32)
-    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    border = lung_border(lung)
     for b in torch.nonzero(chosen).flatten().tolist():
-        candidates = torch.nonzero(border[b].flatten()).flatten()
-        if candidates.numel() == 0:
-            continue
-        centre = int(candidates[int(rand(1) * candidates.numel()) % candidates.numel()])
-        cy, cx = divmod(centre, size)
-        low, high = radius_range
-        ry, rx = (size * (low + (high - low) * rand(2))).tolist()
-        angle = float(rand(1)) * math.pi
-        cos, sin = math.cos(angle), math.sin(angle)
-        u = ((xx - cx) * cos + (yy - cy) * sin) / rx
-        v = (-(xx - cx) * sin + (yy - cy) * cos) / ry
-        ragged = F.interpolate(torch.randn(1, 1, 8, 8, generator=generator), size=(size, size), mode="bilinear",
-                               align_corners=False)[0, 0]
-        blob = ((u**2 + v**2 + 0.35 * ragged) <= 1.0) & lung[b]
-        if not blob.any():
+        blob = ragged_blob(border[b], generator, radius_range)
+        if blob is None or not (blob & lung[b]).any():
             continue
         # partial-volume edge inside the lung; the chest wall and mediastinum are left as they are
-        soft = F.avg_pool2d(blob.float()[None, None], 3, stride=1, padding=1)[0, 0] * lung[b]
+        soft = soft_inside(blob & lung[b], lung[b])
         hu = hu_range[0] + (hu_range[1] - hu_range[0]) * float(rand(1))
         texture = F.interpolate(torch.randn(1, 1, size // 4, size // 4, generator=generator), size=(size, size),
                                 mode="bilinear", align_corners=False)[0, 0] * 25.0

@@ -50,3 +50,27 @@ def test_full_augmentation_keeps_label_values_and_range() -> None:
     assert set(out_lab.unique().tolist()) <= {0, 1, 2}
     assert (out_lab == 1).sum() > 0.5 * (labels == 1).sum()
     assert not torch.equal(out_img, images)
+
+
+def test_opacity_brightens_inside_the_lungs_only_and_keeps_labels() -> None:
+    cfg = AugmentConfig.from_dict({"p_affine": 0, "p_intensity": 0, "p_noise": 0, "p_blur": 0, "p_opacity": 1.0})
+    size = 64
+    labels = torch.zeros(4, size, size, dtype=torch.long)
+    labels[:3, 16:48, 4:24] = 1
+    labels[:3, 16:48, 40:60] = 2  # the last image has no lung
+    images = torch.where(labels > 0, 0.2, 0.8)[:, None].float()  # dark lungs, bright tissue
+    out_img, out_lab = BatchAugment(cfg, seed=3)(images, labels.clone())
+    assert torch.equal(out_lab, labels)
+    changed = (out_img - images).abs()[:, 0] > 1e-6
+    assert not (changed & (labels == 0)).any(), "nothing outside the lungs changes"
+    assert changed[:3].flatten(1).any(dim=1).all(), "every image with lungs gets an opacity"
+    assert not changed[3].any()
+    assert (out_img[:, 0][changed] > 0.2).all(), "an opacity is brighter than the aerated lung"
+    assert out_img.min() >= 0 and out_img.max() <= 1
+
+
+def test_opacity_off_by_default() -> None:
+    images = torch.rand(2, 1, 32, 32)
+    labels = torch.stack([lungs(), lungs()])
+    assert AugmentConfig().p_opacity == 0.0
+    assert torch.equal(BatchAugment(AugmentConfig(), seed=0).opacity(images, labels), images)
