@@ -78,6 +78,16 @@ def postprocessing_section() -> dict[str, Any]:
     }
 
 
+def augmentation_words(config: dict[str, Any]) -> str:
+    """The training augmentation of a CT config, in words, for the model card."""
+    words = ("rotation ±15°, scale 0.8–1.2, aspect, shear, shift, left-right flip, HU gain/offset, noise, blur, "
+             "low-resolution simulation")
+    consolidation = float(config.get("consolidation", 0.0))
+    if consolidation > 0:
+        words += f", synthetic consolidation on {consolidation:.0%} of the slices"
+    return words
+
+
 def training_cases(config: dict[str, Any]) -> list[str]:
     """Labelled cases a CT config trains on (train splits minus exclusions), plus pseudo-labelled ones."""
     exclude = set(config.get("exclude_cases", []))
@@ -115,6 +125,7 @@ def build_card(checkpoint: dict[str, Any], name: str, aliases: list[str], loco_o
             "intensity": "HU clipped to the window and scaled to [-1, 1]",
             "context_slices": context,
             "channels": "slices z-1, z, z+1 (edge slices repeated)" if context == 1 else f"±{context} slices",
+            "thin_slices": "slices thinner than ~2.25 mm are averaged in groups to ~3 mm and the output interpolated back",
         },
         "postprocessing": postprocessing_section(),
         "inference": {"batch_size": 16, "threads": 2},
@@ -130,6 +141,11 @@ def build_card(checkpoint: dict[str, Any], name: str, aliases: list[str], loco_o
             "config": config,
             "epochs_run": int(checkpoint.get("epoch", 0)),
             "val_dice": round(float(checkpoint.get("val_dice", float("nan"))), 4),
+            "schedule": (f"{config.get('max_minutes', 25)} min wall-clock budget, {config.get('threads', 1)} thread(s), "
+                         f"cosine LR by elapsed time, {config.get('samples_per_epoch', 512)} slices per epoch; "
+                         f"checkpoint of epoch {int(checkpoint.get('epoch', 0))}"),
+            "augmentation": augmentation_words(config),
+            "not_used": "kmader64 (no HU: slices rescaled to 0..1)",
         },
         "metrics": {},
     }
