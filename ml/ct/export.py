@@ -23,7 +23,8 @@ from ml.ct.data import read_manifest
 from ml.ct.inference import HU_REFINEMENT, KEEP_FRAGMENTS_ML, RIM_THRESHOLD_RANGE_HU, HURefinement
 from ml.ct.network import ARCHITECTURE, network_kwargs
 from ml.ct.preprocess import HU_WINDOW
-from ml.registry import WEIGHTS_DIR, ModelCard, write_card
+from ml.packaging import update_card
+from ml.registry import WEIGHTS_DIR, ModelCard, RegistryError, write_card
 
 logger = logging.getLogger(__name__)
 
@@ -179,18 +180,13 @@ def add_metrics(name: str, metrics: dict[str, Any], weights_dir: Path = WEIGHTS_
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def refresh_postprocessing(name: str, weights_dir: Path = WEIGHTS_DIR) -> None:
+def refresh_postprocessing(name: str) -> ModelCard:
     """Rewrite the ``postprocessing`` of a shipped card from the current code (weights unchanged).
 
     Raises:
-        ExportError: no such card.
+        ml.registry.RegistryError: no such model, or its weights fail the hash check.
     """
-    path = weights_dir / f"{name}.json"
-    if not path.is_file():
-        raise ExportError(f"{path}: no such model card")
-    data = json.loads(path.read_text())
-    data["postprocessing"] = postprocessing_section()
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    return update_card(name, postprocessing=postprocessing_section())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,14 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="ml/configs/ct_default.yaml", help="config recorded in the card")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    try:
-        if args.refresh_postprocessing:
-            refresh_postprocessing(args.name)
-            print(WEIGHTS_DIR / f"{args.name}.json")
-            return 0
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.refresh_postprocessing:
+        try:
+            card = refresh_postprocessing(args.name)
+        except RegistryError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(card.card_path)
+        return 0
     card = export_checkpoint(args.checkpoint, args.name, args.alias, args.loco_of, args.config)
     print(card.weights_path)
     return 0

@@ -4,7 +4,8 @@ Config keys (see ``ml/configs/ct_default.yaml``): ``manifest``, ``train_splits``
 ``val_splits``, ``exclude_cases`` (leave-one-case-out folds), ``pseudo_label`` (unlabelled CT
 inputs labelled by the classical method), ``case_weight``, ``size``, ``context``, ``network``,
 ``batch_size``, ``lr``, ``epochs``, ``samples_per_epoch``, ``max_minutes``, ``threads``,
-``seed``, ``out_dir``, ``consolidation`` (chance per slice of synthetic consolidation, default 0). The checkpoint with the best mean val Dice is kept as ``best.pt``.
+``seed``, ``out_dir``, ``consolidation`` (chance per slice of synthetic consolidation, default 0).
+The checkpoint with the best mean val Dice is kept as ``best.pt``.
 """
 
 from __future__ import annotations
