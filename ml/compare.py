@@ -44,14 +44,21 @@ def latency_ms(weights: Path, threads: int = 1) -> float:
         return _time_ms(lambda: model(x), repeats=10)["median_ms"]
 
 
-def with_budget(config: Path, max_minutes: float, out: Path) -> Path:
-    """A copy of ``config`` with another wall-clock budget, training into ``out/runs/<name>``.
+def with_budget(config: Path, out: Path, max_minutes: float | None = None, epochs: int | None = None) -> Path:
+    """A copy of ``config`` with another budget, training into ``out/runs/<name>``.
 
-    The copy is written to ``out/configs/`` (and into the run folder by the training), so the
-    longer comparison stays reproducible without editing the committed configs.
+    ``max_minutes`` sets a wall-clock budget; ``epochs`` sets a number of epochs and drops the
+    wall-clock budget, so that runs on machines of different or varying speed see the same
+    number of images. The copy is written to ``out/configs/`` (and into the run folder by the
+    training), so the comparison stays reproducible without editing the committed configs.
     """
+    if (max_minutes is None) == (epochs is None):
+        raise ValueError("with_budget needs exactly one of max_minutes and epochs")
     cfg = load_config(config)
-    cfg["train"]["max_minutes"] = float(max_minutes)
+    if epochs is not None:
+        cfg["train"]["epochs"], cfg["train"]["max_minutes"] = int(epochs), None
+    else:
+        cfg["train"]["max_minutes"] = float(max_minutes)
     cfg["output_dir"] = str(out / "runs" / cfg["name"])
     path = out / "configs" / f"{cfg['name']}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,16 +67,16 @@ def with_budget(config: Path, max_minutes: float, out: Path) -> Path:
 
 
 def run(configs: Sequence[Path], manifest: Path, splits: Sequence[str], out: Path, train: bool = True,
-        max_minutes: float | None = None) -> dict[str, Any]:
+        max_minutes: float | None = None, epochs: int | None = None) -> dict[str, Any]:
     """Train/evaluate every config plus the classical baseline; returns all results.
 
-    ``max_minutes`` overrides every config's training budget (see :func:`with_budget`).
+    ``max_minutes`` or ``epochs`` overrides every config's training budget (see :func:`with_budget`).
     """
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     for config in configs:
-        if max_minutes is not None:
-            config = with_budget(config, max_minutes, out)
+        if max_minutes is not None or epochs is not None:
+            config = with_budget(config, out, max_minutes=max_minutes, epochs=epochs)
         cfg = load_config(config)
         run_dir = resolve_path(cfg["output_dir"])
         if train:
@@ -124,11 +131,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-train", action="store_true", help="reuse existing run folders")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="train every config for this wall-clock budget instead of its own (runs go under OUT/runs)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="train every config for this many epochs, without a wall-clock budget (runs go under OUT/runs)")
     args = parser.parse_args(argv)
+    if args.max_minutes is not None and args.epochs is not None:
+        parser.error("give --max-minutes or --epochs, not both")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
     results = run(args.configs, args.manifest, args.splits, args.out, train=not args.no_train,
-                  max_minutes=args.max_minutes)
+                  max_minutes=args.max_minutes, epochs=args.epochs)
     print(markdown_table(results, args.splits))
     return 0
 

@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ml.losses import DiceCE
+from ml.training.deep_supervision import DeepSupervision, DeepSupervisionError
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class TrainConfig:
     val_batch_size: int = 32
     log_every: int = 0
     loss: dict[str, Any] = field(default_factory=dict)
+    deep_supervision: list[float] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> TrainConfig:
@@ -160,6 +162,7 @@ class Trainer:
         self.train_loader = self._loader(train_data, config.batch_size, shuffle=True)
         self.val_loader = self._loader(val_data, config.val_batch_size, shuffle=False)
         self.loss_fn = DiceCE(**config.loss).to(self.device)
+        self.deep = self._deep_supervision()
         self.optimizer = self._optimizer()
         self.plateau = (
             torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -190,8 +193,17 @@ class Trainer:
             generator=gen,
         )
 
+    def _deep_supervision(self) -> DeepSupervision | None:
+        """Auxiliary decoder heads when ``deep_supervision`` weights are configured."""
+        if not self.cfg.deep_supervision:
+            return None
+        try:
+            return DeepSupervision(self.model, self.num_classes, self.cfg.deep_supervision).to(self.device)
+        except DeepSupervisionError as error:
+            raise TrainingConfigError(str(error)) from error
+
     def _optimizer(self) -> torch.optim.Optimizer:
-        params = self.model.parameters()
+        params = list(self.model.parameters()) + (list(self.deep.parameters()) if self.deep else [])
         cfg = self.cfg
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
@@ -248,7 +260,8 @@ class Trainer:
             self._set_lr()
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                loss = self.loss_fn(self.model(images), labels)
+                logits = self.model(images)
+                loss = self.deep.loss(self.loss_fn, logits, labels) if self.deep else self.loss_fn(logits, labels)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -271,6 +284,8 @@ class Trainer:
             images, labels = images.to(self.device), labels.to(self.device)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
                 logits = self.model(images)
+            if self.deep:
+                self.deep.forget()
             losses.append(float(self.loss_fn(logits.float(), labels)) * images.shape[0])
             pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
             dices.append(per_case_dice(pred.cpu(), labels.cpu(), self.num_classes))
@@ -287,6 +302,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "plateau": self.plateau.state_dict() if self.plateau else None,
             "scaler": self.scaler.state_dict(),
+            "deep_supervision": self.deep.state_dict() if self.deep else None,
             "epoch": self.epoch,
             "step": self.step,
             "elapsed": self.elapsed,
@@ -306,6 +322,8 @@ class Trainer:
         if self.plateau and ckpt.get("plateau"):
             self.plateau.load_state_dict(ckpt["plateau"])
         self.scaler.load_state_dict(ckpt["scaler"])
+        if self.deep and ckpt.get("deep_supervision"):
+            self.deep.load_state_dict(ckpt["deep_supervision"])
         self.epoch, self.step, self.elapsed = ckpt["epoch"], ckpt["step"], ckpt["elapsed"]
         self.best_dice, self.best_epoch = ckpt["best_dice"], ckpt["best_epoch"]
         self.history = ckpt["history"]

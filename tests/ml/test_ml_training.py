@@ -105,10 +105,23 @@ def test_config_run_warm_starts_from_init_from(synthetic_manifest: Path, tmp_pat
 def test_comparison_budget_override_writes_a_derived_config(tmp_path: Path) -> None:
     from ml.compare import with_budget
 
-    derived = with_budget(Path("ml/configs/compare_unet.yaml"), 12, tmp_path)
+    derived = with_budget(Path("ml/configs/compare_unet.yaml"), tmp_path, max_minutes=12)
     cfg = yaml.safe_load(derived.read_text())
     original = yaml.safe_load(Path("ml/configs/compare_unet.yaml").read_text())
     assert cfg["train"]["max_minutes"] == 12.0 and cfg["output_dir"] == str(tmp_path / "runs" / "compare_unet")
     assert {k: v for k, v in cfg["train"].items() if k != "max_minutes"} == \
         {k: v for k, v in original["train"].items() if k != "max_minutes"}
     assert cfg["model"] == original["model"] and cfg["data"] == original["data"]
+
+
+def test_comparison_epoch_budget_drops_the_wall_clock(tmp_path: Path) -> None:
+    from ml.compare import main, with_budget
+
+    derived = with_budget(Path("ml/configs/compare_resunet_ds.yaml"), tmp_path, epochs=15)
+    cfg = yaml.safe_load(derived.read_text())
+    assert cfg["train"]["epochs"] == 15 and cfg["train"]["max_minutes"] is None
+    assert cfg["train"]["deep_supervision"] == [0.5, 0.25, 0.125]
+    with pytest.raises(ValueError, match="exactly one"):
+        with_budget(Path("ml/configs/compare_unet.yaml"), tmp_path, max_minutes=3, epochs=15)
+    with pytest.raises(SystemExit):
+        main(["--epochs", "3", "--max-minutes", "3"])
