@@ -9,7 +9,6 @@ the same probabilities, so the comparison is exact and cheap. Tune on ``val`` on
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from ml.data import load_image, load_labels, read_manifest
 from ml.evaluation import case_metrics
 from ml.inference import CXRPredictor, flip_back, labels_from_probs, softmax_np
-from ml.metrics import summarize
+from ml.metrics import summarize, write_json
 from ml.postprocess import PostprocessConfig
 from ml.preprocessing import prepare_image
 
@@ -84,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     results = {split: run(args.model, args.manifest, split, args.limit) for split in args.splits}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     for split, variants in results.items():
         for name, entry in variants.items():
             print(f"{split:5s} {name:28s} dice {entry['dice_mean']:.4f} p05 {entry['dice_p05']:.4f} "

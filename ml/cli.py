@@ -29,7 +29,9 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _print_json(data: dict[str, Any]) -> None:
-    print(json.dumps(data, indent=2, default=str))
+    from ml.metrics import json_safe
+
+    print(json.dumps(json_safe(data), indent=2, default=str, allow_nan=False))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -60,13 +62,31 @@ def _modality(model: str) -> str:
 
 
 def read_input_image(path: Path) -> tuple["np.ndarray", str, tuple[float, float] | None]:
-    """Read a PNG/JPEG/TIFF or DICOM chest X-ray: (array, photometric, pixel spacing in mm or None)."""
+    """Read a PNG/JPEG/TIFF or DICOM chest X-ray: (array, photometric, pixel spacing in mm or None).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ImageFormatError: a folder or CT volume (use a CT model), or a file that is not a
+            readable image or DICOM.
+    """
+    from ml.ct.io import VOLUME_SUFFIXES
+    from ml.preprocessing import ImageFormatError
+
+    if path.is_dir() or path.name.lower().endswith(VOLUME_SUFFIXES):
+        raise ImageFormatError(f"{path} is a folder or a volume file, not a chest X-ray image: "
+                               "for a CT series or volume use --model ct")
+    if not path.exists():
+        raise FileNotFoundError(f"image not found: {path}")
     if path.suffix.lower() in {".dcm", ".dicom"} or path.suffix == "":
         import pydicom
 
-        ds = pydicom.dcmread(path)
+        try:
+            ds = pydicom.dcmread(path)
+            pixels = ds.pixel_array
+        except (pydicom.errors.InvalidDicomError, AttributeError, RuntimeError, ValueError) as error:
+            raise ImageFormatError(f"{path}: not a readable DICOM image ({error})") from error
         spacing = getattr(ds, "PixelSpacing", None) or getattr(ds, "ImagerPixelSpacing", None)
-        return (ds.pixel_array, str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")),
+        return (pixels, str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")),
                 (float(spacing[0]), float(spacing[1])) if spacing else None)
     from ml.data import load_image
 
@@ -134,7 +154,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if _modality(args.model) == "ct":
         from ml.ct import api
 
-        results = api.bench(args.model, Path(args.out) if args.out else None)
+        results = api.bench(args.model, Path(args.out) if args.out else None, input_path=args.image,
+                            threads=args.threads)
     else:
         from ml.bench import run_bench
 
@@ -180,12 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="segment one image and write its label map",
-                       description="Segment the lungs of one chest X-ray (PNG/JPEG/TIFF/DICOM) and write a "
-                       "uint8 label PNG at the input's size: 0 background, 1 right lung, 2 left lung.")
-    p.add_argument("--model", default="cxr", help="model name, alias or weights path (default: cxr)")
-    p.add_argument("--input", required=True, type=Path, help="input image")
-    p.add_argument("--output", required=True, type=Path, help="output label PNG")
+    p = sub.add_parser("predict", help="segment one image or CT and write its label map",
+                       description="Chest X-ray (PNG/JPEG/TIFF/DICOM file, --model cxr): write a uint8 label PNG "
+                       "at the input's size. CT (DICOM series folder or NIfTI/NRRD/MHA file, --model ct or "
+                       "classical): write a label volume (e.g. mask.nii.gz) in the input's geometry and print "
+                       "the volumes per lung in mL, mean HU and emphysema index. Labels: 0 background, "
+                       "1 right lung, 2 left lung.")
+    p.add_argument("--model", default="cxr", help="model name, alias or weights path (default: cxr; ct for CT)")
+    p.add_argument("--input", required=True, type=Path, help="input image, CT series folder or CT volume file")
+    p.add_argument("--output", required=True, type=Path, help="output label PNG (X-ray) or volume file (CT)")
     p.add_argument("--photometric", default=None, help="override Photometric Interpretation (MONOCHROME1/2)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="flip TTA override")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -200,13 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="speed benchmark (JSON)",
-                       description="CPU latency of one image at model size, batched images/s, torch vs "
-                       "onnxruntime, and end to end from a 2048x2048 file to the full-size mask. Prints JSON.")
-    p.add_argument("--model", default="cxr", help="model name or alias (default: cxr)")
+                       description="X-ray (--model cxr): CPU latency of one image at model size, batched "
+                       "images/s, torch vs onnxruntime, and end to end from a 2048x2048 file to the full-size "
+                       "mask. CT (--model ct or classical): end to end from a 512x512x300 volume file (or --image) "
+                       "to the mask file and volumes, with peak memory. Prints JSON.")
+    p.add_argument("--model", default="cxr", help="model name or alias (default: cxr; ct for CT)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     p.add_argument("--repeats", type=int, default=20, help="timed repetitions")
     p.add_argument("--batch", type=int, default=16, help="batch size for throughput")
-    p.add_argument("--image", type=Path, default=None, help="end-to-end input file (default: synthetic 2048x2048 16-bit PNG)")
+    p.add_argument("--image", type=Path, default=None, help="end-to-end input file (default: synthetic 2048x2048 16-bit PNG; CT: synthetic 512x512x300 NIfTI)")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here, e.g. bench/results/cxr.json")
     p.set_defaults(func=cmd_bench)
     return parser
@@ -215,15 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the process exit status."""
     from ml.config import ConfigError
+    from ml.ct.data import ManifestError as CTManifestError
+    from ml.ct.io import CTReadError
     from ml.data import ManifestError
+    from ml.metrics import ShapeMismatchError
     from ml.preprocessing import ImageFormatError
     from ml.registry import RegistryError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
+    domain_errors = (RegistryError, ManifestError, CTManifestError, ImageFormatError, CTReadError, ConfigError,
+                     ShapeMismatchError, FileNotFoundError, IsADirectoryError)
     try:
         return int(args.func(args))
-    except (RegistryError, ManifestError, ImageFormatError, ConfigError, FileNotFoundError) as exc:
+    except domain_errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ from ml.data import read_manifest
 from ml.evaluation import evaluate_predictor
 from ml.inference import CXRPredictor
 from ml.packaging import package_checkpoint
+from ml.metrics import write_json
 from ml.registry import load_model
 from ml.training.cxr import train_from_config
 
@@ -100,7 +101,7 @@ def run(configs: Sequence[Path], manifest: Path, splits: Sequence[str], out: Pat
         summary = evaluate_predictor(baseline, read_manifest(manifest, [split]), out / "classical" / split)
         entry[split] = {k: summary[k] for k in COLUMNS}
     results["classical_threshold"] = entry
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+    write_json(out / "results.json", results)
     (out / "results.md").write_text(markdown_table(results, splits))
     return results
 

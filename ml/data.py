@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ml.preprocessing import letterbox_labels, prepare_image
+from ml.preprocessing import ImageFormatError, letterbox_labels, prepare_image
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class Case:
     label_path: Path
     category: str = ""
     lr_labels: bool = True
+    spacing_mm: tuple[float, float] | None = None
 
 
 def _find_file(folder: Path, stem: str) -> Path:
@@ -52,8 +53,25 @@ def _find_file(folder: Path, stem: str) -> Path:
     return folder / f"{stem}.png"
 
 
+def _spacing(value: str | None, where: str) -> tuple[float, float] | None:
+    """``pixel_spacing_mm``: empty (unknown), one number (square pixels) or ``row col``."""
+    text = (value or "").replace(",", " ").replace(";", " ").split()
+    if not text:
+        return None
+    try:
+        numbers = [float(v) for v in text]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 2) or not all(v > 0 for v in numbers):
+        raise ManifestError(f"{where}: pixel_spacing_mm must be one or two positive numbers (row col), got {value!r}")
+    return (numbers[0], numbers[-1])
+
+
 def read_manifest(manifest: Path, splits: Iterable[str] | None = None) -> list[Case]:
     """Read a manifest CSV and return the cases of the requested splits.
+
+    An optional ``pixel_spacing_mm`` column (one number, or ``row col``) gives the pixel size;
+    evaluation then adds surface distances in mm.
 
     Args:
         manifest: path to ``manifest.csv``; its folder is the data root.
@@ -89,6 +107,7 @@ def read_manifest(manifest: Path, splits: Iterable[str] | None = None) -> list[C
                     label_path=_find_file(ds_dir / "labels", row["case"]),
                     category=row.get("category", "") or "",
                     lr_labels=str(row.get("lr_labels", "1")).strip() not in {"0", "false", "False"},
+                    spacing_mm=_spacing(row.get("pixel_spacing_mm"), f"{manifest}: case {row['case']}"),
                 )
             )
     if not cases:
@@ -101,18 +120,22 @@ def load_image(path: Path) -> np.ndarray:
 
     Raises:
         FileNotFoundError: the file does not exist.
+        ImageFormatError: the file is not a readable image (unknown format, truncated, corrupt).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    with Image.open(path) as img:
-        if img.mode in ("I;16", "I;16B", "I;16L"):  # 16-bit: read as stored, native byte order
-            return np.asarray(img).astype(np.uint16, copy=False)
-        if img.mode == "I":
-            return np.asarray(img, dtype=np.int32)
-        if img.mode not in ("L", "RGB", "RGBA", "F"):
-            img = img.convert("RGB")
-        return np.asarray(img)
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("I;16", "I;16B", "I;16L"):  # 16-bit: read as stored, native byte order
+                return np.asarray(img).astype(np.uint16, copy=False)
+            if img.mode == "I":
+                return np.asarray(img, dtype=np.int32)
+            if img.mode not in ("L", "RGB", "RGBA", "F"):
+                img = img.convert("RGB")
+            return np.asarray(img)
+    except (OSError, SyntaxError, ValueError) as error:  # PIL: unidentified (an OSError), truncated, corrupt
+        raise ImageFormatError(f"{path}: not a readable image ({error})") from error
 
 
 def load_labels(path: Path) -> np.ndarray:

@@ -8,7 +8,6 @@ ASSD is the MEAN OVER THE TWO LUNGS (right and left scored separately, so a side
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterable
@@ -17,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ml.data import read_manifest, load_image, load_labels
+from ml.data import ManifestError, load_image, load_labels, read_manifest
 from ml.inference import CXRPredictor
-from ml.metrics import MetricTable, dice, per_label_metrics, summarize
+from ml.metrics import MetricTable, dice, per_label_metrics, summarize, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +39,14 @@ def case_metrics(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, flo
     When the reference has no right/left split (``lr_labels`` False) both maps are binarised
     and the case-level values are those of the union.
     """
+    keys = ("dice", "iou", "hd95", "assd", "precision", "recall") + (("hd95_mm", "assd_mm") if spacing else ())
     if not lr_labels:
         pred, target = (pred > 0).astype(np.uint8), (target > 0).astype(np.uint8)
         row = per_label_metrics(pred, target, {1: "lungs"}, spacing, union_name=None)
-        keys = ("dice", "iou", "hd95", "assd", "precision", "recall")
         row.update({k: row[f"lungs_{k}"] for k in keys})
     else:
         row = per_label_metrics(pred, target, LUNGS, spacing, union_name="lungs")
-        for key in ("dice", "iou", "hd95", "assd", "precision", "recall"):
+        for key in keys:
             row[key] = float(np.mean([row[f"right_lung_{key}"], row[f"left_lung_{key}"]]))
         row["sides_correct"] = float(sides_correct(pred, target))
     row["pixel_accuracy"] = float(np.mean(pred == target))
@@ -58,7 +57,7 @@ def summarize_table(table: MetricTable) -> dict[str, Any]:
     """Flat headline keys (dice_mean, dice_median, dice_p05, ...) plus full per-column stats."""
     stats = table.summary()
     out: dict[str, Any] = {"n_cases": len(table.rows)}
-    for key in ("dice", "iou", "pixel_accuracy", "hd95", "assd", "precision", "recall",
+    for key in ("dice", "iou", "pixel_accuracy", "hd95", "assd", "precision", "recall", "hd95_mm", "assd_mm",
                 "right_lung_dice", "left_lung_dice", "lungs_dice", "right_lung_hd95", "left_lung_hd95"):
         if key in stats:
             s = stats[key]
@@ -96,10 +95,15 @@ def evaluate_predictor(predictor: CXRPredictor | Any, cases: Iterable[Any], out_
     table = MetricTable()
     for case in iterator:
         image, target = load_image(case.image_path), load_labels(case.label_path)
+        if image.shape[:2] != target.shape:
+            raise ManifestError(f"{case.dataset}/{case.case}: label {case.label_path.name} is "
+                                f"{target.shape[1]}x{target.shape[0]} px but its image is "
+                                f"{image.shape[1]}x{image.shape[0]} px")
         result = predictor.predict(image)
         row: dict[str, Any] = {"dataset": case.dataset, "case": case.case, "category": case.category,
                                "height": target.shape[0], "width": target.shape[1]}
-        row.update(case_metrics(result.labels, target, lr_labels=case.lr_labels))
+        row.update(case_metrics(result.labels, target, spacing=getattr(case, "spacing_mm", None),
+                                lr_labels=case.lr_labels))
         row["confidence"] = result.confidence
         row["model_ms"] = result.timings_ms["model"]
         table.add(row)
@@ -111,7 +115,7 @@ def evaluate_predictor(predictor: CXRPredictor | Any, cases: Iterable[Any], out_
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         table.write_csv(out_dir / "per_case.csv")
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+        write_json(out_dir / "summary.json", summary)
     logger.info("%s on %d cases: Dice mean %.4f median %.4f p05 %.4f", summary["model"],
                 summary["n_cases"], summary["dice_mean"], summary["dice_median"], summary["dice_p05"])
     return summary
@@ -125,5 +129,5 @@ def evaluate_model(model: str, manifest: Path, split: str, out_dir: Path, progre
     summary = evaluate_predictor(predictor, cases, out_dir, progress)
     summary["split"] = split
     summary["manifest"] = str(manifest)
-    (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    write_json(Path(out_dir) / "summary.json", summary)
     return summary

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ml.postprocess import PostprocessConfig, fix_sides, postprocess
-from ml.preprocessing import LetterboxGeometry, prepare_image
+from ml.preprocessing import BlankImageError, LetterboxGeometry, prepare_image
 from ml.registry import ModelCard, load_model, resolve
 
 logger = logging.getLogger(__name__)
@@ -279,33 +279,38 @@ class CXRPredictor:
             spacing: (row, column) pixel spacing in mm, for areas in mm².
 
         Returns:
-            :class:`PredictionResult` with ``labels`` at the input's (H, W).
+            :class:`PredictionResult` with ``labels`` at the input's (H, W). A blank image
+            (every pixel the same value) gets an empty mask with confidence 0.
 
         Raises:
             ml.preprocessing.ImageFormatError: the array is not a usable image.
         """
         t0 = time.perf_counter()
-        canvas, geom = prepare_image(
-            image, self.size, photometric,
-            float(self.pre.get("low_pct", 0.5)), float(self.pre.get("high_pct", 99.5)),
-        )
+        try:
+            canvas, geom = prepare_image(
+                image, self.size, photometric,
+                float(self.pre.get("low_pct", 0.5)), float(self.pre.get("high_pct", 99.5)),
+            )
+        except BlankImageError as error:
+            logger.warning("%s: returning an empty mask", error)
+            canvas, geom = None, None
         t1 = time.perf_counter()
+        if canvas is None:
+            labels = np.zeros(np.asarray(image).shape[:2], dtype=np.uint8)
+            return self._result(labels, 1.0, spacing, {"total": 1e3 * (t1 - t0)})
         probs = self.probabilities(canvas)
         t2 = time.perf_counter()
         labels, entropy = labels_from_probs(probs, geom, self.post)
         t3 = time.perf_counter()
+        return self._result(labels, entropy, spacing, {"preprocess": 1e3 * (t1 - t0), "model": 1e3 * (t2 - t1),
+                                                       "postprocess": 1e3 * (t3 - t2), "total": 1e3 * (t3 - t0)})
+
+    def _result(self, labels: np.ndarray, entropy: float, spacing: tuple[float, float] | None,
+                timings_ms: dict[str, float]) -> PredictionResult:
         names = {int(k): v for k, v in self.card.labels.items() if int(k) > 0}
         areas = {name: int(np.count_nonzero(labels == value)) for value, name in names.items()}
         areas_mm2 = None
         if spacing is not None:
             areas_mm2 = {k: v * float(spacing[0]) * float(spacing[1]) for k, v in areas.items()}
-        return PredictionResult(
-            labels=labels,
-            confidence=1.0 - entropy,
-            mean_entropy=entropy,
-            areas_px=areas,
-            areas_mm2=areas_mm2,
-            timings_ms={"preprocess": 1e3 * (t1 - t0), "model": 1e3 * (t2 - t1),
-                        "postprocess": 1e3 * (t3 - t2), "total": 1e3 * (t3 - t0)},
-            model_name=self.card.name,
-        )
+        return PredictionResult(labels=labels, confidence=1.0 - entropy, mean_entropy=entropy, areas_px=areas,
+                                areas_mm2=areas_mm2, timings_ms=timings_ms, model_name=self.card.name)

@@ -15,6 +15,7 @@ percentile, bootstrap confidence interval of the mean).
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -119,22 +120,34 @@ def _assd_of(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.sum() + b.sum()) / (a.size + b.size))
 
 
+def missing_structure_distance(shape: tuple[int, ...], spacing: Spacing = None) -> float:
+    """The distance charged when one mask is empty and the other is not: the array's diagonal.
+
+    No surface distance can exceed it, so a missed (or invented) lung is never scored better
+    than the worst drawn one, and means over cases keep every case.
+    """
+    sizes = np.asarray(shape, dtype=float) * (1.0 if spacing is None else np.asarray(spacing, dtype=float))
+    return float(np.sqrt((sizes ** 2).sum()))
+
+
 def _surface_metrics(pred: np.ndarray, target: np.ndarray, spacing: Spacing = None) -> tuple[float, float]:
     """``(hd95, assd)`` from one pass of surface distances: 0.0 when both masks are empty,
-    ``nan`` when exactly one is."""
+    :func:`missing_structure_distance` when exactly one is."""
     p, t = _pair(pred, target)
     if not p.any() and not t.any():
         return 0.0, 0.0
     a, b = surface_distances(p, t, spacing)
     if a.size == 0 or b.size == 0:
-        return math.nan, math.nan
+        penalty = missing_structure_distance(p.shape, spacing)
+        return penalty, penalty
     return _hd95_of(a, b), _assd_of(a, b)
 
 
 def hd95(pred: np.ndarray, target: np.ndarray, spacing: Spacing = None) -> float:
     """95th-percentile symmetric Hausdorff distance (max of the two directed 95th percentiles).
 
-    Returns 0.0 when both masks are empty and ``nan`` when exactly one is.
+    Returns 0.0 when both masks are empty and the array's diagonal
+    (:func:`missing_structure_distance`) when exactly one is.
     """
     return _surface_metrics(pred, target, spacing)[0]
 
@@ -142,9 +155,28 @@ def hd95(pred: np.ndarray, target: np.ndarray, spacing: Spacing = None) -> float
 def assd(pred: np.ndarray, target: np.ndarray, spacing: Spacing = None) -> float:
     """Average symmetric surface distance (mean over both boundaries' distances).
 
-    Returns 0.0 when both masks are empty and ``nan`` when exactly one is.
+    Returns 0.0 when both masks are empty and the array's diagonal when exactly one is.
     """
     return _surface_metrics(pred, target, spacing)[1]
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±inf) replaced by ``None``, recursively, so
+    that ``json.dumps(..., allow_nan=False)`` writes strict JSON (``null`` instead of ``NaN``)."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as strict, indented JSON (non-finite numbers as ``null``, see :func:`json_safe`)."""
+    Path(path).write_text(json.dumps(json_safe(value), indent=2, allow_nan=False, default=float) + "\n")
 
 
 def binary_metrics(pred: np.ndarray, target: np.ndarray, spacing: Spacing = None, surface: bool = True) -> dict[str, float]:

@@ -31,6 +31,10 @@ class ImageFormatError(ValueError):
     """The input array cannot be interpreted as a chest X-ray image."""
 
 
+class BlankImageError(ImageFormatError):
+    """Every pixel of the image has the same value: there is nothing to segment."""
+
+
 @dataclass(frozen=True)
 class LetterboxGeometry:
     """How an (H, W) image was placed into a (size, size) canvas.
@@ -258,9 +262,15 @@ def prepare_image(
 
     Returns:
         ((size, size) float32 canvas in [0, 1], geometry).
+
+    Raises:
+        BlankImageError: every pixel has the same value (a network would still draw lungs on it).
+        ImageFormatError: the array is not a usable image.
     """
     gray = to_grayscale(image)
     lo, hi = intensity_window(gray, low_pct, high_pct)
+    if hi - lo < 1e-6:
+        raise BlankImageError(f"blank image: every pixel has the value {lo:.6g}")
     canvas, geom = letterbox(gray, size)
     window = apply_window(canvas, lo, hi, photometric)
     # Padding stays 0 (black) for MONOCHROME2 and MONOCHROME1 alike.

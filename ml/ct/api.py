@@ -6,7 +6,6 @@ baseline), a card name from ``ml/weights``, or a ``.pt`` weights path with its c
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 
 from ml.config import resolve_path
@@ -27,6 +27,8 @@ from ml.ct.data import CaseRecord
 from ml.ct.evaluation import Segmenter, evaluate_cases, selected_records
 from ml.ct.inference import CTPredictor, CTResult, predict_classical
 from ml.ct.io import read_ct, write_mask
+from ml.ct.quantify import coverage_warnings
+from ml.metrics import write_json
 from ml.registry import ModelCard, list_cards, resolve
 
 logger = logging.getLogger(__name__)
@@ -95,7 +97,7 @@ def evaluate(model: str, manifest: Path, split: str, out_dir: Path) -> dict[str,
 
     summary = evaluate_cases(records, choose, Path(out_dir))
     summary.update({"model": card.name, "split": split, "manifest": str(manifest)})
-    (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(Path(out_dir) / "summary.json", summary)
     return summary
 
 
@@ -128,7 +130,7 @@ def predict(model: str, input_path: Path, output_path: Path) -> dict[str, Any]:
         "method": result.method,
         "confidence": round(result.confidence, 4),
         "mask": str(output_path),
-        "warnings": meta.warnings,
+        "warnings": [*meta.warnings, *coverage_warnings(result.labels)],
     }
 
 
@@ -155,12 +157,13 @@ def bench(model: str = "ct", out_path: Path | None = None, input_path: Path | No
         model: model name (see module docstring).
         out_path: JSON file for the result (optional).
         input_path: a real CT to use instead of the synthetic volume.
-        threads: torch intra-op threads (the target is 2 CPU cores).
+        threads: torch and SimpleITK threads (the target is 2 CPU cores).
 
     Returns:
         Timings (s), peak resident memory (MB), volume shape, volumes.
     """
     torch.set_num_threads(threads)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)  # reading and writing stay on the same cores
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(input_path) if input_path else _write_synthetic(Path(tmp) / "bench_ct.nii.gz")
         start = time.perf_counter()
@@ -192,7 +195,7 @@ def bench(model: str = "ct", out_path: Path | None = None, input_path: Path | No
     }
     if out_path:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_path).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(Path(out_path), report)
     return report
 
 

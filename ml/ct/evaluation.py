@@ -9,7 +9,6 @@ one is shipped; the ``evaluated_with`` column says which model produced each row
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import time
@@ -152,7 +151,7 @@ def evaluate_cases(
         rows.append(row)
     _write_rows(rows, out_dir / "per_case.csv")
     summary = summarise(rows)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    metrics.write_json(out_dir / "summary.json", summary)
     return summary
 
 

@@ -66,3 +66,23 @@ def quantify_lungs(
             LungMeasures(0.0, float("nan"), float("nan"))
         out.update({f"{name}_{key}": round(float(value), 4) for key, value in asdict(m).items()})
     return out
+
+
+def coverage_warnings(labels: np.ndarray) -> list[str]:
+    """Reasons the volumes may be incomplete: a lung missing, or cut by the scan's first or
+    last slice (the scan does not cover it, so its volume is underestimated).
+
+    Args:
+        labels: ``(D, H, W)`` uint8, 1 = right lung, 2 = left lung.
+    """
+    warnings = []
+    for value, name in ((1, "right"), (2, "left")):
+        slices = np.flatnonzero((labels == value).any(axis=(1, 2)))
+        if slices.size == 0:
+            warnings.append(f"no {name} lung found: its volume is 0 mL and its mean HU and emphysema index are null")
+            continue
+        ends = [end for end, hit in (("first", slices[0] == 0), ("last", slices[-1] == labels.shape[0] - 1)) if hit]
+        if ends:
+            warnings.append(f"the {name} lung reaches the {' and '.join(ends)} slice of the scan: the scan may "
+                            f"not cover the whole lung, and its volume may be underestimated")
+    return warnings

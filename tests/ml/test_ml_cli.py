@@ -71,3 +71,51 @@ def test_predict_reads_monochrome1_dicom(tiny_model: Path, tmp_path: Path, make_
     main(["predict", "--model", str(tiny_model), "--input", str(png), "--output", str(tmp_path / "m2.png")])
     same = np.asarray(Image.open(out)) == np.asarray(Image.open(tmp_path / "m2.png"))
     assert same.mean() > 0.99
+
+
+def test_unreadable_inputs_are_clear_errors(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            make_case) -> None:  # noqa: ANN001
+    from PIL import Image
+
+    (tmp_path / "notes.png").write_text("not an image")
+    Image.fromarray(make_case(64)[0]).save(tmp_path / "whole.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "whole.png").read_bytes()[:200])
+    (tmp_path / "README").write_text("neither an image nor DICOM")
+    for name in ("notes.png", "cut.png", "README"):
+        code = main(["predict", "--model", str(tiny_model), "--input", str(tmp_path / name),
+                     "--output", str(tmp_path / "m.png")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error: ") and name in err, (name, err)
+
+
+def test_evaluate_names_a_case_whose_label_does_not_fit_its_image(tiny_model: Path, synthetic_manifest: Path,
+                                                                  tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    label = synthetic_manifest.parent / "synth" / "labels" / "c16.png"
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(label)
+    code = main(["evaluate", "--model", str(tiny_model), "--manifest", str(synthetic_manifest), "--split", "test",
+                 "--out", str(tmp_path / "e"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "synth/c16" in err and "10x10" in err
+
+
+def test_manifest_pixel_spacing_adds_distances_in_mm(tiny_model: Path, synthetic_manifest: Path,
+                                                     tmp_path: Path) -> None:
+    import csv
+
+    from ml.data import ManifestError, read_manifest
+    from ml.evaluation import evaluate_model
+
+    text = synthetic_manifest.read_text().splitlines()
+    rows = [text[0] + ",pixel_spacing_mm"] + [line + (",0.5" if i % 2 else ",0.5 0.25") for i, line in enumerate(text[1:])]
+    synthetic_manifest.write_text("\n".join(rows) + "\n")
+    assert read_manifest(synthetic_manifest, ["train"])[0].spacing_mm == (0.5, 0.25)
+    summary = evaluate_model(str(tiny_model), synthetic_manifest, "test", tmp_path / "e")
+    assert summary["hd95_mm_mean"] <= summary["hd95_mean"] * 0.5 + 1e-9
+    with (tmp_path / "e" / "per_case.csv").open() as handle:
+        assert "right_lung_hd95_mm" in next(csv.DictReader(handle))
+    synthetic_manifest.write_text("\n".join([rows[0], rows[1].rsplit(",", 1)[0] + ",-1"]) + "\n")
+    with pytest.raises(ManifestError, match="pixel_spacing_mm must be"):
+        read_manifest(synthetic_manifest)

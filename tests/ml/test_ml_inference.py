@@ -37,7 +37,7 @@ def test_flip_back_swaps_channels() -> None:
         (np.random.default_rng(0).random((120, 90)) * 65535).astype(np.uint16),
         np.repeat(np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))[..., None], 3, axis=2),
         np.random.default_rng(1).random((50, 300)).astype(np.float32),
-        np.zeros((2500, 1800), np.uint16),
+        (np.add.outer(np.arange(2500), np.arange(1800)) * 13 % 65536).astype(np.uint16),
     ],
     ids=["black", "white", "16bit", "rgb", "float-wide", "huge"],
 )
@@ -45,9 +45,24 @@ def test_awkward_inputs_give_a_full_size_mask(predictor: CXRPredictor, image: np
     _check(predictor.predict(image), image.shape[:2])
 
 
-def test_black_image_gives_no_lungs_or_finite_confidence(predictor: CXRPredictor) -> None:
-    result = predictor.predict(np.zeros((64, 64), np.uint8))
-    assert np.isfinite(result.confidence)
+@pytest.mark.parametrize(
+    "image",
+    [np.zeros((64, 64), np.uint8), np.full((100, 80), 255, np.uint8), np.full((2500, 1800), 900, np.uint16),
+     np.full((40, 60, 3), 17, np.uint8)],
+    ids=["black", "white", "huge-constant", "rgb-constant"],
+)
+def test_blank_images_get_an_empty_mask(predictor: CXRPredictor, image: np.ndarray) -> None:
+    result = predictor.predict(image, spacing=(0.2, 0.2))
+    assert result.labels.shape == image.shape[:2] and not result.labels.any()
+    assert result.confidence == 0.0 and result.areas_px == {"right_lung": 0, "left_lung": 0}
+    assert result.areas_mm2 == {"right_lung": 0.0, "left_lung": 0.0}
+
+
+def test_shipped_model_draws_no_lungs_on_a_blank_film() -> None:
+    """Before the blank check the shipped network drew two lungs (44 % of the image) on black."""
+    shipped = CXRPredictor.from_registry("cxr", device="cpu")
+    for value in (0, 255):
+        assert not shipped.predict(np.full((512, 512), value, np.uint8)).labels.any()
 
 
 def test_monochrome1_equals_inverted_monochrome2(predictor: CXRPredictor, make_case) -> None:  # noqa: ANN001

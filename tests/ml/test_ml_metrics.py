@@ -55,7 +55,34 @@ def test_empty_conventions() -> None:
     assert dice(z, z) == 1.0 and iou(z, z) == 1.0
     assert hd95(z, z) == 0.0 and assd(z, z) == 0.0
     assert dice(one, z) == 0.0
-    assert math.isnan(hd95(one, z)) and math.isnan(assd(z, one))
+    # a missed or invented structure costs the array's diagonal: 5 x 5 px -> sqrt(50)
+    assert hd95(one, z) == pytest.approx(math.sqrt(50.0)) and assd(z, one) == pytest.approx(math.sqrt(50.0))
+    # with spacing (2, 1): sqrt(10^2 + 5^2)
+    assert hd95(one, z, spacing=(2.0, 1.0)) == pytest.approx(math.sqrt(125.0))
+
+
+def test_a_missed_lung_keeps_its_case_in_the_summary() -> None:
+    """Before: HD95 was NaN for a missed lung and summaries silently averaged over fewer cases."""
+    from ml.evaluation import case_metrics
+
+    truth = np.zeros((40, 40), np.uint8)
+    truth[5:35, 5:18], truth[5:35, 22:35] = 1, 2
+    missed = truth.copy()
+    missed[missed == 2] = 0
+    row = case_metrics(missed, truth)
+    assert row["left_lung_hd95"] == pytest.approx(math.sqrt(2 * 40.0 ** 2))
+    assert math.isfinite(row["hd95"]) and row["hd95"] > 20
+
+
+def test_summaries_are_strict_json(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    from ml.metrics import write_json
+
+    write_json(tmp_path / "s.json", {"a": math.nan, "b": [1.0, math.inf, np.float32(2.5)], "c": np.int64(3)})
+    text = (tmp_path / "s.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.0, None, 2.5], "c": 3}
 
 
 def test_surface_distance_shifted_line_with_spacing() -> None:

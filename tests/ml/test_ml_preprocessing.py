@@ -40,6 +40,17 @@ def test_constant_image_gives_zeros() -> None:
     assert not normalize_intensity(to_grayscale(np.full((30, 30), 7, np.uint8))).any()
 
 
+def test_prepare_image_refuses_a_blank_image() -> None:
+    from ml.preprocessing import BlankImageError, prepare_image
+
+    with pytest.raises(BlankImageError, match="blank image: every pixel has the value 7"):
+        prepare_image(np.full((30, 30), 7, np.uint8), 16)
+    image = np.full((30, 30), 7, np.uint8)
+    image[3, 4] = 8  # one differing pixel (a burnt-in marker) is not blank
+    canvas, _ = prepare_image(image, 16)
+    assert canvas.shape == (16, 16)
+
+
 @pytest.mark.parametrize("shape", [(8, 8), (3, 40, 40, 2), (10,)])
 def test_bad_shapes_raise(shape: tuple[int, ...]) -> None:
     with pytest.raises(ImageFormatError):

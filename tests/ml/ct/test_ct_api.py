@@ -97,3 +97,69 @@ def test_cli_evaluate_accepts_the_classical_baseline(phantom_files, tmp_path: Pa
     printed = json.loads(capsys.readouterr().out)
     assert code == 0 and printed["n_cases"] == 1
     assert {"dice_right_mean", "dice_left_mean", "volume_error_pct_mean"} <= printed.keys()
+
+
+def test_shipped_model_measures_the_phantom_volumes(phantom_files, tmp_path: Path) -> None:
+    folder, phantom = phantom_files
+    result = api.predict("ct", folder / "ct.nii.gz", tmp_path / "model")
+    assert result["method"].startswith("model:")
+    assert result["right_volume_ml"] == pytest.approx(phantom.volume_right_ml, rel=0.02)
+    assert result["left_volume_ml"] == pytest.approx(phantom.volume_left_ml, rel=0.02)
+    assert result["warnings"] == []
+
+
+def test_cli_predict_ct_writes_the_mask_in_the_input_geometry(phantom_files, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from ml.cli import main
+
+    folder, phantom = phantom_files
+    code = main(["predict", "--model", "classical", "--input", str(folder / "ct.nii.gz"),
+                 "--output", str(tmp_path / "mask.nii.gz")])
+    printed = json.loads(capsys.readouterr().out)  # strict JSON
+    assert code == 0 and printed["mask"] == str(tmp_path / "mask.nii.gz")
+    mask, source = sitk.ReadImage(printed["mask"]), sitk.ReadImage(str(folder / "ct.nii.gz"))
+    assert mask.GetSize() == source.GetSize()
+    for get in ("GetOrigin", "GetSpacing", "GetDirection"):
+        assert np.allclose(getattr(mask, get)(), getattr(source, get)())
+    labels = sitk.GetArrayFromImage(mask)
+    assert 2 * ((labels == 1) & (phantom.labels == 1)).sum() / ((labels == 1).sum() + (phantom.labels == 1).sum()) > 0.95
+
+
+def test_a_lung_cut_by_the_scan_is_reported_and_an_empty_lung_is_null(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from ml.cli import main
+
+    phantom = make_phantom(shape=(48, 96, 96), spacing=(5.0, 3.3, 3.3), seed=2)
+    cut = phantom.volume_hu[20:].copy()  # the scan starts inside both lungs
+    cut[:, :, 48:][cut[:, :, 48:] < -500] = 40  # and the left lung is filled in
+    path = _write(cut, phantom.spacing, tmp_path / "cut.nii.gz")
+    assert main(["predict", "--model", "classical", "--input", str(path), "--output", str(tmp_path / "m")]) == 0
+    text = capsys.readouterr().out
+    assert "NaN" not in text
+    printed = json.loads(text)
+    assert printed["left_volume_ml"] == 0.0 and printed["left_mean_hu"] is None
+    assert any("right lung reaches the first slice" in w for w in printed["warnings"])
+    assert any("no left lung found" in w for w in printed["warnings"])
+
+
+def test_cli_reports_bad_ct_inputs_as_errors(phantom_files, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from ml.cli import main
+
+    folder, _ = phantom_files
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["predict", "--model", "ct", "--input", str(tmp_path / "empty"), "--output", str(tmp_path / "m")], "empty"),
+        (["predict", "--model", "ct", "--input", str(tmp_path / "nothing.nii.gz"), "--output", str(tmp_path / "m")],
+         "nothing.nii.gz"),
+        (["predict", "--input", str(folder / "ct.nii.gz"), "--output", str(tmp_path / "m.png")], "--model ct"),
+        (["predict", "--input", str(tmp_path / "empty"), "--output", str(tmp_path / "m.png")], "--model ct"),
+        (["evaluate", "--model", "classical", "--manifest", str(folder / "manifest.csv"), "--split", "val",
+          "--out", str(tmp_path / "e")], "val"),
+        (["evaluate", "--model", "classical", "--manifest", str(tmp_path / "missing.csv"), "--split", "all",
+          "--out", str(tmp_path / "e")], "missing.csv"),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and needle in err and "Traceback" not in err
