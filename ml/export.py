@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ml.registry import load_model
+from ml.registry import SOURCE_SHA256_KEY, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +18,16 @@ ONNX_OPSET = 17
 
 class ExportMismatchError(RuntimeError):
     """The exported model's output differs from PyTorch beyond tolerance."""
+
+
+def _stamp_onnx(path: Path, sha256: str) -> None:
+    """Record the source weights' sha256 in the ONNX file's metadata."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = SOURCE_SHA256_KEY, sha256
+    onnx.save(proto, str(path))
 
 
 def export_model(name_or_path: str, out_dir: Path | None = None, formats: tuple[str, ...] = ("onnx", "torchscript"),
@@ -51,6 +61,7 @@ def export_model(name_or_path: str, out_dir: Path | None = None, formats: tuple[
             dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=ONNX_OPSET,
             dynamo=False,
         )
+        _stamp_onnx(path, card.sha256)
         result["onnx"] = str(path)
         if check:
             import onnxruntime as ort
@@ -61,7 +72,7 @@ def export_model(name_or_path: str, out_dir: Path | None = None, formats: tuple[
     if "torchscript" in formats:
         path = folder / f"{card.name}.ts"
         traced = torch.jit.trace(model, example)
-        traced.save(str(path))
+        traced.save(str(path), _extra_files={SOURCE_SHA256_KEY: card.sha256})
         result["torchscript"] = str(path)
         if check:
             with torch.inference_mode():

@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from ml.postprocess import PostprocessConfig, fix_sides, postprocess
 from ml.preprocessing import BlankImageError, LetterboxGeometry, prepare_image
-from ml.registry import ModelCard, load_model, resolve
+from ml.registry import SOURCE_SHA256_KEY, ModelCard, WeightsIntegrityError, load_model, resolve, verify_weights
 
 logger = logging.getLogger(__name__)
 
@@ -243,10 +243,17 @@ class CXRPredictor:
         """
         if backend == "onnx":
             card = resolve(name)
+            verify_weights(card)
             onnx_path = card.weights_path.with_suffix(".onnx")
             if not onnx_path.is_file():
                 raise FileNotFoundError(f"no ONNX export {onnx_path}; run: python -m ml export --model {name}")
-            return cls(OnnxBackend(onnx_path, num_threads), card, **kwargs)
+            onnx_backend = OnnxBackend(onnx_path, num_threads)
+            source = onnx_backend.session.get_modelmeta().custom_metadata_map.get(SOURCE_SHA256_KEY)
+            if source != card.sha256:
+                raise WeightsIntegrityError(
+                    f"{onnx_path} was not exported from {card.weights_path.name} (its source sha256 is {source}, "
+                    f"the card's is {card.sha256}); re-export: python -m ml export --model {name}")
+            return cls(onnx_backend, card, **kwargs)
         if backend != "torch":
             raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
         if num_threads:

@@ -213,10 +213,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def update_card(name: str, metrics: dict[str, Any] | None = None, inference: dict[str, Any] | None = None,
                 postprocessing: dict[str, Any] | None = None, training: dict[str, Any] | None = None) -> ModelCard:
-    """Merge evaluation results / chosen inference settings into an existing card (sha256 re-checked)."""
-    from ml.registry import resolve
+    """Merge evaluation results / chosen inference settings into an existing card.
+
+    Raises:
+        WeightsIntegrityError: the weights no longer match the card's sha256 (the card is not
+            rewritten: a new hash would otherwise bless changed weights).
+    """
+    from ml.registry import resolve, verify_weights
 
     card = resolve(name)
+    verify_weights(card)
     if metrics:
         card.metrics.update(metrics)
     if inference is not None:

@@ -27,7 +27,9 @@ class PostprocessConfig:
 
     Attributes:
         keep_largest: keep only the largest connected component of each lung label.
-        remove_specks: drop components smaller than ``min_component_frac`` of the label's total.
+        remove_specks: drop components smaller than ``min_component_frac`` of the label's total
+            (runs before ``keep_largest``; it matters when ``keep_largest`` is off, e.g. for a
+            lung cut in two by a dense opacity).
         min_component_frac: speck threshold as a fraction of the label's area.
         fill_holes: fill enclosed holes in each label.
         smooth: Gaussian-smooth each label's mask and re-threshold at 0.5.
@@ -135,10 +137,10 @@ def postprocess(labels: np.ndarray, config: PostprocessConfig | None = None, lun
     sigma = cfg.smooth_sigma_frac * min(labels.shape[-2:])
     for value in lung_labels:
         mask = labels == value
-        if cfg.keep_largest:
-            mask = largest_component(mask)
-        elif cfg.remove_specks:
+        if cfg.remove_specks:
             mask = remove_small_components(mask, cfg.min_component_frac)
+        if cfg.keep_largest:  # leaves no specks either: with it on, remove_specks changes nothing
+            mask = largest_component(mask)
         if cfg.fill_holes:
             mask = fill_holes(mask)
         if cfg.smooth:

@@ -162,6 +162,11 @@ def resolve(name_or_path: str, weights_dir: Path | None = None) -> ModelCard:
     raise ModelNotFoundError(f"unknown model {text!r}; known names and aliases: {known}")
 
 
+SOURCE_SHA256_KEY = "source_sha256"
+"""Metadata key, in an exported ONNX file and TorchScript archive, holding the sha256 of the
+PyTorch weights they were exported from (checked when a registered model runs on onnxruntime)."""
+
+
 def verify_weights(card: ModelCard) -> Path:
     """Check the weights file exists and matches the card's sha256.
 

@@ -63,3 +63,25 @@ def test_largest_component_3d() -> None:
     vol[1:4, 1:5, 1:5] = True
     vol[4, 8, 8] = True
     assert largest_component(vol).sum() == 48
+
+
+def test_each_step_alone_does_only_its_own_job() -> None:
+    lab = two_lungs()
+    lab[1:3, 37:39] = 1  # speck (4 px)
+    lab[5:35, 17:20] = 1  # second right-lung component, 90 px: more than 5 % of the label
+    lab[5:35, 16] = 0
+    lab[15:18, 8:11] = 0  # hole
+    off = {"keep_largest": False, "remove_specks": False, "fill_holes": False, "smooth": False, "fix_sides": False}
+
+    def only(step: str) -> np.ndarray:
+        return postprocess(lab, PostprocessConfig(**{**off, step: True}))
+
+    specks = only("remove_specks")
+    assert specks[1:3, 37:39].sum() == 0 and (specks[5:35, 17:20] == 1).all() and (specks[15:18, 8:11] == 0).all()
+    largest = only("keep_largest")
+    assert largest[1:3, 37:39].sum() == 0 and not largest[5:35, 17:20].any()
+    holes = only("fill_holes")
+    assert (holes[15:18, 8:11] == 1).all() and (holes[1:3, 37:39] == 1).all()
+    swapped = lab.copy()
+    swapped[lab == 1], swapped[lab == 2] = 2, 1
+    assert np.array_equal(postprocess(swapped, PostprocessConfig(**{**off, "fix_sides": True})), lab)

@@ -117,3 +117,46 @@ def test_packaging_cli_refuses_a_bad_ensemble_with_a_message() -> None:
     assert result.returncode == 2
     assert "disagree on modality" in result.stderr and "Traceback" not in result.stderr
     assert not (Path(__file__).resolve().parents[2] / "ml" / "weights" / "mixed.pt").exists()
+
+
+def test_update_card_refuses_changed_weights(tiny_model: Path) -> None:
+    from ml.packaging import update_card
+
+    card_before = tiny_model.with_suffix(".json").read_text()
+    update_card(str(tiny_model), metrics={"val": {"dice_mean": 0.5}})  # unchanged weights: fine
+    assert resolve(str(tiny_model)).metrics["val"]["dice_mean"] == 0.5
+    with tiny_model.open("ab") as handle:
+        handle.write(b"junk")
+    with pytest.raises(WeightsIntegrityError, match="sha256 mismatch"):
+        update_card(str(tiny_model), metrics={"val": {"dice_mean": 0.9}})
+    assert json.loads(tiny_model.with_suffix(".json").read_text())["sha256"] == json.loads(card_before)["sha256"]
+
+
+def test_onnx_backend_checks_where_its_export_came_from(tiny_model: Path, make_case) -> None:  # noqa: ANN001
+    import shutil
+
+    from ml.export import export_model
+    from ml.inference import CXRPredictor
+
+    export_model(str(tiny_model))  # beside the weights: <name>.onnx, stamped with the .pt's sha256
+    image = make_case(64)[0]
+    onnx = CXRPredictor.from_registry(str(tiny_model), backend="onnx").predict(image).labels
+    assert (onnx == CXRPredictor.from_registry(str(tiny_model)).predict(image).labels).all()
+    # an export of other weights put in its place is refused
+    other = tiny_model.parent / "other"
+    other.mkdir()
+    torch.save({k: v + 0.01 for k, v in torch.load(tiny_model).items()}, other / tiny_model.name)
+    card = json.loads(tiny_model.with_suffix(".json").read_text())
+    from ml.registry import write_card
+
+    write_card(resolve(str(tiny_model)), other / tiny_model.name, other / tiny_model.with_suffix(".json").name)
+    export_model(str(other / tiny_model.name))
+    shutil.copy(other / "tiny_cxr.onnx", tiny_model.parent / "tiny_cxr.onnx")
+    with pytest.raises(WeightsIntegrityError, match="was not exported from"):
+        CXRPredictor.from_registry(str(tiny_model), backend="onnx")
+    # and so are tampered weights, as with the PyTorch backend
+    assert card["sha256"] == sha256_file(tiny_model)
+    with tiny_model.open("ab") as handle:
+        handle.write(b"junk")
+    with pytest.raises(WeightsIntegrityError, match="sha256 mismatch"):
+        CXRPredictor.from_registry(str(tiny_model), backend="onnx")
