@@ -159,6 +159,7 @@ class Trainer:
         self.num_classes = num_classes
         self.augment = augment
         self.extra_state = extra_state or {}
+        self._shuffle_generator: torch.Generator | None = None
         self.train_loader = self._loader(train_data, config.batch_size, shuffle=True)
         self.val_loader = self._loader(val_data, config.val_batch_size, shuffle=False)
         self.loss_fn = DiceCE(**config.loss).to(self.device)
@@ -184,6 +185,8 @@ class Trainer:
         if isinstance(data, DataLoader):
             return data
         gen = torch.Generator().manual_seed(self.cfg.seed)
+        if shuffle:
+            self._shuffle_generator = gen  # reseeded per epoch, so a resumed run shuffles as an unbroken one
         return DataLoader(
             data,
             batch_size=batch_size,
@@ -192,6 +195,11 @@ class Trainer:
             num_workers=self.cfg.num_workers,
             generator=gen,
         )
+
+    def _augment_generator(self) -> torch.Generator | None:
+        """The augmentation's random source when it has one (saved in ``last.pt`` for resume)."""
+        generator = getattr(self.augment, "generator", None)
+        return generator if isinstance(generator, torch.Generator) else None
 
     def _deep_supervision(self) -> DeepSupervision | None:
         """Auxiliary decoder heads when ``deep_supervision`` weights are configured."""
@@ -247,6 +255,8 @@ class Trainer:
         """One pass over the training data; returns the mean loss."""
         self.model.train()
         total, count = 0.0, 0
+        if self._shuffle_generator is not None:
+            self._shuffle_generator.manual_seed(self.cfg.seed * 100_003 + self.epoch)
         for batch in self._iter(self.train_loader, f"epoch {self.epoch + 1} train"):
             images, labels = _split_batch(batch)
             images, labels = images.to(self.device), labels.to(self.device)
@@ -303,6 +313,7 @@ class Trainer:
             "plateau": self.plateau.state_dict() if self.plateau else None,
             "scaler": self.scaler.state_dict(),
             "deep_supervision": self.deep.state_dict() if self.deep else None,
+            "augment_rng": self._augment_generator().get_state() if self._augment_generator() else None,
             "epoch": self.epoch,
             "step": self.step,
             "elapsed": self.elapsed,
@@ -324,6 +335,8 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         if self.deep and ckpt.get("deep_supervision"):
             self.deep.load_state_dict(ckpt["deep_supervision"])
+        if self._augment_generator() is not None and ckpt.get("augment_rng") is not None:
+            self._augment_generator().set_state(ckpt["augment_rng"])
         self.epoch, self.step, self.elapsed = ckpt["epoch"], ckpt["step"], ckpt["elapsed"]
         self.best_dice, self.best_epoch = ckpt["best_dice"], ckpt["best_epoch"]
         self.history = ckpt["history"]

@@ -125,3 +125,25 @@ def test_comparison_epoch_budget_drops_the_wall_clock(tmp_path: Path) -> None:
         with_budget(Path("ml/configs/compare_unet.yaml"), tmp_path, max_minutes=3, epochs=15)
     with pytest.raises(SystemExit):
         main(["--epochs", "3", "--max-minutes", "3"])
+
+
+def test_a_resumed_run_continues_the_unbroken_one(synthetic_manifest: Path, tmp_path: Path) -> None:
+    """Same shuffle and the same augmentation draws after a resume as without the break (constant
+    learning rate, so that the 1-epoch first leg follows the same schedule as the unbroken run)."""
+    train = CXRSegmentationDataset(read_manifest(synthetic_manifest, ["train"]), size=32)
+    val = CXRSegmentationDataset(read_manifest(synthetic_manifest, ["val"]), size=32)
+
+    def run(folder: str, epochs: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        net = build_network("unet", 1, 3, channels=[4, 8], strides=[2])
+        cfg = TrainConfig(epochs=epochs, batch_size=4, lr=1e-2, scheduler="none", progress=False, seed=3,
+                          num_threads=1, early_stopping_patience=100)
+        aug = BatchAugment(AugmentConfig(p_affine=0.8, rotate_deg=10, p_flip=0.5), seed=3)
+        Trainer(net, train, val, cfg, tmp_path / folder, num_classes=3, augment=aug).fit()
+        return torch.load(tmp_path / folder / "last.pt", weights_only=False)["model"]
+
+    straight = run("straight", 3)
+    run("broken", 1)
+    resumed = run("broken", 3)
+    for key, value in straight.items():
+        assert torch.allclose(value, resumed[key], atol=1e-6), key
