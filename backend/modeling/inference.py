@@ -188,12 +188,18 @@ def _series_folder(series: Any) -> Iterator[Path]:
 
 
 def to_instance_grid(labels: np.ndarray, meta: Any) -> np.ndarray:
-    """Canonical LPS ``(D, H, W)`` labels → the series' own grid (inverse of the reader's reorientation).
+    """Canonical LPS ``(D, H, W)`` labels → the series' own grid: one slice per instance.
+
+    Inverse of the reader's reorientation, then of its regular grid (no slice for positions it
+    interpolated over missing instances; a gantry-tilted series' de-shear undone), so that each
+    mask slice lies on its instance's pixels.
 
     Returns:
-        ``(D, H, W)`` uint8 with D = slices by position along the normal, H = Rows, W = Columns.
+        ``(D, H, W)`` uint8 with D = instances by position along the normal, H = Rows, W = Columns.
     """
     import SimpleITK as sitk
+
+    from ml.ct.io import to_source_slices
 
     image = sitk.GetImageFromArray(np.ascontiguousarray(labels, dtype=np.uint8))
     image.SetSpacing(meta.spacing)
@@ -201,7 +207,7 @@ def to_instance_grid(labels: np.ndarray, meta: Any) -> np.ndarray:
     image.SetDirection(meta.direction)
     if meta.original_orientation != "LPS":
         image = sitk.DICOMOrient(image, meta.original_orientation)
-    return sitk.GetArrayFromImage(image).astype(np.uint8, copy=False)
+    return to_source_slices(sitk.GetArrayFromImage(image).astype(np.uint8, copy=False), meta)
 
 
 def instance_grid_geometry(meta: Any) -> dict[str, Any]:

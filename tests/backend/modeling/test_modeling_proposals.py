@@ -98,6 +98,23 @@ def test_ct_label_map_is_on_the_stored_instance_grid(project, ct_version_without
     assert np.argwhere(labels == 1)[:, 2].mean() > np.argwhere(labels == 2)[:, 2].mean()
 
 
+def test_ct_series_with_a_missing_instance_gets_one_mask_slice_per_instance(project, ct_version_without_weights,
+                                                                          django_capture_on_commit_callbacks):
+    """The reader fills the gap by interpolation; the stored mask keeps one slice per instance."""
+    from proposal_helpers import chest_phantom
+
+    files = ct_series_files(depth=24, size=64)
+    del files[10]
+    (series,) = _ingest(project, files, django_capture_on_commit_callbacks)
+    revision = MaskRevision.objects.get(pk=ProposalJob.objects.get(series=series).revision_id)
+    labels = read_labels(revision)
+    assert labels.shape == (23, 64, 64) and len(revision.geometry["instance_ids"]) == 23
+    assert any("interpolated" in w for w in revision.geometry["warnings"])
+    lungs = np.delete(chest_phantom(24, 64), 10, axis=0) == -850.0
+    dice = 2 * np.count_nonzero((labels > 0) & lungs) / (np.count_nonzero(labels) + np.count_nonzero(lungs))
+    assert dice > 0.8
+
+
 def test_unreadable_image_fails_after_retries_and_keeps_the_error(project, tiny_cxr_version, make_member, client_for,
                                                                  django_capture_on_commit_callbacks):
     (series,) = _ingest(project, [("chest.png", xray_png())], django_capture_on_commit_callbacks)

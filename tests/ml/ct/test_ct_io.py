@@ -1,4 +1,8 @@
-"""CT reading and writing: real DICOM series, formats, orientation, geometry round-trip."""
+"""CT reading and writing: real DICOM series, formats, orientation, geometry round-trip.
+
+Synthetic DICOM series (sorting, geometry checks, tilt, missing slices, codecs) are in
+``test_ct_io_series.py``.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,6 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from ml.ct.io import CTReadError, read_ct, read_label, write_mask
 
@@ -80,53 +82,20 @@ def test_unknown_inputs_raise_with_the_path(tmp_path: Path) -> None:
         read_ct(tmp_path)
 
 
-def _write_series(folder: Path, positions: list[tuple[float, float, float]], slope: float = 1.0,
-                  intercept: float = -1024.0) -> None:
-    """Tiny CT series (4×5 pixels per slice), files written in reverse order."""
-    folder.mkdir(parents=True, exist_ok=True)
-    series_uid = generate_uid()
-    for index, position in reversed(list(enumerate(positions))):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = FileDataset(str(folder / f"{index}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.SeriesInstanceUID = "CT", series_uid
-        ds.ImagePositionPatient = list(position)
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [0.7, 0.6]
-        ds.Rows, ds.Columns = 4, 5
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-        ds.PixelData = np.full((4, 5), 1000 + 10 * index, dtype=np.uint16).tobytes()
-        ds.save_as(folder / f"{index}.dcm", enforce_file_format=True)
-
-
-def test_dicom_series_sorted_rescaled_and_checked(tmp_path: Path) -> None:
-    _write_series(tmp_path / "ok", [(0.0, 0.0, 2.0 * i) for i in range(4)], slope=2.0, intercept=-2048.0)
-    volume, meta = read_ct(tmp_path / "ok")
-    assert volume.shape == (4, 4, 5)
-    assert volume[:, 0, 0].tolist() == [2.0 * (1000 + 10 * i) - 2048.0 for i in range(4)]
-    assert meta.spacing_dhw == pytest.approx((2.0, 0.7, 0.6))
-    assert meta.warnings == []
-
-
-def test_dicom_missing_slice_and_gantry_tilt_are_reported(tmp_path: Path) -> None:
-    _write_series(tmp_path / "gap", [(0.0, 0.0, z) for z in (0.0, 2.0, 4.0, 8.0, 10.0)])
-    _, meta = read_ct(tmp_path / "gap")
-    assert any("1 missing slice" in w for w in meta.warnings)
-    _write_series(tmp_path / "tilt", [(0.0, 0.5 * i, 2.0 * i) for i in range(4)])  # ~14° tilt
-    _, meta = read_ct(tmp_path / "tilt")
-    assert any("gantry tilt of 14.0 degrees" in w for w in meta.warnings)
+@pytest.mark.parametrize("offset", [1100, 2000])  # no air at all: an unrescaled CT, or not a CT
+def test_volume_without_air_is_not_taken_for_hounsfield_units(tmp_path: Path, offset: int) -> None:
+    path = tmp_path / "not_hu.nii.gz"
+    sitk.WriteImage(_image(_marker_volume() + offset, (1.0, 1.0, 1.0), tuple(np.eye(3).ravel())), str(path))
+    with pytest.raises(CTReadError, match=r"not_hu\.nii\.gz: does not look like a CT in Hounsfield units "
+                                          r"\(no air below -500 HU"):
+        read_ct(path)
 
 
 def test_real_dicom_series_lungdx(shared_data: Path) -> None:
     volume, meta = read_ct(shared_data / "ct" / "dicom" / "lungdx_A0001")
     assert volume.shape == (64, 512, 512)
     assert meta.spacing_dhw == pytest.approx((5.0, 0.841796875, 0.841796875))
-    assert meta.original_orientation == "LPS" and meta.warnings == []
+    assert meta.original_orientation == "LPS" and meta.warnings == [] and meta.interpolated_slices == ()
     # HU from RescaleSlope/Intercept: air outside, lung parenchyma, mediastinal soft tissue
     assert volume[32, 5, 5] < -900
     assert float(np.median(volume[32, 192:232, 128:168])) < -700
