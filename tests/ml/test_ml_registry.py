@@ -160,3 +160,12 @@ def test_onnx_backend_checks_where_its_export_came_from(tiny_model: Path, make_c
         handle.write(b"junk")
     with pytest.raises(WeightsIntegrityError, match="sha256 mismatch"):
         CXRPredictor.from_registry(str(tiny_model), backend="onnx")
+
+
+def test_a_training_checkpoint_gets_a_packaging_hint(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "best.pt"
+    torch.save({"model": {}}, checkpoint)
+    with pytest.raises(ModelNotFoundError, match="python -m ml.packaging .*best.pt --name NAME"):
+        resolve(str(checkpoint))
+    with pytest.raises(ModelNotFoundError, match=r"no model card .*missing.json beside .*missing.pt$"):
+        resolve(str(tmp_path / "missing.pt"))
