@@ -163,3 +163,14 @@ def test_cli_reports_bad_ct_inputs_as_errors(phantom_files, tmp_path: Path,
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("error: ") and needle in err and "Traceback" not in err
+
+
+def test_bench_times_a_given_volume_from_file_to_mask(phantom_files, tmp_path: Path) -> None:
+    folder, _ = phantom_files
+    report = api.bench("classical", tmp_path / "bench.json", input_path=folder / "ct.nii.gz", threads=1)
+    assert report["shape_dhw"] == [48, 96, 96] and report["threads"] == 1
+    assert report["total_s"] >= report["read_s"] + report["segment_s"]
+    assert report["startup_s"] > 0 and report["cli_total_s"] == pytest.approx(report["startup_s"] + report["total_s"],
+                                                                             abs=2e-3)
+    assert report["peak_rss_mb"] > 0 and report["volumes"]["total_volume_ml"] > 0
+    assert json.loads((tmp_path / "bench.json").read_text())["input"] == str(folder / "ct.nii.gz")
