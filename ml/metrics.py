@@ -5,7 +5,8 @@ optional ``spacing`` (one value per axis, e.g. mm per pixel); distances are in p
 ``spacing`` is None and in the spacing's unit otherwise. Conventions for empty masks:
 
 * overlap metrics (Dice, IoU, precision, recall) are 1.0 when both masks are empty;
-* surface distances (HD95, ASSD) are 0.0 when both are empty and ``nan`` when exactly one is.
+* surface distances (HD95, ASSD) are 0.0 when both are empty and the array's diagonal when
+  exactly one is (:func:`missing_structure_distance`), so a missed structure stays in the mean.
 
 :func:`per_label_metrics` evaluates every label of a label map plus their union, and
 :class:`MetricTable` accumulates per-case rows and summarises them (mean, median, 5th

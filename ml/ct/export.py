@@ -200,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alias", action="append", default=[])
     parser.add_argument("--loco-of", default=None, help="the model this leave-one-case-out fold belongs to")
     parser.add_argument("--config", default="ml/configs/ct_default.yaml", help="config recorded in the card")
+    parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR,
+                        help="where to write NAME.pt and its card (default ml/weights; a scratch folder for "
+                        "candidates that are not shipped: evaluate them with --model DIR/NAME.pt)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     if args.refresh_postprocessing:
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(card.card_path)
         return 0
-    card = export_checkpoint(args.checkpoint, args.name, args.alias, args.loco_of, args.config)
+    card = export_checkpoint(args.checkpoint, args.name, args.alias, args.loco_of, args.config, args.weights_dir)
     print(card.weights_path)
     return 0
 

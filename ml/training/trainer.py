@@ -382,8 +382,11 @@ class Trainer:
             if self.epoch - self.best_epoch > self.cfg.early_stopping_patience and self.best_epoch >= 0:
                 stop_reason = "early_stopping"
                 break
-            start, base = time.monotonic(), self.elapsed
+            start, base, steps_before = time.monotonic(), self.elapsed, self.step
             train_loss = self.train_one_epoch(start, base)
+            if self.step == steps_before:  # the budget ran out before this epoch's first step
+                stop_reason = "max_minutes"
+                break
             val = self.validate()
             self.epoch += 1
             epoch_seconds = time.monotonic() - start
