@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from ml.inference import PredictionResult
 from ml.postprocess import PostprocessConfig
-from ml.preprocessing import prepare_image, unletterbox_labels
+from ml.preprocessing import BlankImageError, prepare_image, unletterbox_labels
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -85,10 +85,16 @@ class ClassicalPredictor:
     def predict(self, image: np.ndarray, photometric: str = "MONOCHROME2") -> PredictionResult:
         """Segment one image; returns labels at the input's (H, W) (confidence is not defined: nan)."""
         t0 = time.perf_counter()
-        canvas, geom = prepare_image(image, self.size, photometric)
-        valid = np.zeros_like(canvas, dtype=bool)
-        valid[geom.top : geom.top + geom.new_h, geom.left : geom.left + geom.new_w] = True
-        labels = unletterbox_labels(classical_lungs(canvas, valid), geom)
+        try:
+            canvas, geom = prepare_image(image, self.size, photometric)
+        except BlankImageError:  # nothing to threshold: no lungs, as the network predictor says
+            canvas = geom = None
+        if canvas is None:
+            labels = np.zeros(np.asarray(image).shape[:2], dtype=np.uint8)
+        else:
+            valid = np.zeros_like(canvas, dtype=bool)
+            valid[geom.top : geom.top + geom.new_h, geom.left : geom.left + geom.new_w] = True
+            labels = unletterbox_labels(classical_lungs(canvas, valid), geom)
         ms = 1e3 * (time.perf_counter() - t0)
         areas = {"right_lung": int((labels == 1).sum()), "left_lung": int((labels == 2).sum())}
         return PredictionResult(labels=labels, confidence=float("nan"), mean_entropy=float("nan"),

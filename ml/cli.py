@@ -69,7 +69,7 @@ def read_input_image(path: Path) -> tuple["np.ndarray", str, tuple[float, float]
         ImageFormatError: a folder or CT volume (use a CT model), or a file that is not a
             readable image or DICOM.
     """
-    from ml.ct.io import VOLUME_SUFFIXES
+    from ml.ct import VOLUME_SUFFIXES
     from ml.preprocessing import ImageFormatError
 
     if path.is_dir() or path.name.lower().endswith(VOLUME_SUFFIXES):
@@ -238,8 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the process exit status."""
+def _domain_errors() -> tuple[type[BaseException], ...]:
+    """Errors about the user's input: printed as ``error: ...`` with exit status 2.
+
+    Imported only when something failed, so that ``--help`` and X-ray commands do not pay for
+    the CT stack (SimpleITK, pydicom) at start-up.
+    """
     from ml.config import ConfigError
     from ml.ct.data import ManifestError as CTManifestError
     from ml.ct.io import CTReadError
@@ -248,13 +252,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ml.preprocessing import ImageFormatError
     from ml.registry import RegistryError
 
+    return (RegistryError, ManifestError, CTManifestError, ImageFormatError, CTReadError, ConfigError,
+            ShapeMismatchError, FileNotFoundError, IsADirectoryError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
-    domain_errors = (RegistryError, ManifestError, CTManifestError, ImageFormatError, CTReadError, ConfigError,
-                     ShapeMismatchError, FileNotFoundError, IsADirectoryError)
     try:
         return int(args.func(args))
-    except domain_errors as exc:
+    except Exception as exc:  # noqa: BLE001 - domain errors become a message, anything else propagates
+        if not isinstance(exc, _domain_errors()):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -173,7 +173,10 @@ class CXRSegmentationDataset(Dataset):
             iterator = tqdm(iterator, desc="loading", unit="img")
         for i in iterator:
             case = self.cases[i]
-            canvas, _ = prepare_image(load_image(case.image_path), size, "MONOCHROME2", low_pct, high_pct)
+            try:
+                canvas, _ = prepare_image(load_image(case.image_path), size, "MONOCHROME2", low_pct, high_pct)
+            except ImageFormatError as error:  # a blank or unusable training image: name it
+                raise ManifestError(f"{case.dataset}/{case.case} ({case.image_path}): {error}") from error
             self.images[i] = np.round(canvas * 255.0).astype(np.uint8)
             self.labels[i] = letterbox_labels(load_labels(case.label_path), size)
         logger.info("loaded %d cases at %d²", len(self.cases), size)

@@ -304,7 +304,8 @@ class CXRPredictor:
         t1 = time.perf_counter()
         if canvas is None:
             labels = np.zeros(np.asarray(image).shape[:2], dtype=np.uint8)
-            return self._result(labels, 1.0, spacing, {"total": 1e3 * (t1 - t0)})
+            return self._result(labels, 1.0, spacing, {"preprocess": 1e3 * (t1 - t0), "model": 0.0,
+                                                       "postprocess": 0.0, "total": 1e3 * (t1 - t0)})
         probs = self.probabilities(canvas)
         t2 = time.perf_counter()
         labels, entropy = labels_from_probs(probs, geom, self.post)

@@ -74,13 +74,15 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 
 def remove_small_components(mask: np.ndarray, min_frac: float) -> np.ndarray:
-    """Drop components whose size is below ``min_frac`` of the mask's total size."""
+    """Drop components whose size is below ``min_frac`` of the mask's total size; the largest
+    component always stays (a lung broken into many small pieces is not a speck)."""
     lab, n = ndimage.label(mask, structure=_structure(mask.ndim))
     if n <= 1:
         return mask.astype(bool)
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
     keep = sizes >= min_frac * sizes.sum()
+    keep[int(sizes.argmax())] = True
     keep[0] = False
     return keep[lab]
 
@@ -139,7 +141,7 @@ def postprocess(labels: np.ndarray, config: PostprocessConfig | None = None, lun
         mask = labels == value
         if cfg.remove_specks:
             mask = remove_small_components(mask, cfg.min_component_frac)
-        if cfg.keep_largest:  # leaves no specks either: with it on, remove_specks changes nothing
+        if cfg.keep_largest:  # leaves no specks either
             mask = largest_component(mask)
         if cfg.fill_holes:
             mask = fill_holes(mask)

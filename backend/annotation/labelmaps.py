@@ -4,7 +4,10 @@ Arrays follow the Pleura convention: ``uint8`` with 0 background, 1 patient's ri
 2 patient's left lung. 3D label maps are ``(D, H, W)`` on the series' instance grid (slices by
 position along the normal, Rows × Columns); :func:`encode_nifti` writes them with a RAS affine
 built from the stored geometry (LPS origin, direction, spacing) so that any NIfTI viewer
-overlays them on the CT.
+overlays them on the CT. That holds for regular series. For a series with missing instances or
+a gantry tilt the stored geometry is the reader's regular, de-sheared grid (the CT reader warns,
+and the warnings are kept in the geometry): a NIfTI export then places the instances after a
+gap one step early and ignores the shear, and :func:`side_sizes` leaves the gap's volume out.
 """
 
 from __future__ import annotations

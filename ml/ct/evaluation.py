@@ -63,7 +63,10 @@ def case_metrics(prediction: np.ndarray, truth: np.ndarray, spacing: tuple[float
         pred, true = pairs[side]
         box = _union_box(pred, true)
         row[f"dice_{side}"] = metrics.dice(pred, true)
-        row[f"hd95_{side}_mm"] = metrics.hd95(pred[box], true[box], spacing)
+        if pred.any() != true.any():  # a missed or invented lung: the whole volume's diagonal, not the box's
+            row[f"hd95_{side}_mm"] = metrics.missing_structure_distance(pred.shape, spacing)
+        else:
+            row[f"hd95_{side}_mm"] = metrics.hd95(pred[box], true[box], spacing)
         true_ml, pred_ml = float(true.sum()) * voxel_ml, float(pred.sum()) * voxel_ml
         error = (pred_ml - true_ml) / true_ml * 100.0 if true_ml else math.nan
         if side == "lung":

@@ -29,10 +29,11 @@ import pydicom
 import SimpleITK as sitk
 from scipy import ndimage
 
+from ml.ct import VOLUME_SUFFIXES
+
 logger = logging.getLogger(__name__)
 
 CANONICAL_ORIENTATION = "LPS"
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 _MISSING_SLICE_FACTOR = 1.5
 _SHEAR_TOLERANCE_PX = 0.5  # in-plane slice offsets above this many pixels are de-sheared
@@ -323,7 +324,7 @@ def _read_dicom_series(
         in_plane_mm = float(np.linalg.norm(offsets - np.outer(distances, normal), axis=1).max())
         warnings.append(f"gantry tilt of {_tilt_degrees(offsets, normal):.1f} degrees: slices were resampled "
                         f"onto an orthogonal grid (de-sheared by up to {in_plane_mm:.1f} mm in-plane)")
-    volume, slice_spacing, interpolated, gap_warning = _regular_slices(volume, distances)
+    volume, slice_spacing, interpolated, file_index, gap_warning = _regular_slices(volume, distances)
     if gap_warning:
         warnings.append(gap_warning)
     if len(slices) == 1:
@@ -332,9 +333,8 @@ def _read_dicom_series(
     image.SetSpacing((column_spacing, row_spacing, slice_spacing))
     image.SetOrigin(tuple(float(v) for v in slices[0].position))
     image.SetDirection(tuple(np.stack([row, col, normal], axis=1).ravel().tolist()))
-    grid_index = np.rint(distances / slice_spacing).astype(int) if len(slices) > 1 else np.zeros(1, int)
     sources = tuple((int(g), float(dr), float(dc)) if sheared else (int(g), 0.0, 0.0)
-                    for g, (dr, dc) in zip(np.clip(grid_index, 0, volume.shape[0] - 1), shifts))
+                    for g, (dr, dc) in zip(file_index, shifts))
     logger.info("read DICOM series %s: %d slices -> %d on the grid", folder, len(slices), volume.shape[0])
     return image, warnings, interpolated, sources
 
@@ -464,46 +464,49 @@ def _deshear(volume: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     return out
 
 
-def _regular_slices(volume: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, float, tuple[int, ...], str]:
-    """Put slices on a regular grid along the normal when slices are missing.
+def _regular_slices(
+    volume: np.ndarray, distances: np.ndarray
+) -> tuple[np.ndarray, float, tuple[int, ...], np.ndarray, str]:
+    """Put the slices on a regular grid along the normal, interpolating where slices are missing.
 
-    Without gaps (no step above ``_MISSING_SLICE_FACTOR`` × the median step) the slices are kept
-    as they are, at the median step. With gaps, the grid runs from the first to the last slice at
-    (about) the median step and each grid position is interpolated linearly between the slices
-    around it (an existing slice on the grid is copied as is).
+    A step longer than ``_MISSING_SLICE_FACTOR`` × the median step is a gap holding
+    ``round(step / median) − 1`` missing slices. The grid has one position per file plus one per
+    missing slice, evenly spaced from the first to the last file (so small jitter in the
+    positions, e.g. rounded to 0.1 mm, is absorbed). Every file's slice is copied as it is to its
+    own position; only the missing positions are interpolated, linearly between the files on
+    either side by their true positions.
 
     Args:
         volume: ``(D, H, W)`` HU, slices sorted along the normal.
         distances: ``(D,)`` slice positions along the normal in mm, relative to the first.
 
     Returns:
-        ``(volume, spacing_mm, interpolated, warning)``: ``interpolated`` the grid indices filled
-        by interpolation; the warning is empty when nothing was missing.
+        ``(volume, spacing_mm, interpolated, file_index, warning)``: ``interpolated`` the grid
+        indices no file holds, ``file_index`` each file's grid index; the warning is empty when
+        nothing was missing.
     """
+    count = len(distances)
+    if count < 2:
+        return volume, 1.0, (), np.zeros(count, dtype=int), ""
     steps = np.diff(distances)
-    if not steps.size:
-        return volume, 1.0, (), ""
     median = float(np.median(steps))
-    gaps = np.flatnonzero(steps > _MISSING_SLICE_FACTOR * median)
-    if not gaps.size:
-        return volume, median, (), ""
-    missing = int(sum(round(steps[i] / median) - 1 for i in gaps))
-    count = int(round(distances[-1] / median)) + 1
-    targets = np.linspace(0.0, float(distances[-1]), count)
-    spacing = float(targets[1] - targets[0])
-    upper = np.clip(np.searchsorted(distances, targets, side="right"), 1, len(distances) - 1)
-    lower = upper - 1
-    weights = (targets - distances[lower]) / (distances[upper] - distances[lower])
-    out = np.empty((count, *volume.shape[1:]), dtype=np.float32)
-    interpolated: list[int] = []
-    for j, (i, w) in enumerate(zip(lower, weights)):
-        if w < 1e-3:
-            out[j] = volume[i]
-        elif w > 1.0 - 1e-3:
-            out[j] = volume[i + 1]
-        else:
-            out[j] = (1.0 - w) * volume[i] + w * volume[i + 1]
-            interpolated.append(j)
-    warning = (f"{missing} missing slice(s) after index(es) {gaps.tolist()} (spacing {median:.2f} mm): "
+    missing_after = np.where(steps > _MISSING_SLICE_FACTOR * median, np.rint(steps / median).astype(int) - 1, 0)
+    file_index = np.concatenate([[0], np.cumsum(1 + missing_after)])
+    size = int(file_index[-1]) + 1
+    spacing = float(distances[-1]) / (size - 1)
+    if size == count:
+        return volume, spacing, (), file_index, ""
+    out = np.empty((size, *volume.shape[1:]), dtype=np.float32)
+    out[file_index] = volume
+    held = set(file_index.tolist())
+    interpolated = [j for j in range(size) if j not in held]
+    for j in interpolated:
+        after = int(np.searchsorted(file_index, j))  # the first file beyond position j
+        before = after - 1
+        position = j * spacing
+        weight = (position - distances[before]) / (distances[after] - distances[before])
+        out[j] = (1.0 - weight) * volume[before] + weight * volume[after]
+    gaps = np.flatnonzero(missing_after).tolist()
+    warning = (f"{int(missing_after.sum())} missing slice(s) after index(es) {gaps} (spacing {median:.2f} mm): "
                f"{len(interpolated)} position(s) interpolated linearly onto a regular {spacing:.2f} mm grid")
-    return out, spacing, tuple(interpolated), warning
+    return out, spacing, tuple(interpolated), file_index, warning

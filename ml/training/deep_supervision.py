@@ -72,7 +72,7 @@ class DeepSupervision(nn.Module):
         """Channels of each hooked level, from one forward pass on a small zero input."""
         first = next(p for p in model.parameters() if p.dim() > 2)  # the first convolution's kernel
         self._spatial_dims, in_channels = first.dim() - 2, first.shape[1]
-        side = 2 ** (len(unet_decoder_levels(model)) + 1)
+        side = 2 ** (len(unet_decoder_levels(model)) + 2)  # a 2x2 bottleneck: instance norm refuses 1x1
         was_training = model.training
         model.eval()
         with torch.no_grad():

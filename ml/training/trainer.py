@@ -328,6 +328,11 @@ class Trainer:
     def resume(self, path: Path) -> None:
         """Restore the full training state from ``last.pt``."""
         ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        saved = list((ckpt.get("config") or {}).get("deep_supervision") or [])
+        if saved != list(self.cfg.deep_supervision):
+            raise TrainingConfigError(
+                f"{path} was trained with deep_supervision {saved} but the config now says "
+                f"{list(self.cfg.deep_supervision)}: resume with the same setting, or start a new run folder")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.plateau and ckpt.get("plateau"):

@@ -119,3 +119,13 @@ def test_manifest_pixel_spacing_adds_distances_in_mm(tiny_model: Path, synthetic
     synthetic_manifest.write_text("\n".join([rows[0], rows[1].rsplit(",", 1)[0] + ",-1"]) + "\n")
     with pytest.raises(ManifestError, match="pixel_spacing_mm must be"):
         read_manifest(synthetic_manifest)
+
+
+def test_help_does_not_load_torch_or_the_ct_stack() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ml.cli import main\ntry:\n    main(['predict', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'SimpleITK', 'pydicom') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

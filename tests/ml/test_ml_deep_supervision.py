@@ -52,6 +52,25 @@ def test_gradients_reach_the_heads_and_the_inner_decoder() -> None:
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in deep.heads.parameters())
 
 
+def test_instance_norm_networks_are_supervised_too() -> None:
+    """The shipped X-ray configs use instance norm, which refuses a 1x1 bottleneck."""
+    net = build_network("resunet", 1, 3, channels=[8, 16, 32, 64], strides=[2, 2, 2], num_res_units=1,
+                        norm="instance")
+    deep = DeepSupervision(net, 3, [0.5, 0.25])
+    labels = torch.randint(0, 3, (2, 32, 32))
+    assert float(deep.loss(DiceCE(), net(torch.randn(2, 1, 32, 32)), labels)) > 0
+
+
+def test_resuming_with_another_deep_supervision_setting_is_a_config_error(synthetic_manifest: Path,
+                                                                          tmp_path: Path) -> None:
+    train = CXRSegmentationDataset(read_manifest(synthetic_manifest, ["train"]), size=32)
+    cfg = TrainConfig(epochs=1, batch_size=4, progress=False, deep_supervision=[0.5])
+    Trainer(_resunet(), train, train, cfg, tmp_path / "run", num_classes=3).fit()
+    cfg = TrainConfig(epochs=2, batch_size=4, progress=False)
+    with pytest.raises(TrainingConfigError, match="deep_supervision \\[0.5\\] but the config now says \\[\\]"):
+        Trainer(_resunet(), train, train, cfg, tmp_path / "run", num_classes=3).fit()
+
+
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(DeepSupervisionError, match="1 to 2 weights"):
         DeepSupervision(_resunet(), 3, [0.5, 0.25, 0.125])

@@ -56,6 +56,23 @@ def test_blank_images_get_an_empty_mask(predictor: CXRPredictor, image: np.ndarr
     assert result.labels.shape == image.shape[:2] and not result.labels.any()
     assert result.confidence == 0.0 and result.areas_px == {"right_lung": 0, "left_lung": 0}
     assert result.areas_mm2 == {"right_lung": 0.0, "left_lung": 0.0}
+    assert set(result.timings_ms) == {"preprocess", "model", "postprocess", "total"}  # as for any image
+
+
+def test_a_blank_case_in_an_evaluation_scores_as_a_missed_pair_of_lungs(predictor: CXRPredictor, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from ml.data import Case
+    from ml.evaluation import evaluate_predictor
+
+    labels = np.zeros((64, 64), np.uint8)
+    labels[10:50, 8:28], labels[10:50, 36:56] = 1, 2
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "blank.png")
+    Image.fromarray(labels).save(tmp_path / "labels.png")
+    case = Case("synth", "blank", "test", tmp_path / "blank.png", tmp_path / "labels.png")
+    summary = evaluate_predictor(predictor, [case])
+    assert summary["n_cases"] == 1 and summary["dice_mean"] == 0.0
+    assert summary["hd95_mean"] == pytest.approx(np.hypot(64, 64))
 
 
 def test_shipped_model_draws_no_lungs_on_a_blank_film() -> None:

@@ -85,3 +85,28 @@ def test_each_step_alone_does_only_its_own_job() -> None:
     swapped = lab.copy()
     swapped[lab == 1], swapped[lab == 2] = 2, 1
     assert np.array_equal(postprocess(swapped, PostprocessConfig(**{**off, "fix_sides": True})), lab)
+
+
+def test_a_lung_in_many_small_pieces_is_not_removed_as_specks() -> None:
+    lab = np.zeros((60, 60), np.uint8)
+    for y in range(0, 50, 10):
+        for x in range(0, 50, 10):
+            lab[y : y + 4, x : x + 4] = 1  # 25 equal pieces, 4 % of the label each
+    lab[0:4, 0:5] = 1  # the first one a little larger
+    out = postprocess(lab, PostprocessConfig(fix_sides=False))  # shipped defaults: specks + largest
+    assert (out == 1).sum() == 20
+    only_specks = postprocess(lab, PostprocessConfig(keep_largest=False, fix_sides=False))
+    assert (only_specks == 1).sum() == 20
+
+
+def test_blank_images_in_the_baseline_and_in_training_data(synthetic_manifest) -> None:  # noqa: ANN001
+    import pytest
+    from PIL import Image
+
+    from ml.baseline import ClassicalPredictor
+    from ml.data import CXRSegmentationDataset, ManifestError, read_manifest
+
+    assert not ClassicalPredictor().predict(np.zeros((70, 50), np.uint8)).labels.any()
+    Image.fromarray(np.full((64, 64), 9, np.uint8)).save(synthetic_manifest.parent / "synth" / "images" / "c3.png")
+    with pytest.raises(ManifestError, match="synth/c3 .*blank image"):
+        CXRSegmentationDataset(read_manifest(synthetic_manifest, ["train"]), size=32)

@@ -174,3 +174,15 @@ def test_bench_times_a_given_volume_from_file_to_mask(phantom_files, tmp_path: P
                                                                              abs=2e-3)
     assert report["peak_rss_mb"] > 0 and report["volumes"]["total_volume_ml"] > 0
     assert json.loads((tmp_path / "bench.json").read_text())["input"] == str(folder / "ct.nii.gz")
+
+
+def test_a_missed_lung_costs_the_diagonal_of_the_whole_volume() -> None:
+    from ml.ct.evaluation import case_metrics
+
+    truth = np.zeros((10, 40, 40), np.uint8)
+    truth[2:8, 5:35, 5:18], truth[2:8, 5:35, 22:35] = 1, 2
+    prediction = truth.copy()
+    prediction[prediction == 2] = 0
+    row = case_metrics(prediction, truth, (3.0, 1.0, 1.0), lr_labels=True)
+    assert row["hd95_left_mm"] == pytest.approx(np.sqrt(30.0 ** 2 + 40.0 ** 2 + 40.0 ** 2))
+    assert row["hd95_right_mm"] == 0.0 and row["dice_left"] == 0.0

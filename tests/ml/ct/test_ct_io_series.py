@@ -262,3 +262,33 @@ def test_masks_go_back_onto_the_pixels_of_a_tilted_series(tmp_path: Path) -> Non
     plain_volume, plain_meta = read_ct(_write_series(tmp_path / "plain", _axial(4))[0].parent)
     labels = (plain_volume > 0).astype(np.uint8)
     assert to_source_slices(labels, plain_meta) is labels
+
+
+def test_jittered_positions_keep_every_file_on_its_own_slice(tmp_path: Path) -> None:
+    """Positions rounded to 0.1 mm at 0.625 mm spacing: no gap, no resampling, identity mapping."""
+    positions = [(0.0, 0.0, round(0.625 * k, 1)) for k in range(40)]
+    _write_series(tmp_path / "jitter", positions)
+    volume, meta = read_ct(tmp_path / "jitter")
+    assert volume.shape[0] == 40 and meta.warnings == [] and meta.interpolated_slices == ()
+    assert [g for g, _, _ in meta.source_slices] == list(range(40))
+    assert meta.spacing_dhw[0] == pytest.approx(positions[-1][2] / 39)
+    labels = (np.arange(40)[:, None, None] * np.ones((1, 4, 5))).astype(np.uint8)
+    assert to_source_slices(labels, meta) is labels
+
+
+def test_a_gap_in_jittered_positions_interpolates_only_the_missing_slice(tmp_path: Path) -> None:
+    positions = [(0.0, 0.0, round(0.625 * k, 1)) for k in range(40)]
+    files = _write_series(tmp_path / "gap", positions)
+    files[17].unlink()
+    complete, _ = read_ct(_write_series(tmp_path / "full", positions)[0].parent)
+    volume, meta = read_ct(tmp_path / "gap")
+    assert volume.shape[0] == 40 and meta.interpolated_slices == (17,)
+    assert [g for g, _, _ in meta.source_slices] == [k for k in range(40) if k != 17]
+    held = [k for k in range(40) if k != 17]
+    assert np.array_equal(volume[held], complete[held])  # the files' slices are copied, not blended
+    # steps 2, 2, 2, 5, 2 mm: one missing slice (5 / 2 rounds to 2 steps), 6 files on 7 positions
+    uneven = [(0.0, 0.0, z) for z in (0.0, 2.0, 4.0, 6.0, 11.0, 13.0)]
+    _write_series(tmp_path / "uneven", uneven)
+    volume, meta = read_ct(tmp_path / "uneven")
+    assert volume.shape[0] == 7 and meta.interpolated_slices == (4,)
+    assert [g for g, _, _ in meta.source_slices] == [0, 1, 2, 3, 5, 6]
