@@ -88,8 +88,6 @@ class ClassicalPredictor:
         try:
             canvas, geom = prepare_image(image, self.size, photometric)
         except BlankImageError:  # nothing to threshold: no lungs, as the network predictor says
-            canvas = geom = None
-        if canvas is None:
             labels = np.zeros(np.asarray(image).shape[:2], dtype=np.uint8)
         else:
             valid = np.zeros_like(canvas, dtype=bool)

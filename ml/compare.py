@@ -26,8 +26,8 @@ from ml.config import load_config, resolve_path
 from ml.data import read_manifest
 from ml.evaluation import evaluate_predictor
 from ml.inference import CXRPredictor
-from ml.packaging import package_checkpoint
 from ml.metrics import write_json
+from ml.packaging import package_checkpoint
 from ml.registry import load_model
 from ml.training.cxr import train_from_config
 

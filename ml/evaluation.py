@@ -102,7 +102,7 @@ def evaluate_predictor(predictor: CXRPredictor | Any, cases: Iterable[Any], out_
         result = predictor.predict(image)
         row: dict[str, Any] = {"dataset": case.dataset, "case": case.case, "category": case.category,
                                "height": target.shape[0], "width": target.shape[1]}
-        row.update(case_metrics(result.labels, target, spacing=getattr(case, "spacing_mm", None),
+        row.update(case_metrics(result.labels, target, spacing=case.spacing_mm,
                                 lr_labels=case.lr_labels))
         row["confidence"] = result.confidence
         row["model_ms"] = result.timings_ms["model"]

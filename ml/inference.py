@@ -300,12 +300,10 @@ class CXRPredictor:
             )
         except BlankImageError as error:
             logger.warning("%s: returning an empty mask", error)
-            canvas, geom = None, None
-        t1 = time.perf_counter()
-        if canvas is None:
+            ms = 1e3 * (time.perf_counter() - t0)
             labels = np.zeros(np.asarray(image).shape[:2], dtype=np.uint8)
-            return self._result(labels, 1.0, spacing, {"preprocess": 1e3 * (t1 - t0), "model": 0.0,
-                                                       "postprocess": 0.0, "total": 1e3 * (t1 - t0)})
+            return self._result(labels, 1.0, spacing, {"preprocess": ms, "model": 0.0, "postprocess": 0.0, "total": ms})
+        t1 = time.perf_counter()
         probs = self.probabilities(canvas)
         t2 = time.perf_counter()
         labels, entropy = labels_from_probs(probs, geom, self.post)

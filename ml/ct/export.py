@@ -9,7 +9,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from dataclasses import asdict
@@ -170,14 +169,6 @@ def export_checkpoint(checkpoint_path: Path, name: str, aliases: list[str], loco
     card = write_card(build_card(checkpoint, name, aliases, loco_of, config_path), weights_path)
     logger.info("exported %s (%.1f MB)", weights_path, weights_path.stat().st_size / 1e6)
     return card
-
-
-def add_metrics(name: str, metrics: dict[str, Any], weights_dir: Path = WEIGHTS_DIR) -> None:
-    """Store evaluation results in the ``metrics`` of a card (weights unchanged)."""
-    path = weights_dir / f"{name}.json"
-    data = json.loads(path.read_text())
-    data["metrics"] = metrics
-    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def refresh_postprocessing(name: str) -> ModelCard:

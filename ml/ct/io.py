@@ -60,8 +60,6 @@ class CTMeta:
         original_orientation: the input's orientation code, e.g. ``"LPS"`` or ``"RAS"``.
         warnings: problems found while reading (gantry tilt, missing slices, ...).
         reference: an empty image in the input's geometry, used to write masks back.
-        interpolated_slices: indices along the input grid's slice axis (DICOM: slices sorted along
-            the normal) that no file holds: filled by interpolation over missing slices.
         source_slices: DICOM only: for each file, in order along the normal, ``(grid index, row
             shift, column shift)``: the input-grid slice nearest to it and the in-plane shift in
             pixels that de-shearing applied (see :func:`to_source_slices`).
@@ -76,8 +74,16 @@ class CTMeta:
     original_orientation: str
     warnings: list[str] = field(default_factory=list)
     reference: sitk.Image | None = field(default=None, repr=False)
-    interpolated_slices: tuple[int, ...] = ()
     source_slices: tuple[tuple[int, float, float], ...] = ()
+
+    @property
+    def interpolated_slices(self) -> tuple[int, ...]:
+        """Indices along the input grid's slice axis (DICOM: sorted along the normal) that no file
+        holds: filled by interpolation over missing slices (empty for volume files)."""
+        if not self.source_slices or self.reference is None:
+            return ()
+        held = {grid for grid, _, _ in self.source_slices}
+        return tuple(j for j in range(self.reference.GetSize()[2]) if j not in held)
 
     @property
     def spacing_dhw(self) -> tuple[float, float, float]:
@@ -106,17 +112,16 @@ def read_ct(path: str | Path) -> tuple[np.ndarray, CTMeta]:
             data no installed codec decodes), or not in Hounsfield units (no air below −500 HU).
     """
     path = Path(path)
-    interpolated: tuple[int, ...] = ()
     sources: tuple[tuple[int, float, float], ...] = ()
     if path.is_dir():
-        image, warnings, interpolated, sources = _read_dicom_series(path)
+        image, warnings, sources = _read_dicom_series(path)
     elif path.is_file():
         _reject_single_dicom_file(path)
         image, warnings = _read_volume_file(path), []
     else:
         raise CTReadError(f"{path}: no such file or folder (expected a DICOM folder or a volume file)")
     volume, meta = _to_canonical(image, path, warnings)
-    meta.interpolated_slices, meta.source_slices = interpolated, sources
+    meta.source_slices = sources
     _check_hounsfield(volume, path)
     return volume, meta
 
@@ -289,7 +294,7 @@ class _Slice:
 
 def _read_dicom_series(
     folder: Path,
-) -> tuple[sitk.Image, list[str], tuple[int, ...], tuple[tuple[int, float, float], ...]]:
+) -> tuple[sitk.Image, list[str], tuple[tuple[int, float, float], ...]]:
     """Read one DICOM CT series from a folder onto a regular, orthogonal grid.
 
     Slices are sorted by position along the slice normal. A gantry-tilted (sheared) series is
@@ -298,8 +303,8 @@ def _read_dicom_series(
 
     Returns:
         The HU image (grid: origin at the first slice, directions row, column, normal), the
-        warnings gathered while reading, the indices of the interpolated slices and, per file,
-        ``(grid index, row shift, column shift)`` (see :attr:`CTMeta.source_slices`).
+        warnings gathered while reading and, per file, ``(grid index, row shift, column shift)``
+        (see :attr:`CTMeta.source_slices`).
 
     Raises:
         CTReadError: not one consistent CT series, or pixel data that cannot be decoded.
@@ -324,7 +329,7 @@ def _read_dicom_series(
         in_plane_mm = float(np.linalg.norm(offsets - np.outer(distances, normal), axis=1).max())
         warnings.append(f"gantry tilt of {_tilt_degrees(offsets, normal):.1f} degrees: slices were resampled "
                         f"onto an orthogonal grid (de-sheared by up to {in_plane_mm:.1f} mm in-plane)")
-    volume, slice_spacing, interpolated, file_index, gap_warning = _regular_slices(volume, distances)
+    volume, slice_spacing, file_index, gap_warning = _regular_slices(volume, distances)
     if gap_warning:
         warnings.append(gap_warning)
     if len(slices) == 1:
@@ -336,7 +341,7 @@ def _read_dicom_series(
     sources = tuple((int(g), float(dr), float(dc)) if sheared else (int(g), 0.0, 0.0)
                     for g, (dr, dc) in zip(file_index, shifts))
     logger.info("read DICOM series %s: %d slices -> %d on the grid", folder, len(slices), volume.shape[0])
-    return image, warnings, interpolated, sources
+    return image, warnings, sources
 
 
 def _read_headers(folder: Path) -> list[_Slice]:
@@ -466,7 +471,7 @@ def _deshear(volume: np.ndarray, shifts: np.ndarray) -> np.ndarray:
 
 def _regular_slices(
     volume: np.ndarray, distances: np.ndarray
-) -> tuple[np.ndarray, float, tuple[int, ...], np.ndarray, str]:
+) -> tuple[np.ndarray, float, np.ndarray, str]:
     """Put the slices on a regular grid along the normal, interpolating where slices are missing.
 
     A step longer than ``_MISSING_SLICE_FACTOR`` × the median step is a gap holding
@@ -481,13 +486,12 @@ def _regular_slices(
         distances: ``(D,)`` slice positions along the normal in mm, relative to the first.
 
     Returns:
-        ``(volume, spacing_mm, interpolated, file_index, warning)``: ``interpolated`` the grid
-        indices no file holds, ``file_index`` each file's grid index; the warning is empty when
-        nothing was missing.
+        ``(volume, spacing_mm, file_index, warning)``: ``file_index`` is each file's grid index;
+        the warning is empty when nothing was missing.
     """
     count = len(distances)
     if count < 2:
-        return volume, 1.0, (), np.zeros(count, dtype=int), ""
+        return volume, 1.0, np.zeros(count, dtype=int), ""
     steps = np.diff(distances)
     median = float(np.median(steps))
     missing_after = np.where(steps > _MISSING_SLICE_FACTOR * median, np.rint(steps / median).astype(int) - 1, 0)
@@ -495,7 +499,7 @@ def _regular_slices(
     size = int(file_index[-1]) + 1
     spacing = float(distances[-1]) / (size - 1)
     if size == count:
-        return volume, spacing, (), file_index, ""
+        return volume, spacing, file_index, ""
     out = np.empty((size, *volume.shape[1:]), dtype=np.float32)
     out[file_index] = volume
     held = set(file_index.tolist())
@@ -509,4 +513,4 @@ def _regular_slices(
     gaps = np.flatnonzero(missing_after).tolist()
     warning = (f"{int(missing_after.sum())} missing slice(s) after index(es) {gaps} (spacing {median:.2f} mm): "
                f"{len(interpolated)} position(s) interpolated linearly onto a regular {spacing:.2f} mm grid")
-    return out, spacing, tuple(interpolated), file_index, warning
+    return out, spacing, file_index, warning

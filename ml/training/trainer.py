@@ -307,13 +307,14 @@ class Trainer:
 
     # ----------------------------------------------------------------- state
     def state(self) -> dict[str, Any]:
+        augment_rng = self._augment_generator()
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "plateau": self.plateau.state_dict() if self.plateau else None,
             "scaler": self.scaler.state_dict(),
             "deep_supervision": self.deep.state_dict() if self.deep else None,
-            "augment_rng": self._augment_generator().get_state() if self._augment_generator() else None,
+            "augment_rng": augment_rng.get_state() if augment_rng is not None else None,
             "epoch": self.epoch,
             "step": self.step,
             "elapsed": self.elapsed,
@@ -340,8 +341,9 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         if self.deep and ckpt.get("deep_supervision"):
             self.deep.load_state_dict(ckpt["deep_supervision"])
-        if self._augment_generator() is not None and ckpt.get("augment_rng") is not None:
-            self._augment_generator().set_state(ckpt["augment_rng"])
+        augment_rng = self._augment_generator()
+        if augment_rng is not None and ckpt.get("augment_rng") is not None:
+            augment_rng.set_state(ckpt["augment_rng"])
         self.epoch, self.step, self.elapsed = ckpt["epoch"], ckpt["step"], ckpt["elapsed"]
         self.best_dice, self.best_epoch = ckpt["best_dice"], ckpt["best_epoch"]
         self.history = ckpt["history"]
