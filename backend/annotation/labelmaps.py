@@ -4,10 +4,10 @@ Arrays follow the Pleura convention: ``uint8`` with 0 background, 1 patient's ri
 2 patient's left lung. 3D label maps are ``(D, H, W)`` on the series' instance grid (slices by
 position along the normal, Rows × Columns); :func:`encode_nifti` writes them with a RAS affine
 built from the stored geometry (LPS origin, direction, spacing) so that any NIfTI viewer
-overlays them on the CT. That holds for regular series. For a series with missing instances or
-a gantry tilt the stored geometry is the reader's regular, de-sheared grid (the CT reader warns,
-and the warnings are kept in the geometry): a NIfTI export then places the instances after a
-gap one step early and ignores the shear, and :func:`side_sizes` leaves the gap's volume out.
+overlays them on the CT. For a series with missing instances or a gantry tilt the stored
+geometry is the reader's regular, de-sheared grid and says where each instance sits on it
+(``source_slices``, ``grid_depth``): :func:`to_regular_grid` puts the label map on that grid, and
+exports and volumes are computed there (gaps filled from the nearest instance, shear undone).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 LABEL_VALUES = (0, 1, 2)
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -91,6 +92,44 @@ def affine_ras(geometry: dict[str, Any], spacing: tuple[float, ...] | None) -> n
     return _LPS_TO_RAS @ lps
 
 
+def to_regular_grid(labels: np.ndarray, geometry: dict[str, Any] | None) -> np.ndarray:
+    """One slice per instance → the series' regular grid, for exports and volumes.
+
+    The inverse of the CT reader's :func:`ml.ct.io.to_source_slices`: each grid slice takes the
+    label slice of the nearest instance (a slice interpolated over missing instances takes its
+    neighbour's), shifted back by the de-shear shift of that instance (nearest neighbour). Label
+    maps of regular series, and 2D ones, come back unchanged.
+
+    Args:
+        labels: ``(D, H, W)`` uint8, D = instances by position along the normal.
+        geometry: the revision's geometry; only ``source_slices`` and ``grid_depth`` are read.
+
+    Returns:
+        ``(grid_depth, H, W)`` uint8 (``labels`` itself when there is nothing to do).
+
+    Raises:
+        LabelMapError: the geometry does not describe this label map.
+    """
+    source = (geometry or {}).get("source_slices")
+    if labels.ndim != 3 or not source:
+        return labels
+    depth = int(geometry.get("grid_depth") or 0)  # type: ignore[union-attr]
+    grid = np.array([int(entry[0]) for entry in source])
+    if len(source) != labels.shape[0] or depth < labels.shape[0] or grid.min() < 0 or grid.max() >= depth:
+        raise LabelMapError(f"geometry places {len(source)} instances on a grid of {depth} slices; "
+                            f"the label map has {labels.shape[0]} slices")
+    nearest = np.abs(np.arange(depth)[:, np.newaxis] - grid[np.newaxis, :]).argmin(axis=1)
+    planes: dict[int, np.ndarray] = {}
+    out = np.empty((depth, *labels.shape[1:]), dtype=np.uint8)
+    for j, k in enumerate(nearest.tolist()):
+        if k not in planes:
+            _, row_shift, column_shift = source[k]
+            planes[k] = (ndimage.shift(labels[k], (row_shift, column_shift), order=0, mode="constant", cval=0)
+                         if row_shift or column_shift else labels[k])
+        out[j] = planes[k]
+    return out
+
+
 def encode_nifti(labels: np.ndarray, geometry: dict[str, Any], spacing: tuple[float, ...] | None) -> bytes:
     """``(D, H, W)`` (or ``(H, W)``, stored as one slice) uint8 → ``.nii.gz`` bytes."""
     array = validate(labels)
@@ -129,8 +168,14 @@ def decode(data: bytes, fmt: str) -> np.ndarray:
     raise LabelMapError(f"unknown label-map format {fmt!r} (expected 'png' or 'nii.gz')")
 
 
-def side_sizes(labels: np.ndarray, spacing: tuple[float, ...] | None) -> tuple[float | None, float | None, str]:
-    """Right and left lung area (mm², 2D) or volume (mL, 3D); ``px`` counts when the spacing is unknown."""
+def side_sizes(labels: np.ndarray, spacing: tuple[float, ...] | None,
+               geometry: dict[str, Any] | None = None) -> tuple[float | None, float | None, str]:
+    """Right and left lung area (mm², 2D) or volume (mL, 3D); ``px`` counts when the spacing is unknown.
+
+    A 3D label map of an irregular series is measured on its regular grid (:func:`to_regular_grid`),
+    so that a gap between instances counts with the volume of the slices around it.
+    """
+    labels = to_regular_grid(labels, geometry)
     right, left = float(np.count_nonzero(labels == 1)), float(np.count_nonzero(labels == 2))
     if spacing is None:
         return right, left, "px"

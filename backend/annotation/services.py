@@ -85,7 +85,7 @@ def create_revision(
     key = target_key(series, instance)
     data, fmt = labelmaps.encode(labels, geometry, spacing)
     digest = labelmaps.checksum(labels)
-    right, left, unit = labelmaps.side_sizes(labels, spacing)
+    right, left, unit = labelmaps.side_sizes(labels, spacing, geometry)
     name = ""
     try:
         with transaction.atomic():
@@ -156,5 +156,6 @@ def export(revision: MaskRevision, fmt: str) -> tuple[bytes, str, str]:
             raise labelmaps.LabelMapError("PNG is for 2D label maps; ask for format=nifti")
         return labelmaps.encode_png(labels), "image/png", f"{stem}.png"
     if fmt == "nifti":
-        return labelmaps.encode_nifti(labels, revision.geometry, spacing), "application/gzip", f"{stem}.nii.gz"
+        grid = labelmaps.to_regular_grid(labels, revision.geometry)  # instances placed on the series' grid
+        return labelmaps.encode_nifti(grid, revision.geometry, spacing), "application/gzip", f"{stem}.nii.gz"
     raise labelmaps.LabelMapError(f"unknown format {fmt!r}: use raw, png or nifti")

@@ -211,12 +211,23 @@ def to_instance_grid(labels: np.ndarray, meta: Any) -> np.ndarray:
 
 
 def instance_grid_geometry(meta: Any) -> dict[str, Any]:
-    """Spacing (x, y, z), origin and direction of the series' own grid, from the reader's reference."""
+    """Spacing (x, y, z), origin and direction of the series' own grid, from the reader's reference.
+
+    For a series with missing instances or a gantry tilt that grid is the reader's regular,
+    de-sheared one, and the mask keeps one slice per instance: ``source_slices`` (per instance,
+    ``[grid slice, row shift, column shift]``) and ``grid_depth`` say how the instances sit on the
+    grid, so that volumes and NIfTI exports can be computed on it
+    (:func:`annotation.labelmaps.to_regular_grid`).
+    """
     reference = meta.reference
     if reference is None:
         return {"spacing_xyz": list(meta.spacing), "origin": list(meta.origin), "direction": list(meta.direction)}
-    return {"spacing_xyz": list(reference.GetSpacing()), "origin": list(reference.GetOrigin()),
-            "direction": list(reference.GetDirection())}
+    geometry = {"spacing_xyz": list(reference.GetSpacing()), "origin": list(reference.GetOrigin()),
+                "direction": list(reference.GetDirection())}
+    if not meta.one_slice_per_file:
+        geometry["grid_depth"] = int(reference.GetSize()[2])
+        geometry["source_slices"] = [[int(g), float(dr), float(dc)] for g, dr, dc in meta.source_slices]
+    return geometry
 
 
 def slice_order(series: Any) -> list[int]:

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 from django.db import transaction
 
+from annotation import labelmaps
 from annotation.models import MaskRevision
 
 from . import checks
@@ -32,7 +33,8 @@ def run_qc(revision: MaskRevision, labels: np.ndarray) -> QCSummary:
         return existing
     modality = modality_of(revision)
     spacing = tuple(revision.spacing) if revision.spacing else None
-    flags = checks.evaluate(labels, modality, spacing=spacing, confidence=revision.confidence,
+    grid = labelmaps.to_regular_grid(labels, revision.geometry)  # irregular series: sizes on the regular grid
+    flags = checks.evaluate(grid, modality, spacing=spacing, confidence=revision.confidence,
                             entropy=revision.entropy)
     with transaction.atomic():
         QCFlag.objects.bulk_create([

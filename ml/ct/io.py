@@ -86,6 +86,14 @@ class CTMeta:
         return tuple(j for j in range(self.reference.GetSize()[2]) if j not in held)
 
     @property
+    def one_slice_per_file(self) -> bool:
+        """Whether the input grid holds exactly the files' slices, unshifted (a regular series or a
+        volume file): then :func:`to_source_slices` is the identity."""
+        return not self.source_slices or (
+            self.reference is not None and len(self.source_slices) == self.reference.GetSize()[2]
+            and all(g == k and dr == 0.0 and dc == 0.0 for k, (g, dr, dc) in enumerate(self.source_slices)))
+
+    @property
     def spacing_dhw(self) -> tuple[float, float, float]:
         """Spacing in mm in array axis order ``(D, H, W)``."""
         sx, sy, sz = self.spacing
@@ -194,10 +202,7 @@ def to_source_slices(labels: np.ndarray, meta: CTMeta) -> np.ndarray:
     Returns:
         ``(n_files, H, W)`` labels, files in order along the slice normal.
     """
-    if not meta.source_slices or (
-        len(meta.source_slices) == labels.shape[0]
-        and all(g == k and dr == 0.0 and dc == 0.0 for k, (g, dr, dc) in enumerate(meta.source_slices))
-    ):
+    if meta.one_slice_per_file:
         return labels
     out = np.empty((len(meta.source_slices), *labels.shape[1:]), dtype=labels.dtype)
     for k, (grid, row_shift, column_shift) in enumerate(meta.source_slices):

@@ -48,12 +48,14 @@ def chest_phantom(depth: int, size: int) -> np.ndarray:
 
 
 def ct_series_files(depth: int = 24, size: int = 64, spacing: float = 5.0,
-                    orientation: tuple[float, ...] = (1, 0, 0, 0, 1, 0)) -> list[tuple[str, bytes]]:
+                    orientation: tuple[float, ...] = (1, 0, 0, 0, 1, 0),
+                    drift_y: float = 0.0) -> list[tuple[str, bytes]]:
     """DICOM files ``(name, bytes)`` of a synthetic chest CT series (:func:`chest_phantom`).
 
     The pixel data are the phantom's slices as they are; ``orientation`` (ImageOrientationPatient)
     only changes where the patient is, e.g. ``(-1, 0, 0, 0, 1, 0)`` puts the patient's right on
-    the high column indices.
+    the high column indices. ``drift_y`` moves each slice's position that many mm further along
+    y than the one before (a gantry-tilted series: ``spacing * tan(tilt)``).
     """
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -73,7 +75,7 @@ def ct_series_files(depth: int = 24, size: int = 64, spacing: float = 5.0,
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, study + ".1"
         ds.Modality, ds.PatientID, ds.PatientName, ds.StudyDate = "CT", "PHANTOM-1", "Phantom^Chest", "20200101"
         ds.SeriesNumber, ds.InstanceNumber = 1, k + 1
-        ds.ImagePositionPatient = [-175.0 * orientation[0], -175.0, k * spacing]
+        ds.ImagePositionPatient = [-175.0 * orientation[0], -175.0 + k * drift_y, k * spacing]
         ds.ImageOrientationPatient = list(orientation)
         ds.PixelSpacing, ds.SliceThickness = [pixel, pixel], spacing
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"

@@ -42,6 +42,32 @@ def test_nifti_round_trip_places_voxels_in_ras_space():
     assert np.allclose(image.affine @ [i, j, k, 1], [-11.0, -20.8, -21.0, 1.0])
 
 
+def test_instances_of_an_irregular_series_go_back_onto_its_regular_grid():
+    """Inverse of the CT reader's per-file slices: a gap takes its nearest instance, shears are undone."""
+    labels = np.zeros((3, 6, 6), np.uint8)  # three instances
+    labels[0, 1, 1] = 1
+    labels[1, 2, 2] = 2
+    labels[2, 3, 3] = 1
+    # instance 1 was shifted one row down and one column left by the de-shear; grid slice 2 is a gap
+    geometry = {"grid_depth": 5, "source_slices": [[0, 0.0, 0.0], [1, -1.0, 1.0], [3, 0.0, 0.0]]}
+    grid = labelmaps.to_regular_grid(labels, geometry)
+    assert grid.shape == (5, 6, 6)
+    assert np.array_equal(grid[0], labels[0]) and np.array_equal(grid[3], labels[2])
+    assert grid[1, 1, 3] == 2 and np.count_nonzero(grid[1]) == 1  # the shift undone
+    assert np.array_equal(grid[2], grid[1])  # the gap takes its nearer neighbour (the lower on a tie)
+    assert np.array_equal(grid[4], labels[2])  # beyond the last instance: the last instance
+    # volumes count the gap: 5 grid slices of 2 mm, 1 mm² pixels
+    right, left, unit = labelmaps.side_sizes(labels, (2.0, 1.0, 1.0), geometry)
+    assert (right, left, unit) == (pytest.approx(3 * 2.0 / 1000), pytest.approx(2 * 2.0 / 1000), "mL")
+    assert labelmaps.side_sizes(labels, (2.0, 1.0, 1.0)) == (pytest.approx(0.004), pytest.approx(0.002), "mL")
+    # regular series and 2D maps are left alone
+    assert labelmaps.to_regular_grid(labels, {"spacing_xyz": [1, 1, 2]}) is labels
+    with pytest.raises(labelmaps.LabelMapError, match="3 instances on a grid of 2 slices"):
+        labelmaps.to_regular_grid(labels, {**geometry, "grid_depth": 2})
+    with pytest.raises(labelmaps.LabelMapError, match="label map has 2 slices"):
+        labelmaps.to_regular_grid(labels[:2], geometry)
+
+
 @pytest.mark.django_db
 def test_revisions_are_numbered_append_only_and_never_deleted(project, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):  # no model proposal: a lineage of people's revisions

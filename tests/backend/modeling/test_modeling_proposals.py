@@ -6,9 +6,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from django.core.files.storage import default_storage
 
 from accounts.models import Role
+from annotation import labelmaps
+from annotation import services as annotation_services
 from annotation.models import MaskRevision, RevisionSource, RevisionStatus
 from annotation.services import read_labels
 from imaging.models import Series
@@ -111,8 +114,56 @@ def test_ct_series_with_a_missing_instance_gets_one_mask_slice_per_instance(proj
     assert labels.shape == (23, 64, 64) and len(revision.geometry["instance_ids"]) == 23
     assert any("interpolated" in w for w in revision.geometry["warnings"])
     lungs = np.delete(chest_phantom(24, 64), 10, axis=0) == -850.0
-    dice = 2 * np.count_nonzero((labels > 0) & lungs) / (np.count_nonzero(labels) + np.count_nonzero(lungs))
-    assert dice > 0.8
+    assert _dice(labels > 0, lungs) > 0.8
+    # volumes, QC and the NIfTI download are on the series' regular grid: the gap is counted
+    assert revision.geometry["grid_depth"] == 24
+    assert [g for g, _, _ in revision.geometry["source_slices"]] == [k for k in range(24) if k != 10]
+    grid = labelmaps.to_regular_grid(labels, revision.geometry)
+    assert np.array_equal(np.delete(grid, 10, axis=0), labels) and np.array_equal(grid[10], labels[9])
+    voxel_ml = float(np.prod(revision.spacing)) / 1000.0
+    assert revision.right_size + revision.left_size == pytest.approx(np.count_nonzero(grid) * voxel_ml)
+    assert revision.right_size + revision.left_size > np.count_nonzero(labels) * voxel_ml
+    size_flag = QCFlag.objects.get(revision=revision, name="lung_size")
+    assert size_flag.value == pytest.approx(revision.right_size + revision.left_size)
+    image = _nifti_download(revision)
+    assert image.shape == (64, 64, 24) and np.allclose(image.affine[2, 2], 5.0)
+    assert np.array_equal(np.transpose(np.asarray(image.dataobj), (2, 1, 0)), grid)
+
+
+def test_ct_series_with_a_gantry_tilt_is_exported_on_the_desheared_grid(project, ct_version_without_weights,
+                                                                        django_capture_on_commit_callbacks):
+    """Stored: one slice per instance on its own pixels. Exported: the de-sheared grid, shear undone."""
+    from proposal_helpers import chest_phantom
+
+    drift = 5.0 * np.tan(np.radians(15.0))  # mm per slice along y
+    files = ct_series_files(depth=24, size=64, drift_y=drift)
+    (series,) = _ingest(project, files, django_capture_on_commit_callbacks)
+    revision = MaskRevision.objects.get(pk=ProposalJob.objects.get(series=series).revision_id)
+    assert any("gantry tilt" in w for w in revision.geometry["warnings"])
+    labels = read_labels(revision)
+    phantom_lungs = chest_phantom(24, 64) == -850.0
+    assert labels.shape == (24, 64, 64) and _dice(labels > 0, phantom_lungs) > 0.8
+    image = _nifti_download(revision)
+    exported = np.transpose(np.asarray(image.dataobj), (2, 1, 0)) > 0
+    # on the de-sheared grid, instance k's pixels sit k * drift / pixel rows lower
+    pixel = 350.0 / 64
+    physical = np.stack([ndimage.shift(phantom_lungs[k], (k * drift / pixel, 0), order=0) for k in range(24)])
+    assert _dice(exported, physical) > 0.8
+    assert _dice(exported, physical) > _dice(exported, phantom_lungs) + 0.02
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+
+
+def _nifti_download(revision: MaskRevision) -> Any:
+    import gzip
+
+    import nibabel as nib
+
+    data, content_type, _ = annotation_services.export(revision, "nifti")
+    assert content_type == "application/gzip"
+    return nib.Nifti1Image.from_bytes(gzip.decompress(data))
 
 
 def test_unreadable_image_fails_after_retries_and_keeps_the_error(project, tiny_cxr_version, make_member, client_for,
