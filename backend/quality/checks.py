@@ -4,7 +4,7 @@ Every check takes a label map with the Pleura convention (0 background, 1 patien
 2 patient's LEFT lung), either a chest X-ray ``(H, W)`` or a CT ``(D, H, W)``, and returns a
 :class:`Flag`: a named value, whether it is out of the plausible range, and a short reason a
 person can read. :func:`evaluate` runs every check that applies to the modality. Nothing here
-touches Django; :mod:`quality.services` stores the flags of a mask revision.
+touches Django (:mod:`annotation.labelmaps` is plain numpy); :mod:`quality.services` stores the flags of a mask revision.
 
 Plausible ranges (:class:`Thresholds`) were set from the reference masks in ``../shared/data``:
 X-ray lung fields cover 10-55 % of the image (1st-99th percentile 11-45 %), right/left area
@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy import ndimage
+
+from annotation import labelmaps
 
 logger = logging.getLogger(__name__)
 
@@ -130,17 +132,16 @@ def side_sizes(labels: np.ndarray, spacing: tuple[float, ...] | None) -> tuple[f
         spacing: pixel/voxel spacing in mm in array axis order, or ``None``.
 
     Returns:
-        ``(right, left, unit)`` with unit ``"mm2"``, ``"mL"`` or ``"px"``.
+        ``(right, left, unit)`` with unit ``"mm2"``, ``"mL"`` or ``"px"`` (as stored on a revision,
+        :func:`annotation.labelmaps.side_sizes`).
+
+    Raises:
+        QCInputError: the spacing has another number of axes than the label map.
     """
-    right, left = float(np.count_nonzero(labels == RIGHT)), float(np.count_nonzero(labels == LEFT))
-    if spacing is None:
-        return right, left, "px"
-    if len(spacing) != labels.ndim:
+    if spacing is not None and len(spacing) != labels.ndim:
         raise QCInputError(f"spacing {spacing} does not match a label map of shape {labels.shape}")
-    element = float(np.prod(spacing))
-    if labels.ndim == 3:
-        return right * element / 1000.0, left * element / 1000.0, "mL"
-    return right * element, left * element, "mm2"
+    right, left, unit = labelmaps.side_sizes(labels, spacing)
+    return float(right or 0.0), float(left or 0.0), unit
 
 
 def lung_size(labels: np.ndarray, spacing: tuple[float, ...] | None, limits: Thresholds) -> Flag:
