@@ -184,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="evaluation folders holding summary.json, e.g. val=runs/eval_val")
     parser.add_argument("--inference-json", default=None, help='e.g. {"tta_flip": true}')
     parser.add_argument("--postprocessing-json", default=None, help='e.g. {"keep_largest": true}')
+    parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR,
+                        help="where the ensemble's weights and card go (default: the shipped ml/weights); "
+                             "a scratch folder for candidates")
     args = parser.parse_args(argv)
     if (args.checkpoint is None) == (args.ensemble is None):
         parser.error("give either a checkpoint or --ensemble MODEL MODEL ...")
@@ -194,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics[split] = headline(json.loads((Path(folder) / "summary.json").read_text()))
     if args.ensemble:
         try:
-            card = package_ensemble(args.ensemble, args.name, args.alias, args.description)
+            card = package_ensemble(args.ensemble, args.name, args.alias, args.description, args.weights_dir)
         except (ValueError, RegistryError) as exc:
             print(f"python -m ml.packaging: error: {exc}", file=sys.stderr)
             return 2

@@ -119,6 +119,18 @@ def test_packaging_cli_refuses_a_bad_ensemble_with_a_message() -> None:
     assert not (Path(__file__).resolve().parents[2] / "ml" / "weights" / "mixed.pt").exists()
 
 
+def test_packaging_cli_writes_a_candidate_ensemble_to_a_scratch_folder(tiny_model: Path, tmp_path: Path) -> None:
+    other = _second_tiny_model(tiny_model)
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-m", "ml.packaging", "--ensemble", str(tiny_model), str(other),
+                             "--name", "scratch_ensemble", "--weights-dir", str(tmp_path / "cand")],
+                            capture_output=True, text=True, cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["weights"] == str(tmp_path / "cand" / "scratch_ensemble.pt")
+    assert load_model(str(tmp_path / "cand" / "scratch_ensemble.pt"))[1].architecture == "ensemble"
+    assert not (root / "ml" / "weights" / "scratch_ensemble.pt").exists()
+
+
 def test_update_card_refuses_changed_weights(tiny_model: Path) -> None:
     from ml.packaging import update_card
 
