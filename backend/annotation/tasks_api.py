@@ -148,6 +148,8 @@ def task_payload(task: AnnotationTask, user: Any) -> dict[str, Any]:
         "lease_expires_at": _iso(task.lease_expires_at) if workflow.lease_is_active(task) else None,
         "lease_seconds": workflow.lease_seconds(),
         "reject_reasons": [{"code": c, "label": label} for c, label in workflow.reject_reasons()],
+        # what the CT reader corrected (missing slices, gantry tilt): the annotator should know
+        "series_warnings": list((latest.geometry or {}).get("warnings", [])) if latest is not None else [],
     }
 
 

@@ -58,6 +58,13 @@ function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** Tell the annotator what the CT reader corrected: the slices on screen are the stored ones, not the model's grid. */
+function showSeriesWarnings(note: HTMLElement, warnings: string[]): void {
+  note.hidden = warnings.length === 0;
+  note.textContent = warnings.length === 0 ? ""
+    : `This series was read with corrections; the model saw the corrected volume and the slices below are the stored ones: ${warnings.join("; ")}.`;
+}
+
 interface PageLayout {
   viewerRoot: HTMLDivElement;
   accept: HTMLButtonElement;
@@ -65,6 +72,7 @@ interface PageLayout {
   reject: HTMLButtonElement;
   saveState: HTMLElement;
   notice: HTMLElement;
+  seriesNote: HTMLElement;
   rejectDialog: HTMLDialogElement;
   conflictDialog: HTMLDialogElement;
 }
@@ -82,8 +90,10 @@ function buildLayout(root: HTMLElement): PageLayout {
 
   const rejectDialog = el("dialog", { class: "pa-dialog", "aria-labelledby": "pa-reject-title", "data-testid": "reject-dialog" });
   const conflictDialog = el("dialog", { class: "pa-dialog", "aria-labelledby": "pa-conflict-title", "data-testid": "conflict-dialog", role: "alertdialog" });
-  root.replaceChildren(viewerRoot, bar, rejectDialog, conflictDialog);
-  return { viewerRoot, accept, submit, reject, saveState, notice, rejectDialog, conflictDialog };
+  const seriesNote = el("p", { class: "pa-series-note", role: "note", "data-testid": "series-warnings" });
+  seriesNote.hidden = true;
+  root.replaceChildren(seriesNote, viewerRoot, bar, rejectDialog, conflictDialog);
+  return { viewerRoot, accept, submit, reject, saveState, notice, seriesNote, rejectDialog, conflictDialog };
 }
 
 /** Mount the whole annotation page for `options.taskId` into `root`. */
@@ -141,6 +151,7 @@ export async function mountAnnotationPage(root: HTMLElement, options: Annotation
     }
     page.task = task;
     page.parentRevision = task.revision?.id ?? null;
+    showSeriesWarnings(layout.seriesNote, task.series_warnings ?? []);
     const parentMask: Promise<Labelmap | null> = !task.revision ? Promise.resolve(null)
       : early && task.revision.id === options.revisionId ? early : api.getRevisionMask(task.revision.id);
     let labelmap: Labelmap | null;

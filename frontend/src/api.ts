@@ -71,6 +71,8 @@ export interface TaskPayload {
   lease_seconds?: number;
   /** Reasons a task may be rejected with. */
   reject_reasons?: { code: string; label: string }[];
+  /** What the CT reader corrected in this series (missing slices interpolated, gantry tilt de-sheared). */
+  series_warnings?: string[];
 }
 
 export interface SaveResult {

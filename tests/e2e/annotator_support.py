@@ -55,6 +55,9 @@ def make_xray_task(project: Any, name: str = "chest.png", confidence: float = 0.
     return XrayTask(AnnotationTask.objects.get(target_key=revision.target_key), revision, labels)
 
 
+CT_WARNING = "1 missing slice(s) between 5.0 and 10.0 mm: filled by interpolation"
+
+
 def make_ct_task(project: Any) -> XrayTask:
     """Ingest the synthetic 5-slice CT DICOM series through the real ingest and store a CT proposal for it."""
     from annotation import services
@@ -68,7 +71,7 @@ def make_ct_task(project: Any) -> XrayTask:
     labels = ct_lung_labels()
     revision = services.create_revision(
         series=series, instance=None, labels=labels, source=RevisionSource.MODEL, status=RevisionStatus.PROPOSED,
-        spacing=(2.5, 1.0, 1.0), method="model", confidence=0.5)
+        spacing=(2.5, 1.0, 1.0), method="model", confidence=0.5, geometry={"warnings": [CT_WARNING]})
     return XrayTask(AnnotationTask.objects.get(target_key=revision.target_key), revision, labels)
 
 

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from annotator_support import (
+    CT_WARNING,
     VIEWER,
     brush_stroke,
     labelmap,
@@ -135,6 +136,7 @@ def test_edit_and_submit_changes_exactly_the_stroke(page, site, artifacts: Path)
         [VIEWPORT["width"], VIEWPORT["height"]]
     for name in ("Accept mask", "Submit edits", "Reject…", "Brush", "Undo", "Shortcuts (?)"):
         assert page.get_by_role("button", name=name, exact=True).is_visible(), name
+    assert not page.get_by_test_id("series-warnings").is_visible()  # nothing was corrected in this image
     start = labelmap(page)
     assert np.array_equal(start[0], xt.labels)
 
@@ -322,6 +324,10 @@ def test_ct_series_task_edit_one_slice_and_submit(page, site, artifacts: Path) -
     shown = labelmap(page)
     assert shown.shape == ct.labels.shape and np.array_equal(shown, ct.labels)
     assert page.evaluate(f"{VIEWER}.getSliceCount()") == ct.labels.shape[0]
+    note = page.get_by_test_id("series-warnings")
+    assert note.is_visible() and CT_WARNING in note.inner_text()
+    assert page.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]") == \
+        [VIEWPORT["width"], VIEWPORT["height"]]  # the note takes its row; the page still fits
     page.evaluate(f"{VIEWER}.setSliceIndex(4)")  # the top slice: no lung in the proposal
     settle(page)
     assert page.evaluate(f"{VIEWER}.getSliceIndex()") == 4

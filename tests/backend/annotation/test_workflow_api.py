@@ -31,10 +31,13 @@ def test_a_model_proposal_opens_one_task_and_the_payload_follows_the_contract(se
     assert body["shape"] == [1, h, w] and body["revision"]["id"] == revision.pk and body["draft"] is None
     assert body["instances"][0]["url"].startswith("/wado?requestType=WADO")
     assert [r["code"] for r in body["reject_reasons"]] == ["unreadable", "not_chest", "wrong_modality", "other"]
-    # a second proposal of the same target reuses the task
+    assert body["series_warnings"] == []
+    # a second proposal of the same target reuses the task; the reader's warnings reach the annotator
+    warning = "1 missing slice(s) between 10.0 and 20.0 mm: filled by interpolation"
     services.create_revision(series=task.series, instance=task.instance, labels=model_labels((h, w)),
-                             source="model", status=RevisionStatus.PROPOSED)
+                             source="model", status=RevisionStatus.PROPOSED, geometry={"warnings": [warning]})
     assert AnnotationTask.objects.filter(target_key=task.target_key).count() == 1
+    assert client.get(f"/api/annotation/tasks/{task.pk}/").json()["series_warnings"] == [warning]
 
 
 def test_claim_holds_a_lease_that_blocks_others_until_it_expires(setup, project, make_member, client_for):
