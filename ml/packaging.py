@@ -160,6 +160,8 @@ def package_ensemble(
             "ensemble": "mean of the members' softmax probabilities",
             "command": "python -m ml.packaging --ensemble " + " ".join(members) + f" --name {name}",
             "members": {member_card.name: member_card.training for _, member_card in loaded},
+            # every case any member saw (CT evaluation flags these rows as trained on)
+            "cases": sorted({case for _, member_card in loaded for case in member_card.training.get("cases", [])}),
             "licences": first.training.get("licences", CXR_DATA_LICENCES),
             "licence_note": first.training.get("licence_note", LICENCE_NOTE),
         },

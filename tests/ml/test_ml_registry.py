@@ -81,10 +81,16 @@ def _second_tiny_model(tiny_model: Path, seed: int = 1, channels: tuple[int, ...
 def test_packaged_ensemble_outputs_the_mean_of_its_members_probabilities(tiny_model: Path, tmp_path: Path) -> None:
     from ml.packaging import package_ensemble
 
+    from ml.registry import write_card
+
     other = _second_tiny_model(tiny_model)
+    other_card = resolve(str(other)).to_dict()
+    other_card["training"]["cases"] = ["case_b", "case_a"]
+    write_card(other_card, other)
     card = package_ensemble([str(tiny_model), str(other)], "tiny_ensemble", weights_dir=tmp_path / "ens")
     assert card.architecture == "ensemble" and len(card.network_kwargs["members"]) == 2
     assert "--ensemble" in card.training["command"]
+    assert card.training["cases"] == ["case_a", "case_b"]  # what any member was trained on
     ensemble, loaded_card = load_model(str(card.weights_path))
     first, _ = load_model(str(tiny_model))
     second, _ = load_model(str(other))
