@@ -187,8 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--inference-json", default=None, help='e.g. {"tta_flip": true}')
     parser.add_argument("--postprocessing-json", default=None, help='e.g. {"keep_largest": true}')
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR,
-                        help="where the ensemble's weights and card go (default: the shipped ml/weights); "
-                             "a scratch folder for candidates")
+                        help="where the weights and card go (default: the shipped ml/weights); a scratch "
+                             "folder for candidates (evaluate them with --model DIR/NAME.pt)")
     args = parser.parse_args(argv)
     if (args.checkpoint is None) == (args.ensemble is None):
         parser.error("give either a checkpoint or --ensemble MODEL MODEL ...")
@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.checkpoint, args.name, args.alias, metrics,
             json.loads(args.inference_json) if args.inference_json else None,
             json.loads(args.postprocessing_json) if args.postprocessing_json else None,
-            args.description,
+            args.description, args.weights_dir,
         )
     print(json.dumps({"name": card.name, "sha256": card.sha256, "weights": str(card.weights_path)}, indent=2))
     return 0

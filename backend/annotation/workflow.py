@@ -397,9 +397,21 @@ def _store(task: AnnotationTask, user: Any, latest: MaskRevision | None, mask: n
     return services.create_revision(
         series=task.series, instance=task.instance, labels=labels, source=RevisionSource.PERSON, status=status,
         spacing=tuple(latest.spacing) if latest is not None and latest.spacing else None,
-        geometry=dict(latest.geometry) if latest is not None else None, parent=latest, author=user,
-        method=method, note=note,
+        geometry=_inherited_geometry(latest, labels), parent=latest, author=user, method=method, note=note,
     )
+
+
+def _inherited_geometry(latest: MaskRevision | None, labels: np.ndarray) -> dict[str, Any] | None:
+    """The parent's geometry for a person's revision, without the instance placement when the series
+    has gained instances since (then that placement and the reader's warnings describe another series)."""
+    if latest is None:
+        return None
+    geometry = dict(latest.geometry or {})
+    placed = geometry.get("source_slices")
+    if placed is not None and len(placed) != labels.shape[0]:
+        for key in ("source_slices", "grid_depth", "warnings", "instance_ids"):
+            geometry.pop(key, None)
+    return geometry
 
 
 def submit(task_id: int, user: Any, parent_id: int | None, upload: MaskUpload) -> SaveOutcome:

@@ -226,7 +226,8 @@ def instance_grid_geometry(meta: Any) -> dict[str, Any]:
                 "direction": list(reference.GetDirection())}
     if not meta.one_slice_per_file:
         geometry["grid_depth"] = int(reference.GetSize()[2])
-        geometry["source_slices"] = [[int(g), float(dr), float(dc)] for g, dr, dc in meta.source_slices]
+        geometry["source_slices"] = [[int(g), round(float(dr), 3), round(float(dc), 3)]
+                                     for g, dr, dc in meta.source_slices]
     return geometry
 
 

@@ -258,6 +258,7 @@ def evaluate(
     confidence: float | None = None,
     entropy: float | None = None,
     thresholds: Thresholds | None = None,
+    measured: np.ndarray | None = None,
 ) -> list[Flag]:
     """Run every check that applies to ``modality`` (``"cxr"`` or ``"ct"``).
 
@@ -268,6 +269,10 @@ def evaluate(
         confidence: model confidence in [0, 1], if the mask came from a model.
         entropy: mean normalised predictive entropy in [0, 1], if known.
         thresholds: plausible ranges; the modality's defaults when ``None``.
+        measured: the same label map on a regular grid, for the size and ratio checks, when
+            ``labels`` is not on one (a CT series with missing instances or a gantry tilt,
+            :func:`annotation.labelmaps.to_regular_grid`); ``labels`` when ``None``. The other checks
+            keep ``labels``, so that slice numbers in their messages are the viewer's.
 
     Returns:
         The flags, in a fixed order.
@@ -277,7 +282,8 @@ def evaluate(
     """
     _check_labels(labels, modality)
     limits = thresholds or DEFAULT_THRESHOLDS[modality]
-    flags = [count_components(labels), lung_size(labels, spacing, limits), side_ratio(labels, limits),
+    measured = labels if measured is None else measured
+    flags = [count_components(labels), lung_size(measured, spacing, limits), side_ratio(measured, limits),
              border_contact(labels, limits), empty_side(labels)]
     if modality == "ct":
         flags.append(slice_discontinuity(labels, limits))

@@ -34,7 +34,7 @@ def run_qc(revision: MaskRevision, labels: np.ndarray) -> QCSummary:
     modality = modality_of(revision)
     spacing = tuple(revision.spacing) if revision.spacing else None
     grid = labelmaps.to_regular_grid(labels, revision.geometry)  # irregular series: sizes on the regular grid
-    flags = checks.evaluate(grid, modality, spacing=spacing, confidence=revision.confidence,
+    flags = checks.evaluate(labels, modality, spacing=spacing, measured=grid, confidence=revision.confidence,
                             entropy=revision.entropy)
     with transaction.atomic():
         QCFlag.objects.bulk_create([

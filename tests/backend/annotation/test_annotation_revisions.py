@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -48,7 +49,8 @@ def test_instances_of_an_irregular_series_go_back_onto_its_regular_grid():
     labels[0, 1, 1] = 1
     labels[1, 2, 2] = 2
     labels[2, 3, 3] = 1
-    # instance 1 was shifted one row down and one column left by the de-shear; grid slice 2 is a gap
+    # de-shearing moved instance 1 by (-1, +1) px (one row up, one column right): its stored pixel (2, 2)
+    # is (1, 3) on the grid; grid slice 2 is a gap
     geometry = {"grid_depth": 5, "source_slices": [[0, 0.0, 0.0], [1, -1.0, 1.0], [3, 0.0, 0.0]]}
     grid = labelmaps.to_regular_grid(labels, geometry)
     assert grid.shape == (5, 6, 6)
@@ -66,6 +68,42 @@ def test_instances_of_an_irregular_series_go_back_onto_its_regular_grid():
         labelmaps.to_regular_grid(labels, {**geometry, "grid_depth": 2})
     with pytest.raises(labelmaps.LabelMapError, match="label map has 2 slices"):
         labelmaps.to_regular_grid(labels[:2], geometry)
+
+
+def test_regular_grid_inverts_the_readers_per_instance_slices():
+    """``to_regular_grid`` undoes :func:`ml.ct.io.to_source_slices` on every held grid slice."""
+    import SimpleITK as sitk
+
+    from ml.ct.io import CTMeta, to_source_slices
+
+    reference = sitk.Image((12, 10, 6), sitk.sitkUInt8)  # (x, y, z): 6 grid slices of 10 x 12
+    placed = ((0, 0.0, 0.0), (1, 1.0, -1.0), (3, 2.0, -2.0), (5, 3.0, -3.0))  # slices 2 and 4 missing
+    meta = CTMeta(source=Path("series"), shape=(6, 10, 12), spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0),
+                  direction=(1, 0, 0, 0, 1, 0, 0, 0, 1), original_direction=(1, 0, 0, 0, 1, 0, 0, 0, 1),
+                  original_orientation="LPS", reference=reference, source_slices=placed)
+    grid = np.zeros((6, 10, 12), np.uint8)
+    grid[:, 4:7, 5:8] = 1  # away from the edges, so no shift pushes a label out of the frame
+    grid[:, 3, 8] = 2
+    per_instance = to_source_slices(grid, meta)
+    geometry = {"grid_depth": 6, "source_slices": [list(p) for p in placed]}
+    back = labelmaps.to_regular_grid(per_instance, geometry)
+    assert np.array_equal(back[[0, 1, 3, 5]], grid[[0, 1, 3, 5]])
+    assert np.array_equal(back[2], back[1]) and np.array_equal(back[4], back[3])
+
+
+def test_a_persons_revision_keeps_the_instance_placement_only_while_it_fits():
+    """After the series gained instances, the parent's placement (and reader warnings) no longer apply."""
+    from types import SimpleNamespace
+
+    from annotation.workflow import _inherited_geometry
+
+    geometry = {"spacing_xyz": [1, 1, 2], "grid_depth": 4, "source_slices": [[0, 0, 0], [1, 0, 0], [3, 0, 0]],
+                "instance_ids": [7, 8, 9], "warnings": ["1 missing slice(s)"]}
+    parent = SimpleNamespace(geometry=geometry)
+    assert _inherited_geometry(parent, np.zeros((3, 2, 2), np.uint8)) == geometry
+    assert _inherited_geometry(parent, np.zeros((4, 2, 2), np.uint8)) == {"spacing_xyz": [1, 1, 2]}
+    assert _inherited_geometry(None, np.zeros((4, 2, 2), np.uint8)) is None
+    assert geometry["grid_depth"] == 4  # the parent's geometry is not changed
 
 
 @pytest.mark.django_db

@@ -101,33 +101,45 @@ def test_ct_label_map_is_on_the_stored_instance_grid(project, ct_version_without
     assert np.argwhere(labels == 1)[:, 2].mean() > np.argwhere(labels == 2)[:, 2].mean()
 
 
+@pytest.mark.parametrize("orientation", [(1, 0, 0, 0, 1, 0), (-1, 0, 0, 0, 1, 0)], ids=["lps", "rows_flipped"])
 def test_ct_series_with_a_missing_instance_gets_one_mask_slice_per_instance(project, ct_version_without_weights,
-                                                                          django_capture_on_commit_callbacks):
+                                                                          django_capture_on_commit_callbacks,
+                                                                          orientation):
     """The reader fills the gap by interpolation; the stored mask keeps one slice per instance."""
     from proposal_helpers import chest_phantom
 
-    files = ct_series_files(depth=24, size=64)
+    files = ct_series_files(depth=24, size=64, orientation=orientation)
     del files[10]
     (series,) = _ingest(project, files, django_capture_on_commit_callbacks)
     revision = MaskRevision.objects.get(pk=ProposalJob.objects.get(series=series).revision_id)
     labels = read_labels(revision)
     assert labels.shape == (23, 64, 64) and len(revision.geometry["instance_ids"]) == 23
     assert any("interpolated" in w for w in revision.geometry["warnings"])
-    lungs = np.delete(chest_phantom(24, 64), 10, axis=0) == -850.0
+    # slices go along the normal, row x column: +z for LPS rows, -z when the rows run toward the right
+    up = orientation[0] > 0
+    file_of_grid = list(range(24)) if up else list(range(23, -1, -1))  # the file (z / 5 mm) at each grid slice
+    gap = file_of_grid.index(10)
+    lungs = chest_phantom(24, 64)[[f for f in file_of_grid if f != 10]] == -850.0
     assert _dice(labels > 0, lungs) > 0.8
     # volumes, QC and the NIfTI download are on the series' regular grid: the gap is counted
     assert revision.geometry["grid_depth"] == 24
-    assert [g for g, _, _ in revision.geometry["source_slices"]] == [k for k in range(24) if k != 10]
+    assert [g for g, _, _ in revision.geometry["source_slices"]] == [k for k in range(24) if k != gap]
     grid = labelmaps.to_regular_grid(labels, revision.geometry)
-    assert np.array_equal(np.delete(grid, 10, axis=0), labels) and np.array_equal(grid[10], labels[9])
+    assert np.array_equal(np.delete(grid, gap, axis=0), labels) and np.array_equal(grid[gap], labels[gap - 1])
     voxel_ml = float(np.prod(revision.spacing)) / 1000.0
     assert revision.right_size + revision.left_size == pytest.approx(np.count_nonzero(grid) * voxel_ml)
     assert revision.right_size + revision.left_size > np.count_nonzero(labels) * voxel_ml
     size_flag = QCFlag.objects.get(revision=revision, name="lung_size")
     assert size_flag.value == pytest.approx(revision.right_size + revision.left_size)
     image = _nifti_download(revision)
-    assert image.shape == (64, 64, 24) and np.allclose(image.affine[2, 2], 5.0)
+    assert image.shape == (64, 64, 24)
     assert np.array_equal(np.transpose(np.asarray(image.dataobj), (2, 1, 0)), grid)
+    # every exported voxel (i = column, j = row, k = grid slice) lies where the series puts that pixel
+    pixel = 350.0 / 64
+    for k, j, i in [(0, 0, 0), (17, 20, 13), (gap, 40, 50)]:
+        lps = np.array([-175.0 * orientation[0] + orientation[0] * i * pixel, -175.0 + j * pixel,
+                        5.0 * file_of_grid[k]])
+        assert np.allclose(image.affine @ [i, j, k, 1], [-lps[0], -lps[1], lps[2], 1.0])  # RAS = (-L, -P, S)
 
 
 def test_ct_series_with_a_gantry_tilt_is_exported_on_the_desheared_grid(project, ct_version_without_weights,

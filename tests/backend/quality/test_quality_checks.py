@@ -94,5 +94,14 @@ def test_evaluate_runs_the_modality_checks_and_rejects_bad_input():
     assert "slice_discontinuity" in [f.name for f in ct_flags]
     with pytest.raises(checks.QCInputError):
         checks.evaluate(_two_lungs_2d(), "ct")
+    # an irregular series: sizes come from the regular grid, slice checks from the stored slices
+    stored = np.stack([_two_lungs_2d()] * 3)
+    stored[1] = 0  # an empty stored slice inside the lungs' extent
+    on_grid = np.concatenate([stored[:1], stored[:1], stored[1:]])  # 4 grid slices
+    by_name = {f.name: f for f in checks.evaluate(stored, "ct", spacing=(3.0, 1.0, 1.0), measured=on_grid)}
+    right, left, _ = checks.side_sizes(on_grid, (3.0, 1.0, 1.0))
+    assert by_name["lung_size"].value == pytest.approx(right + left)
+    assert by_name["lung_size"].value > sum(checks.side_sizes(stored, (3.0, 1.0, 1.0))[:2])
+    assert by_name["slice_discontinuity"].detail["extent"] == [0, 2]  # the stored numbering (on the grid: [0, 3])
     with pytest.raises(checks.QCInputError):
         checks.evaluate(_two_lungs_2d(), "mri")
