@@ -4,7 +4,8 @@ Every check takes a label map with the Pleura convention (0 background, 1 patien
 2 patient's LEFT lung), either a chest X-ray ``(H, W)`` or a CT ``(D, H, W)``, and returns a
 :class:`Flag`: a named value, whether it is out of the plausible range, and a short reason a
 person can read. :func:`evaluate` runs every check that applies to the modality. Nothing here
-touches Django (:mod:`annotation.labelmaps` is plain numpy); :mod:`quality.services` stores the flags of a mask revision.
+touches Django (:mod:`annotation.labelmaps` is plain numpy); :mod:`quality.services` stores the
+flags of a mask revision.
 
 Plausible ranges (:class:`Thresholds`) were set from the reference masks in ``../shared/data``:
 X-ray lung fields cover 10-55 % of the image (1st-99th percentile 11-45 %), right/left area
