@@ -137,6 +137,31 @@ def test_packaging_cli_writes_a_candidate_ensemble_to_a_scratch_folder(tiny_mode
     assert not (root / "ml" / "weights" / "scratch_ensemble.pt").exists()
 
 
+def test_packaging_cli_ships_a_training_checkpoint_with_its_card(tmp_path: Path) -> None:
+    """A checkpoint in the trainer's format becomes weights + card in --weights-dir, never in ml/weights."""
+    from ml.networks import build_network
+
+    torch.manual_seed(0)
+    kwargs = {"channels": [4, 8], "strides": [2]}
+    net = build_network("unet", 1, 3, **kwargs)
+    config = {"modality": "cxr", "model": {"architecture": "unet", "network_kwargs": kwargs},
+              "data": {"manifest": "m.csv", "size": 64, "train_split": "train", "val_split": "val"}}
+    checkpoint = tmp_path / "best.pt"
+    torch.save({"model": net.state_dict(), "epoch": 7, "val_dice": 0.5,
+                "extra": {"config": config, "command": "python -m ml train --config c.yaml"}}, checkpoint)
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-m", "ml.packaging", str(checkpoint), "--name", "scratch_unet",
+                             "--weights-dir", str(tmp_path / "cand")], capture_output=True, text=True, cwd=root)
+    assert result.returncode == 0, result.stderr
+    model, card = load_model(str(tmp_path / "cand" / "scratch_unet.pt"))  # the hash is checked here
+    assert (card.architecture, card.input_size, card.training["checkpoint_epoch"]) == ("unet", [64, 64], 7)
+    assert card.training["command"] == "python -m ml train --config c.yaml"
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), net.eval()(x))
+    assert not (root / "ml" / "weights" / "scratch_unet.pt").exists()
+
+
 def test_update_card_refuses_changed_weights(tiny_model: Path) -> None:
     from ml.packaging import update_card
 
