@@ -169,7 +169,7 @@ def decode(data: bytes, fmt: str) -> np.ndarray:
 
 
 def side_sizes(labels: np.ndarray, spacing: tuple[float, ...] | None,
-               geometry: dict[str, Any] | None = None) -> tuple[float | None, float | None, str]:
+               geometry: dict[str, Any] | None = None) -> tuple[float, float, str]:
     """Right and left lung area (mm², 2D) or volume (mL, 3D); ``px`` counts when the spacing is unknown.
 
     A 3D label map of an irregular series is measured on its regular grid (:func:`to_regular_grid`),

@@ -141,8 +141,7 @@ def side_sizes(labels: np.ndarray, spacing: tuple[float, ...] | None) -> tuple[f
     """
     if spacing is not None and len(spacing) != labels.ndim:
         raise QCInputError(f"spacing {spacing} does not match a label map of shape {labels.shape}")
-    right, left, unit = labelmaps.side_sizes(labels, spacing)
-    return float(right or 0.0), float(left or 0.0), unit
+    return labelmaps.side_sizes(labels, spacing)
 
 
 def lung_size(labels: np.ndarray, spacing: tuple[float, ...] | None, limits: Thresholds) -> Flag:
