@@ -43,7 +43,9 @@ def postprocessing_steps() -> list[str]:
     refine = HU_REFINEMENT
     return [
         "threshold 0.5 on the model grid",
-        "airway (trachea, main bronchi) removal by leak-controlled region growing from the darkest voxel of the trachea",
+        "airway (trachea, main bronchi) removal by leak-controlled region growing from the darkest voxel of the trachea, "
+        "with its wall: one model-grid voxel, widened in-plane to the input's in-plane spacing when the input is coarser "
+        "than the model grid",
         "3D components, two lungs kept (eroded apart if touching)",
         f"further network components of at least {KEEP_FRAGMENTS_ML:g} mL (e.g. an apex cut off by a tumour) "
         "joined to the nearest lung",

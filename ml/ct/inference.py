@@ -181,7 +181,7 @@ class CTPredictor:
             extra = (hu_small < self.refine.merge_air_hu) & body
         small_labels = postprocess_lungs(
             probability > 0.5, hu_small, small_grid_spacing(spacing, box, self.size, factor), direction, extra,
-            keep_fragments_ml=self.keep_fragments_ml, body=body,
+            keep_fragments_ml=self.keep_fragments_ml, body=body, airway_margin_mm=float(spacing[1]),
         )
         refine = self.refine.at(spacing) if self.refine else None
         labels = upsample_labels(probability, small_labels, box, volume_hu.shape, volume_hu, refine)

@@ -18,6 +18,8 @@ RIGHT_LUNG = 1
 LEFT_LUNG = 2
 _STRUCTURE_6 = ndimage.generate_binary_structure(3, 1)
 _STRUCTURE_26 = ndimage.generate_binary_structure(3, 3)
+_STRUCTURE_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
+_STRUCTURE_IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
 
 
 def component_sizes(labels: np.ndarray, count: int) -> np.ndarray:
@@ -467,6 +469,7 @@ def postprocess_lungs(
     extra: np.ndarray | None = None,
     keep_fragments_ml: float | None = None,
     body: np.ndarray | None = None,
+    airway_margin_mm: float | None = None,
 ) -> np.ndarray:
     """From a binary lung proposal to right/left lung labels.
 
@@ -484,6 +487,9 @@ def postprocess_lungs(
             least this many mL are kept and joined to the nearest lung (lung cut off by a tumour,
             e.g. an apex above a mass). Off for the classical method, whose air components
             include bowel gas.
+        body: ``(D, H, W)`` boolean body mask for ``keep_fragments_ml`` (computed when omitted).
+        airway_margin_mm: in-plane width in mm of the airway wall removed with the airways
+            (see :func:`airway_wall`); one voxel of ``spacing`` when omitted.
 
     Returns:
         ``(D, H, W)`` uint8: 0 background, 1 right lung, 2 left lung.
@@ -495,7 +501,7 @@ def postprocess_lungs(
     lung, volume_hu = lung[box], volume_hu[box]
     candidates = lung | extra[box] if extra is not None else lung
     airway = airway_mask(volume_hu, candidates, spacing)
-    airway = ndimage.binary_dilation(airway, structure=_STRUCTURE_6) if airway.any() else airway
+    airway = airway_wall(airway, spacing, airway_margin_mm)
     lung = lung & ~airway
     parts = separate_lungs(lung, spacing)
     if keep_fragments_ml is not None:
@@ -506,6 +512,31 @@ def postprocess_lungs(
     labels = assign_sides(parts, direction, offset=tuple(s.start for s in box), full_width=out.shape[2])
     out[box] = fill_lung_holes(labels)
     return out
+
+
+def airway_wall(airway: np.ndarray, spacing: tuple[float, float, float], margin_mm: float | None = None) -> np.ndarray:
+    """The airway grown by its wall: one voxel in 3D, then in-plane up to ``margin_mm``.
+
+    The partial-volume ring of the airway wall is about one voxel of the scan wide. When the
+    airway is found on a finer grid than the scan's (a 4 mm scan resized to the model grid),
+    one voxel of that grid leaves most of the ring to the lungs; ``margin_mm`` (the scan's
+    in-plane spacing) sets the width in mm instead.
+
+    Args:
+        airway: ``(D, H, W)`` boolean airway.
+        spacing: ``(D, H, W)`` mm of the grid ``airway`` is on.
+        margin_mm: in-plane wall width in mm; ``None`` for one voxel.
+
+    Returns:
+        ``(D, H, W)`` boolean airway with its wall.
+    """
+    if not airway.any():
+        return airway
+    grown = ndimage.binary_dilation(airway, structure=_STRUCTURE_6)
+    extra = 0 if margin_mm is None else int(round(margin_mm / float(spacing[1]))) - 1
+    if extra > 0:
+        grown = ndimage.binary_dilation(grown, structure=_STRUCTURE_IN_PLANE, iterations=extra)
+    return grown
 
 
 def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:

@@ -28,10 +28,6 @@ KNOWN_SHORTFALL = {
     "nsclc_lung1_002": "held-out NSCLC case: right lung Dice ~0.94; the reference counts the dense collapsed "
                        "lung behind the tumour as lung in some slices, the model does not; see ml/README.md, CT results",
 }
-NOT_BETTER_THAN_CLASSICAL = {
-    "cip_copdgene_10002K": "level, not better: automatic threshold-based reference on a smoothed x8-downsampled volume; "
-                           "model 0.987/0.987 vs classical 0.988/0.986 (right/left); see ml/README.md, CT results",
-}
 _PREDICTORS: dict[str, CTPredictor] = {}
 
 
@@ -91,11 +87,7 @@ def test_shipped_weights_reach_dice_095_per_lung(shared_data: Path, case: str) -
     assert min(scores.values()) >= 0.95, f"{case} with {seg.name}: {scores}"
 
 
-@pytest.mark.parametrize(
-    "case",
-    [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=NOT_BETTER_THAN_CLASSICAL[c]))
-     if c in NOT_BETTER_THAN_CLASSICAL else c for c in CASES],
-)
+@pytest.mark.parametrize("case", CASES)
 def test_model_beats_the_classical_baseline_on_every_lung(shared_data: Path, case: str) -> None:
     """Per lung (or per whole lung where the reference has no sides), model Dice > classical Dice."""
     seg = _segmented(shared_data, case)

@@ -13,6 +13,7 @@ from ml.ct.io import read_ct, read_label, write_mask
 from ml.ct.phantom import make_phantom
 from ml.ct.postprocess import (
     airway_mask,
+    airway_wall,
     assign_sides,
     below_lung_base,
     body_mask,
@@ -179,3 +180,20 @@ def test_gas_below_a_lung_base_is_not_joined_but_lung_beside_a_tumour_is() -> No
     joined = join_large_fragments(parts, mask, (1.0, 1.0, 1.0), min_ml=0.1, body=np.ones_like(mask), max_gap_mm=5.0)
     assert not joined[1:5, 6:14, 26:34].any()
     assert set(np.unique(joined[12:20, 6:14, 16:20])) <= {1, 2} and joined[12:20, 6:14, 16:20].all()
+
+
+def test_airway_wall_is_one_voxel_or_the_given_width_in_plane() -> None:
+    """A 1-voxel tube: one voxel of wall by default; with 4.2 mm on a 1.5 mm grid, 3 voxels in-plane, 1 in z."""
+    airway = np.zeros((9, 21, 21), dtype=bool)
+    airway[2:7, 10, 10] = True
+    spacing = (4.0, 1.5, 1.5)
+
+    default = airway_wall(airway, spacing)
+    assert default[4, 10, 9:12].all() and not default[4, 10, 8]
+    assert default[1, 10, 10] and not default[0, 10, 10]
+
+    wide = airway_wall(airway, spacing, margin_mm=4.2)  # round(4.2 / 1.5) = 3 voxels of wall in-plane
+    assert wide[4, 10, 7:14].all() and not wide[4, 10, 6] and not wide[4, 10, 14]
+    assert wide[1, 10, 8:13].all() and not wide[0].any(), "the extra width is in-plane only"
+    assert np.array_equal(airway_wall(airway, spacing, margin_mm=1.0), default), "a finer input keeps one voxel"
+    assert not airway_wall(np.zeros_like(airway), spacing, margin_mm=4.2).any()
