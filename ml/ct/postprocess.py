@@ -18,8 +18,7 @@ RIGHT_LUNG = 1
 LEFT_LUNG = 2
 _STRUCTURE_6 = ndimage.generate_binary_structure(3, 1)
 _STRUCTURE_26 = ndimage.generate_binary_structure(3, 3)
-_STRUCTURE_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
-_STRUCTURE_IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
+_STRUCTURE_IN_PLANE = ndimage.generate_binary_structure(2, 1)[None]  # (1, 3, 3): 4-neighbours within a slice
 
 
 def component_sizes(labels: np.ndarray, count: int) -> np.ndarray:
