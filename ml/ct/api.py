@@ -51,13 +51,18 @@ def _segmenter(model: str) -> tuple[str, Segmenter]:
     return predictor.name, predictor.predict
 
 
-def _loco_partners(card: ModelCard) -> dict[str, str]:
-    """Fold models of ``card``: excluded case → card name (cards with ``training.loco_of``)."""
-    partners: dict[str, str] = {}
-    for other in list_cards():
-        if other.training.get("loco_of") == card.name:
+def _loco_partners(card: ModelCard) -> dict[str, ModelCard]:
+    """Fold models of ``card``: excluded case → fold card (cards with ``training.loco_of``).
+
+    Folds are looked up beside ``card`` (``ml/weights`` for a shipped model, the scratch folder
+    of a candidate), so that a candidate is never scored with the shipped model's folds.
+    """
+    folder = Path(card.card_path).parent if card.card_path else None
+    partners: dict[str, ModelCard] = {}
+    for other in list_cards(folder):
+        if other.training.get("loco_of") == card.name and other.name != card.name:
             for case in other.training.get("excluded_cases", []):
-                partners[case] = other.name
+                partners[case] = other
     return partners
 
 
@@ -87,13 +92,12 @@ def evaluate(model: str, manifest: Path, split: str, out_dir: Path) -> dict[str,
     cache: dict[str, Segmenter] = {}
 
     def choose(record: CaseRecord) -> tuple[str, Segmenter, bool]:
-        name = card.name
-        if record.case in trained_on and record.case in partners:
-            name = partners[record.case]
+        fold = partners.get(record.case) if record.case in trained_on else None
+        name = fold.name if fold else card.name
         if name not in cache:
-            cache[name] = _segmenter(name if name != card.name else model)[1]
-        label = f"{name} (loco)" if name != card.name else name
-        return label, cache[name], record.case in trained_on and name == card.name
+            cache[name] = _segmenter(str(fold.weights_path) if fold else model)[1]
+        label = f"{name} (loco)" if fold else name
+        return label, cache[name], record.case in trained_on and fold is None
 
     summary = evaluate_cases(records, choose, Path(out_dir))
     summary.update({"model": card.name, "split": split, "manifest": str(manifest)})

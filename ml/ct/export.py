@@ -154,17 +154,22 @@ def build_card(checkpoint: dict[str, Any], name: str, aliases: list[str], loco_o
 
 
 def export_checkpoint(checkpoint_path: Path, name: str, aliases: list[str], loco_of: str | None = None,
-                      config_path: str = "ml/configs/ct_default.yaml", weights_dir: Path = WEIGHTS_DIR) -> ModelCard:
+                      config_path: str | None = None, weights_dir: Path = WEIGHTS_DIR) -> ModelCard:
     """Write ``<weights_dir>/<name>.pt`` (float32 state_dict) and its card ``<name>.json``.
 
     Raises:
-        ExportError: the checkpoint is missing or lacks ``state_dict``/``config``.
+        ExportError: the checkpoint is missing, lacks ``state_dict``/``config``, or records no
+            config file and ``config_path`` is not given.
     """
     if not Path(checkpoint_path).is_file():
         raise ExportError(f"{checkpoint_path}: checkpoint not found")
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     if "state_dict" not in checkpoint or "config" not in checkpoint:
         raise ExportError(f"{checkpoint_path}: expected a CT training checkpoint with state_dict and config")
+    config_path = config_path or checkpoint.get("config_path")
+    if not config_path:
+        raise ExportError(f"{checkpoint_path} does not record its config file (trained before 30 Nov): "
+                          "give it with --config so that the card's training command is right")
     weights_dir.mkdir(parents=True, exist_ok=True)
     weights_path = weights_dir / f"{name}.pt"
     torch.save({k: v.float() for k, v in checkpoint["state_dict"].items()}, weights_path)
@@ -192,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--alias", action="append", default=[])
     parser.add_argument("--loco-of", default=None, help="the model this leave-one-case-out fold belongs to")
-    parser.add_argument("--config", default="ml/configs/ct_default.yaml", help="config recorded in the card")
+    parser.add_argument("--config", default=None,
+                        help="config recorded in the card (default: the one the checkpoint was trained from)")
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR,
                         help="where to write NAME.pt and its card (default ml/weights; a scratch folder for "
                         "candidates that are not shipped: evaluate them with --model DIR/NAME.pt)")
@@ -206,7 +212,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(card.card_path)
         return 0
-    card = export_checkpoint(args.checkpoint, args.name, args.alias, args.loco_of, args.config, args.weights_dir)
+    try:
+        card = export_checkpoint(args.checkpoint, args.name, args.alias, args.loco_of, args.config, args.weights_dir)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(card.weights_path)
     return 0
 

@@ -5,7 +5,9 @@ Config keys (see ``ml/configs/ct_default.yaml``): ``manifest``, ``train_splits``
 inputs labelled by the classical method), ``case_weight``, ``size``, ``context``, ``network``,
 ``batch_size``, ``lr``, ``epochs``, ``samples_per_epoch``, ``max_minutes``, ``threads``,
 ``seed``, ``out_dir``, ``consolidation`` (chance per slice of synthetic consolidation, default 0).
-The checkpoint with the best mean val Dice is kept as ``best.pt``.
+The checkpoint with the best mean val Dice is kept as ``best.pt``; ``last.pt`` is written after
+every epoch, and a run started again with the same config continues from it (model, optimiser,
+random state, and the time already spent, so the wall-clock schedule picks up where it stopped).
 """
 
 from __future__ import annotations
@@ -100,17 +102,23 @@ class TimeCosineSchedule:
     (``max_minutes``) guarantees that the rate is annealed when the budget ends.
     """
 
-    def __init__(self, optimiser: torch.optim.Optimizer, max_lr: float, budget_s: float, warmup: float = 0.05):
+    def __init__(self, optimiser: torch.optim.Optimizer, max_lr: float, budget_s: float, warmup: float = 0.05,
+                 elapsed_s: float = 0.0):
         self.optimiser = optimiser
         self.max_lr = max_lr
         self.budget_s = budget_s
         self.warmup = warmup
-        self.start = time.monotonic()
+        self.start = time.monotonic() - elapsed_s  # a resumed run continues where its clock stopped
+
+    @property
+    def elapsed_s(self) -> float:
+        """Training seconds spent, earlier sessions of a resumed run included."""
+        return time.monotonic() - self.start
 
     @property
     def progress(self) -> float:
         """Fraction of the time budget used."""
-        return (time.monotonic() - self.start) / self.budget_s
+        return self.elapsed_s / self.budget_s
 
     @property
     def finished(self) -> bool:
@@ -136,7 +144,8 @@ def train(config_path: Path) -> Path:
         config_path: YAML config (see module docstring).
 
     Returns:
-        ``<out_dir>/best.pt``: a dict with ``state_dict``, ``config``, ``epoch``, ``val_dice``.
+        ``<out_dir>/best.pt``: a dict with ``state_dict``, ``config``, ``config_path``, ``epoch``,
+        ``val_dice`` (and what resuming needs: optimiser and random state, seconds spent).
     """
     config = load_config(Path(config_path))
     torch.set_num_threads(int(config.get("threads", 1)))
@@ -158,32 +167,71 @@ def train(config_path: Path) -> Path:
     model = build_ct_network(2 * context + 1, 2, **config.get("network", {}))
     epochs = int(config.get("epochs", 1000))
     optimiser = torch.optim.AdamW(model.parameters(), lr=float(config.get("lr", 2e-3)), weight_decay=1e-4)
-    schedule = TimeCosineSchedule(optimiser, float(config.get("lr", 2e-3)), 60.0 * float(config.get("max_minutes", 25)))
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     generator = torch.Generator().manual_seed(seed)
-    best, best_path = -1.0, out_dir / "best.pt"
-    with (out_dir / "metrics.csv").open("w", newline="") as handle:
+    resumed = _resume(out_dir / "last.pt", config, model, optimiser, generator)
+    schedule = TimeCosineSchedule(optimiser, float(config.get("lr", 2e-3)), 60.0 * float(config.get("max_minutes", 25)),
+                                  elapsed_s=resumed["elapsed_s"])
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    best, best_path = resumed["best"], out_dir / "best.pt"
+    header = ["epoch", "train_loss", "val_dice", *[c.case for c in val_cases], "seconds"]
+    with (out_dir / "metrics.csv").open("a" if resumed["epoch"] else "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["epoch", "train_loss", "val_dice", *[c.case for c in val_cases], "seconds"])
-        start = time.monotonic()
-        for epoch in range(1, epochs + 1):
+        if not resumed["epoch"]:
+            writer.writerow(header)
+        for epoch in range(resumed["epoch"] + 1, epochs + 1):
+            if schedule.finished:
+                logger.info("time budget already spent before epoch %d", epoch)
+                break
             train_loss = _train_epoch(model, loader, optimiser, schedule, loss_fn, generator,
                                       float(config.get("consolidation", 0.0)))
             per_case = [volume_dice(model, c, context) for c in val_cases]
             val_dice = float(np.mean(per_case)) if per_case else -train_loss
             writer.writerow([epoch, f"{train_loss:.4f}", f"{val_dice:.4f}", *[f"{d:.4f}" for d in per_case],
-                             f"{time.monotonic() - start:.0f}"])
+                             f"{schedule.elapsed_s:.0f}"])
             handle.flush()
             logger.info("epoch %d loss %.4f val dice %.4f %s", epoch, train_loss, val_dice, per_case)
-            checkpoint = {"state_dict": model.state_dict(), "config": config, "epoch": epoch, "val_dice": val_dice}
-            torch.save(checkpoint, out_dir / "last.pt")
-            if val_dice >= best:
-                best = val_dice
+            improved, best = val_dice >= best, max(best, val_dice)
+            checkpoint = {"state_dict": model.state_dict(), "config": config, "config_path": str(config_path),
+                          "epoch": epoch, "val_dice": val_dice, "best_val_dice": best,
+                          "elapsed_s": schedule.elapsed_s, "optimiser": optimiser.state_dict(),
+                          "rng": {"torch": torch.get_rng_state(), "generator": generator.get_state()}}
+            if improved:
                 torch.save(checkpoint, best_path)
+            torch.save(checkpoint, out_dir / "last.pt")  # written last: a crash between leaves best.pt newer
             if schedule.finished:
                 logger.info("time budget reached after epoch %d", epoch)
                 break
     return best_path
+
+
+def _resume(last: Path, config: dict[str, Any], model: torch.nn.Module, optimiser: torch.optim.Optimizer,
+            generator: torch.Generator) -> dict[str, Any]:
+    """Continue from ``last`` when a previous session of this run left one.
+
+    Returns the epoch reached (0 for a fresh run), the best val Dice so far and the training
+    seconds already spent (the time-based schedule continues from there).
+
+    Raises:
+        TrainConfigError: ``last`` was written by a run with another config (``epochs`` aside).
+    """
+    if not last.is_file():
+        return {"epoch": 0, "best": -1.0, "elapsed_s": 0.0}
+    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    changed = sorted(key for key in set(config) | set(checkpoint.get("config", {}))
+                     if key != "epochs" and config.get(key) != checkpoint["config"].get(key))
+    if changed:  # only the epoch limit may be raised on a resumed run
+        raise TrainConfigError(f"{last} was written with another config ({', '.join(changed)} differ): resume "
+                               "with the same config, or give this run its own out_dir")
+    if "optimiser" not in checkpoint:
+        raise TrainConfigError(f"{last} predates resumable CT training: delete it to start the run again")
+    model.load_state_dict(checkpoint["state_dict"])
+    optimiser.load_state_dict(checkpoint["optimiser"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    generator.set_state(checkpoint["rng"]["generator"])
+    logger.info("resuming %s after epoch %d (%.1f s of training spent)", last, checkpoint["epoch"],
+                checkpoint["elapsed_s"])
+    return {"epoch": int(checkpoint["epoch"]), "best": float(checkpoint["best_val_dice"]),
+            "elapsed_s": float(checkpoint["elapsed_s"])}
 
 
 def _train_epoch(

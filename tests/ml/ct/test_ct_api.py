@@ -14,6 +14,7 @@ from ml.ct import api
 from ml.ct.inference import upsample_labels
 from ml.ct.phantom import make_phantom
 from ml.ct.preprocess import Box, crop, pool_slices, to_model_grid, uncrop, z_factor
+from ml.registry import resolve
 
 
 def _write(array: np.ndarray, spacing_dhw: tuple[float, float, float], path: Path) -> Path:
@@ -186,3 +187,34 @@ def test_a_missed_lung_costs_the_diagonal_of_the_whole_volume() -> None:
     row = case_metrics(prediction, truth, (3.0, 1.0, 1.0), lr_labels=True)
     assert row["hd95_left_mm"] == pytest.approx(np.sqrt(30.0 ** 2 + 40.0 ** 2 + 40.0 ** 2))
     assert row["hd95_right_mm"] == 0.0 and row["dice_left"] == 0.0
+
+
+def _candidate(folder: Path, name: str, training: dict) -> Path:
+    """Copy the shipped CT weights into ``folder`` as a candidate ``name`` with its own card."""
+    shipped = json.loads((resolve("ct").weights_path.with_suffix(".json")).read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / f"{name}.pt"
+    weights.write_bytes(resolve("ct").weights_path.read_bytes())
+    card = dict(shipped, name=name, aliases=[], weights_file=weights.name, training=training)
+    (folder / f"{name}.json").write_text(json.dumps(card))
+    return weights
+
+
+def test_a_candidate_is_scored_with_its_own_fold_never_the_shipped_ones(phantom_files, tmp_path: Path) -> None:
+    """A case the candidate trained on is scored by the fold beside it; without one it is flagged."""
+    folder, _ = phantom_files
+    shipped_name = resolve("ct").name
+    # same name as the shipped model: the shipped folds (loco_of = that name) must not be borrowed
+    with_fold = _candidate(tmp_path / "with_fold", shipped_name, {"cases": ["phantom1"]})
+    _candidate(tmp_path / "with_fold", "cand_fold", {"cases": [], "loco_of": shipped_name,
+                                                   "excluded_cases": ["phantom1"]})
+    alone = _candidate(tmp_path / "alone", shipped_name, {"cases": ["phantom1"]})
+
+    api.evaluate(str(with_fold), folder / "manifest.csv", "all", tmp_path / "eval_fold")
+    api.evaluate(str(alone), folder / "manifest.csv", "all", tmp_path / "eval_alone")
+
+    row = next(csv.DictReader((tmp_path / "eval_fold" / "per_case.csv").open()))
+    assert (row["evaluated_with"], row["trained_on_case"]) == ("cand_fold (loco)", "0")
+    row = next(csv.DictReader((tmp_path / "eval_alone" / "per_case.csv").open()))
+    assert (row["evaluated_with"], row["trained_on_case"]) == (shipped_name, "1")
+    assert api._loco_partners(resolve(str(alone))) == {}, "the shipped model's folds were borrowed"
