@@ -42,8 +42,32 @@ test: venv frontend check-services
 bench: venv
 	$(PY) scripts/bench.py --out bench/results
 
+## Retrain a shipped model from ../shared/data, as its card says, into $(CANDIDATES): weights,
+## card with metrics, evaluation folders under runs/. Compare with the shipped one, then ship with
+## `make train-cxr CANDIDATES=ml/weights` (git shows what changed). Interrupted runs resume.
+CANDIDATES ?= runs/candidates
+CXR_MANIFEST ?= ../shared/data/cxr/manifest.csv
+CT_MANIFEST ?= ../shared/data/ct/manifest.csv
+CXR_CANDIDATE := $(CANDIDATES)/cxr_resunet_256.pt
+CXR_PACKAGE := $(PY) -m ml.packaging runs/cxr_stage2/best.pt --name cxr_resunet_256 --alias cxr \
+	--weights-dir $(CANDIDATES) --description "Default chest X-ray lung model: residual U-Net (MONAI UNet, 2 residual units), 256x256, right/left lungs"
+
 train-cxr: venv
 	$(PY) -m ml train --config ml/configs/cxr_default.yaml
+	$(PY) -m ml train --config ml/configs/cxr_stage2.yaml
+	$(CXR_PACKAGE)
+	$(PY) -m ml evaluate --model $(CXR_CANDIDATE) --manifest $(CXR_MANIFEST) --split val --out runs/train_cxr/eval_val
+	$(PY) -m ml evaluate --model $(CXR_CANDIDATE) --manifest $(CXR_MANIFEST) --split test --out runs/train_cxr/eval_test
+	$(CXR_PACKAGE) --metrics val=runs/train_cxr/eval_val test=runs/train_cxr/eval_test
 
+## The shipped CT model is the fold without nsclc_lung1_002 (so that one NSCLC case stays unseen);
+## nsclc_lung1_001 is scored by the second fold, shipped beside it.
 train-ct: venv
-	$(PY) -m ml train --config ml/configs/ct_default.yaml
+	$(PY) -m ml train --config ml/configs/ct_loco_nsclc002.yaml
+	$(PY) -m ml train --config ml/configs/ct_loco_nsclc001.yaml
+	$(PY) -m ml.ct.export --checkpoint runs/ct_loco_nsclc002/best.pt --name ct_unet192 --alias ct --weights-dir $(CANDIDATES)
+	$(PY) -m ml.ct.export --checkpoint runs/ct_loco_nsclc001/best.pt --name ct_unet192_loco_nsclc001 \
+		--loco-of ct_unet192 --weights-dir $(CANDIDATES)
+	$(PY) -m ml evaluate --model $(CANDIDATES)/ct_unet192.pt --manifest $(CT_MANIFEST) --split all --out runs/train_ct/eval
+	$(PY) -m ml evaluate --model classical --manifest $(CT_MANIFEST) --split all --out runs/train_ct/eval_classical
+	$(PY) -m ml.ct.report --model runs/train_ct/eval --baseline runs/train_ct/eval_classical

@@ -18,6 +18,7 @@ import torch
 
 from ml import LABELS
 from ml.networks import build_network, count_parameters
+from ml.postprocess import PostprocessConfig
 from ml.registry import WEIGHTS_DIR, ModelCard, RegistryError, load_model, write_card
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def package_checkpoint(
             "geometry": f"aspect-preserving resize (box filter) and centred zero padding to {size}x{size}; "
                         "probabilities cropped and resized bilinearly back to the original size",
         },
-        "postprocessing": postprocessing or {},
+        "postprocessing": postprocessing or PostprocessConfig().to_dict(),
         "inference": inference or {"tta_flip": False},
         "parameters": count_parameters(model),
         "training": {

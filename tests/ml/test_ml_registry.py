@@ -156,6 +156,8 @@ def test_packaging_cli_ships_a_training_checkpoint_with_its_card(tmp_path: Path)
     model, card = load_model(str(tmp_path / "cand" / "scratch_unet.pt"))  # the hash is checked here
     assert (card.architecture, card.input_size, card.training["checkpoint_epoch"]) == ("unet", [64, 64], 7)
     assert card.training["command"] == "python -m ml train --config c.yaml"
+    from ml.postprocess import PostprocessConfig
+    assert card.postprocessing == PostprocessConfig().to_dict(), "the card states the steps it runs"
     x = torch.rand(1, 1, 64, 64)
     with torch.no_grad():
         assert torch.equal(model(x), net.eval()(x))
