@@ -197,7 +197,7 @@ def train(config_path: Path) -> Path:
                           "rng": {"torch": torch.get_rng_state(), "generator": generator.get_state()}}
             if improved:
                 torch.save(checkpoint, best_path)
-            torch.save(checkpoint, out_dir / "last.pt")  # written last: a crash between leaves best.pt newer
+            torch.save(checkpoint, out_dir / "last.pt")
             if schedule.finished:
                 logger.info("time budget reached after epoch %d", epoch)
                 break
@@ -217,8 +217,8 @@ def _resume(last: Path, config: dict[str, Any], model: torch.nn.Module, optimise
     if not last.is_file():
         return {"epoch": 0, "best": -1.0, "elapsed_s": 0.0}
     checkpoint = torch.load(last, map_location="cpu", weights_only=False)
-    changed = sorted(key for key in set(config) | set(checkpoint.get("config", {}))
-                     if key != "epochs" and config.get(key) != checkpoint["config"].get(key))
+    saved = checkpoint.get("config") or {}
+    changed = sorted(key for key in set(config) | set(saved) if key != "epochs" and config.get(key) != saved.get(key))
     if changed:  # only the epoch limit may be raised on a resumed run
         raise TrainConfigError(f"{last} was written with another config ({', '.join(changed)} differ): resume "
                                "with the same config, or give this run its own out_dir")
