@@ -226,6 +226,25 @@ def _resize_depth(volume: np.ndarray, depth: int) -> np.ndarray:
     return F.interpolate(tensor, size=size, mode="trilinear", align_corners=False)[0, 0].numpy()
 
 
+def _side_indicator(small_labels: np.ndarray, rings: int) -> np.ndarray:
+    """+1 on the left lung, −1 on the right, carried ``rings`` voxels out from each lung.
+
+    A boundary voxel that the refinement adds just outside a model-grid lung needs a side: with
+    the indicator 0 there it would fall to the right lung by default, which scattered right-lung
+    specks along the left lung's surface. Each ring goes to the lung that reaches it first;
+    voxels reached by both in the same ring (between touching lungs) stay 0, the midline.
+    """
+    side = (small_labels == LEFT_LUNG).astype(np.float32) - (small_labels == RIGHT_LUNG).astype(np.float32)
+    claimed = small_labels > 0
+    for _ in range(rings):
+        left = ndimage.binary_dilation(side > 0) & ~claimed
+        right = ndimage.binary_dilation(side < 0) & ~claimed
+        side[left & ~right] = 1.0
+        side[right & ~left] = -1.0
+        claimed |= left | right
+    return side
+
+
 def upsample_labels(
     probability: np.ndarray,
     small_labels: np.ndarray,
@@ -239,7 +258,8 @@ def upsample_labels(
 
     The lung probability is made to agree with the post-processed labels (kept voxels > 0.5;
     removed ones and everything more than 2 voxels away from a lung 0), resized bilinearly into the crop box and thresholded at 0.5; each lung voxel
-    takes the side whose resized indicator is larger.
+    takes the side whose resized indicator is larger (the indicator reaches as far as the
+    probability is kept, see :func:`_side_indicator`).
 
     Args:
         probability: ``(d, S, S)`` lung probability on the model grid (``d ≤ D`` when thin
@@ -263,12 +283,13 @@ def upsample_labels(
     # away from the kept lungs (airways, fragments, stray voxels) the probability is zeroed
     near = ndimage.binary_dilation(lungs, iterations=2) & ~((probability > 0.5) & ~lungs)
     agreed = np.where(lungs, np.maximum(probability, 0.5 + _EPS), np.where(near, probability, 0.0))
-    side = (small_labels == LEFT_LUNG).astype(np.float32) - (small_labels == RIGHT_LUNG).astype(np.float32)
+    side = _side_indicator(small_labels, rings=2)
     if agreed.shape[0] != depth:  # thin slices were averaged: interpolate back along D
         agreed, side = (_resize_depth(a, depth) for a in (agreed.astype(np.float32), side))
     out = np.zeros(shape, dtype=np.uint8)
     sy0, sy1 = max(box.y0, 0), min(box.y1, height)
     sx0, sx1 = max(box.x0, 0), min(box.x1, width)
+    core = np.zeros((depth, sy1 - sy0, sx1 - sx0), dtype=bool) if refine is not None else None
     for start in range(0, depth, chunk):
         block = torch.from_numpy(np.stack([agreed[start : start + chunk], side[start : start + chunk]], axis=1))
         block = F.interpolate(block.float(), size=(box.side, box.side), mode="bilinear", align_corners=False)
@@ -280,6 +301,32 @@ def upsample_labels(
                 (block[:, 0] > 0.5 - refine.margin) & (hu < refine.threshold_hu)
             )
             lung = _fill_holes_per_slice(lung)  # vessels in the band stay lung
+            core[start : start + chunk] = block[:, 0] > 0.5 + refine.margin
         labels = np.where(block[:, 1] > 0, LEFT_LUNG, RIGHT_LUNG).astype(np.uint8)
         out[start : start + chunk, sy0:sy1, sx0:sx1] = np.where(lung, labels, 0)
+    if core is not None:
+        _drop_detached_band(out[:, sy0:sy1, sx0:sx1], core)
     return out
+
+
+def _drop_detached_band(labels: np.ndarray, core: np.ndarray) -> None:
+    """Clear (in place) pieces of a lung that only the HU refinement made: no certain voxel.
+
+    The band around each lung is decided voxel by voxel by HU, which leaves partial-volume
+    specks off the lung's surface. A piece of a lung (26-connected) that holds no voxel of the
+    certain ``core`` is such a speck; pieces the network itself drew are kept whatever their size.
+    """
+    for side in (RIGHT_LUNG, LEFT_LUNG):
+        mask = labels == side
+        boxes = ndimage.find_objects(mask.astype(np.uint8))
+        if not boxes or boxes[0] is None:
+            continue
+        box = boxes[0]
+        pieces, count = ndimage.label(mask[box], structure=np.ones((3, 3, 3), dtype=bool))
+        if count <= 1:
+            continue
+        anchored = np.zeros(count + 1, dtype=bool)
+        anchored[np.unique(pieces[core[box] & (pieces > 0)])] = True
+        anchored[0] = True  # background stays as it is
+        view = labels[box]
+        view[~anchored[pieces]] = 0

@@ -113,3 +113,13 @@ def test_held_out_nsclc_volumes_within_3_percent(shared_data: Path, case: str) -
     errors = {side: 100.0 * (int((seg.labels == side).sum()) - int((seg.truth == side).sum())) / int((seg.truth == side).sum())
               for side in (1, 2)}
     assert all(abs(error) <= 3.0 for error in errors.values()), f"{case} with {seg.name}: {errors}"
+
+
+def test_the_real_scanner_series_gets_one_piece_per_lung(shared_data: Path) -> None:
+    """No partial-volume specks on lungdx_A0001 (before 30 Nov: 245 right-lung specks on the left lung's surface)."""
+    from scipy import ndimage
+
+    volume, meta = read_ct(shared_data / "ct" / "dicom" / "lungdx_A0001")
+    labels = _predictor(resolve("ct").name).predict(volume, meta.spacing_dhw, meta.direction).labels
+    pieces = {side: ndimage.label(labels == side, structure=np.ones((3, 3, 3)))[1] for side in (1, 2)}
+    assert pieces == {1: 1, 2: 1}

@@ -74,3 +74,29 @@ def test_upsample_refuses_an_unresolved_rim_rule() -> None:
     probability, labels, hu = _rim_case(rim_hu=-330)
     with pytest.raises(ValueError, match="at\\(spacing\\)"):
         upsample_labels(probability, labels, Box(0, 32, 0, 32), hu.shape, hu, HU_REFINEMENT)
+
+
+def test_refined_rim_voxels_take_the_side_of_the_lung_they_border() -> None:
+    """Upsampled ×2, the refined rim lies past the lung's own indicator: it must stay left lung."""
+    probability, labels, hu_small = _rim_case(rim_hu=-330)
+    labels = np.where(labels > 0, 2, 0).astype(np.uint8)  # a left lung
+    hu = np.repeat(np.repeat(hu_small, 2, axis=1), 2, axis=2)  # the input grid: 64 x 64
+    out = upsample_labels(probability, labels, Box(0, 64, 0, 64), hu.shape, hu, HU_REFINEMENT.at((3.0, 1.0, 1.0)))
+    assert (out[:, 16:48, 16:48] == 2).all()
+    assert (out[:, 15, 15:49] == 2).all(), "the third-air rim is lung on 1 mm voxels"
+    assert not (out == 1).any(), "no voxel of the left lung's rim may fall to the right lung"
+
+
+def test_a_speck_only_the_refinement_made_is_dropped_a_drawn_piece_is_kept() -> None:
+    probability, labels, hu = _rim_case(rim_hu=40)  # a soft-tissue rim: not lung
+    # an air speck one voxel off the rim, in the uncertain band: HU alone would make it lung
+    probability[:, 12:14, 25] = 0.4
+    hu[:, 12:14, 25] = -800
+    # a small piece the network drew, away from the main lung
+    labels[:, 2:4, 2:4] = 1
+    probability[:, 2:4, 2:4] = 0.9
+    hu[:, 2:4, 2:4] = -800
+    out = upsample_labels(probability, labels, Box(0, 32, 0, 32), hu.shape, hu, HU_REFINEMENT.at((3.0, 1.0, 1.0)))
+    assert not out[:, 12:14, 25].any(), "a speck without a certain voxel is not lung"
+    assert (out[:, 2:4, 2:4] == 1).all(), "a piece the network drew stays"
+    assert (out[:, 8:24, 8:24] == 1).all()
