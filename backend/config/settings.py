@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our static files: no CDN needed
     "accounts",
     "imaging",
     "modeling",
@@ -206,6 +207,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Lung segmentation platform: projects, imaging data, uploads and WADO-URI.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",  # bundled assets: the docs work on sites without internet
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "ModalityEnum": "imaging.models.Modality",
