@@ -90,7 +90,11 @@ class UploadSerializer(serializers.ModelSerializer):
 class UploadCreateSerializer(serializers.Serializer):
     """Multipart upload: ``project`` id, one or more ``files``; options for PNG/JPEG/NIfTI."""
 
-    project = serializers.PrimaryKeyRelatedField(queryset=Project.objects.none())
+    project = serializers.PrimaryKeyRelatedField(
+        queryset=Project.objects.none(),
+        # the same words whether the project does not exist or is not the caller's: no existence leak
+        error_messages={"does_not_exist": "invalid project {pk_value}: no such project among yours"},
+    )
     files = serializers.ListField(child=serializers.FileField(allow_empty_file=True), required=False)
     patient = serializers.CharField(
         required=False, max_length=128,
