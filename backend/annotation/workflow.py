@@ -491,7 +491,7 @@ def queue_for(user: Any, limit: int = 200) -> list[QueueItem]:
         .annotate(model_revision_id=Subquery(model_rev.values("pk")[:1]),
                   flagged=Subquery(model_rev.values("qc__flagged_count")[:1]),
                   confidence=Subquery(model_rev.values("confidence")[:1]))
-        .select_related("series")
+        .select_related("series__study__patient", "project")  # the queue page names each task's study
         .order_by(F("flagged").desc(nulls_last=True), F("confidence").asc(nulls_last=True), "created_at", "id")[:limit]
     )
     tasks = list(tasks)
