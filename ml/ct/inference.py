@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from ml.ct.classical import segment_classical
 from ml.ct.network import predict_lung_probability
-from ml.ct.postprocess import LEFT_LUNG, RIGHT_LUNG, body_mask, postprocess_lungs
+from ml.ct.postprocess import LEFT_LUNG, RIGHT_LUNG, body_mask, bounding_box, postprocess_lungs
 from ml.ct.preprocess import Box, small_grid_spacing, to_model_grid, z_factor
 from ml.ct.quantify import quantify_lungs
 
@@ -310,23 +310,22 @@ def upsample_labels(
 
 
 def _drop_detached_band(labels: np.ndarray, core: np.ndarray) -> None:
-    """Clear (in place) pieces of a lung that only the HU refinement made: no certain voxel.
+    """Clear (in place) pieces of lung that only the HU refinement made: no certain voxel.
 
     The band around each lung is decided voxel by voxel by HU, which leaves partial-volume
-    specks off the lung's surface. A piece of a lung (26-connected) that holds no voxel of the
-    certain ``core`` is such a speck; pieces the network itself drew are kept whatever their size.
+    specks off the lung's surface. A 26-connected piece of lung (both sides labelled at once: a
+    speck touching either lung belongs to it) that holds no voxel of the certain ``core`` is
+    such a speck; pieces the network itself drew are kept whatever their size.
     """
-    for side in (RIGHT_LUNG, LEFT_LUNG):
-        mask = labels == side
-        boxes = ndimage.find_objects(mask.astype(np.uint8))
-        if not boxes or boxes[0] is None:
-            continue
-        box = boxes[0]
-        pieces, count = ndimage.label(mask[box], structure=np.ones((3, 3, 3), dtype=bool))
-        if count <= 1:
-            continue
-        anchored = np.zeros(count + 1, dtype=bool)
-        anchored[np.unique(pieces[core[box] & (pieces > 0)])] = True
-        anchored[0] = True  # background stays as it is
-        view = labels[box]
-        view[~anchored[pieces]] = 0
+    mask = labels > 0
+    if not mask.any():
+        return
+    box = bounding_box(mask)
+    pieces, count = ndimage.label(mask[box], structure=np.ones((3, 3, 3), dtype=bool))
+    if count <= 1:
+        return
+    anchored = np.zeros(count + 1, dtype=bool)
+    anchored[pieces[core[box]]] = True
+    anchored[0] = True  # background stays as it is
+    view = labels[box]
+    view[~anchored[pieces]] = 0
