@@ -29,7 +29,7 @@ from imaging.serializers import InstanceSerializer
 from . import workflow
 from .labelmaps import LabelMapError
 from .services import TargetMismatchError
-from .task_models import AnnotationTask
+from .task_models import AnnotationTask, TaskAction
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,15 @@ def _iso(value: Any) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
+def _action_of(revision: Any) -> dict[str, Any]:
+    """The accept/submit/reject that created ``revision`` (``action`` null for a model proposal) and why."""
+    action = TaskAction.objects.filter(revision=revision).first()
+    if action is None:
+        return {"action": None, "reason": None, "reason_text": ""}
+    return {"action": action.kind, "reason": action.get_reason_display() if action.reason else None,
+            "reason_text": action.reason_text}
+
+
 def task_payload(task: AnnotationTask, user: Any) -> dict[str, Any]:
     """The ``TaskPayload`` JSON of docs/viewer-api.md (plus lease and permissions)."""
     latest = workflow.latest_revision(task)
@@ -140,6 +149,7 @@ def task_payload(task: AnnotationTask, user: Any) -> dict[str, Any]:
             "id": latest.pk, "number": latest.number, "kind": latest.method or latest.source,
             "created_at": _iso(latest.created_at),
             "author": latest.author.get_username() if latest.author_id else None,
+            **_action_of(latest),
         },
         "draft": None if draft is None else {
             "parent_revision": draft.parent_revision_id, "saved_at": _iso(draft.saved_at), "slices": draft.slices,
@@ -155,6 +165,7 @@ def task_payload(task: AnnotationTask, user: Any) -> dict[str, Any]:
 
 def _saved(outcome: workflow.SaveOutcome, code: int) -> Response:
     return Response({"revision_id": outcome.revision.pk if outcome.revision else None,
+                     "revision_number": outcome.revision.number if outcome.revision else None,
                      "saved_at": _iso(outcome.saved_at)}, status=code)
 
 

@@ -3,6 +3,9 @@
  * restores the caller's draft or loads the latest revision, mounts the viewer, autosaves
  * drafts, and offers Accept / Submit edits / Reject with a reason. A 409 opens a dialog that
  * offers to reload the other person's version or keep this edit as a new revision.
+ * A banner on top tells what already happened to the task (an earlier accept/submit/reject,
+ * or this page's own, after which the page is read-only); leaving the page gives the claim
+ * up once nothing is left unsaved.
  */
 import { ApiError, ConflictError, instanceImageIds, PleuraApi, type SaveResult, type TaskPayload } from "./api";
 import { Autosaver, installLeaveGuard, type AutosaveState } from "./autosave";
@@ -58,11 +61,56 @@ function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** "Other, “lateral view”", or the label alone when there is no text. */
+function formatReason(label: string, text = ""): string {
+  return text.trim() ? `${label}, “${text.trim()}”` : label;
+}
+
+const ACTION_VERBS: Readonly<Record<string, string>> = { accept: "accepted", submit: "submitted edits", reject: "rejected" };
+const STATUS_TITLES: Readonly<Record<string, string>> = { in_review: "In review", done: "Reviewed", rejected: "Closed as rejected" };
+
+/** What the top banner says: a summary (shown strong) and what it means for this page. */
+export interface OutcomeText {
+  summary: string;
+  note: string;
+}
+
+/**
+ * What already happened to the loaded task (its latest revision's accept/submit/reject, or
+ * that it is in review), or null when there is nothing to tell (e.g. a fresh model proposal).
+ */
+export function describeLastOutcome(task: Pick<TaskPayload, "status" | "revision">, editable: boolean): OutcomeText | null {
+  const rev = task.revision;
+  if (!rev || (!rev.action && !Object.hasOwn(STATUS_TITLES, task.status))) return null;
+  const title = STATUS_TITLES[task.status] ?? "Last outcome";
+  const verb = rev.action ? ACTION_VERBS[rev.action] ?? rev.action : "saved";
+  const when = new Date(rev.created_at).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+  const reason = rev.reason ? ` (reason: ${formatReason(rev.reason, rev.reason_text)})` : "";
+  const which = rev.number !== undefined ? `revision ${rev.number}` : "the latest revision";
+  return {
+    summary: `${title}: ${which} ${verb} by ${rev.author ?? "the model"} on ${when}${reason}.`,
+    note: editable ? "Saving here creates a new revision on top of the work already sent to review." : "",
+  };
+}
+
+/** "revision 3" for a save result (its number in the lineage when the server gives it). */
+function revisionName(result: SaveResult): string {
+  return `revision ${result.revision_number ?? result.revision_id}`;
+}
+
 /** Tell the annotator what the CT reader corrected: the slices on screen are the stored ones, not the model's grid. */
 function showSeriesWarnings(note: HTMLElement, warnings: string[]): void {
   note.hidden = warnings.length === 0;
   note.textContent = warnings.length === 0 ? ""
     : `This series was read with corrections; the model saw the corrected volume and the slices below are the stored ones: ${warnings.join("; ")}.`;
+}
+
+/** Show `text` (and a link after it) in the top banner; null hides it. */
+function showOutcome(banner: HTMLElement, text: OutcomeText | null, kind: "earlier" | "done", link?: HTMLAnchorElement): void {
+  banner.hidden = text === null;
+  banner.dataset.kind = kind;
+  if (text === null) { banner.replaceChildren(); return; }
+  banner.replaceChildren(el("strong", {}, text.summary), ...(text.note ? [" ", text.note] : []), ...(link ? [" ", link] : []));
 }
 
 interface PageLayout {
@@ -72,6 +120,8 @@ interface PageLayout {
   reject: HTMLButtonElement;
   saveState: HTMLElement;
   notice: HTMLElement;
+  /** Banner on top: the task's last outcome (earlier, or from this page). */
+  outcome: HTMLElement;
   seriesNote: HTMLElement;
   rejectDialog: HTMLDialogElement;
   conflictDialog: HTMLDialogElement;
@@ -92,8 +142,12 @@ function buildLayout(root: HTMLElement): PageLayout {
   const conflictDialog = el("dialog", { class: "pa-dialog", "aria-labelledby": "pa-conflict-title", "data-testid": "conflict-dialog", role: "alertdialog" });
   const seriesNote = el("p", { class: "pa-series-note", role: "note", "data-testid": "series-warnings" });
   seriesNote.hidden = true;
-  root.replaceChildren(seriesNote, viewerRoot, bar, rejectDialog, conflictDialog);
-  return { viewerRoot, accept, submit, reject, saveState, notice, seriesNote, rejectDialog, conflictDialog };
+  const outcome = el("p", { class: "pa-outcome", role: "status", "aria-live": "polite", "data-testid": "outcome" });
+  outcome.hidden = true;
+  const top = el("div", { class: "pa-top" });
+  top.append(outcome, seriesNote);
+  root.replaceChildren(top, viewerRoot, bar, rejectDialog, conflictDialog);
+  return { viewerRoot, accept, submit, reject, saveState, notice, outcome, seriesNote, rejectDialog, conflictDialog };
 }
 
 /** Mount the whole annotation page for `options.taskId` into `root`. */
@@ -152,6 +206,7 @@ export async function mountAnnotationPage(root: HTMLElement, options: Annotation
     page.task = task;
     page.parentRevision = task.revision?.id ?? null;
     showSeriesWarnings(layout.seriesNote, task.series_warnings ?? []);
+    showOutcome(layout.outcome, describeLastOutcome(task, !readOnly), "earlier");
     const parentMask: Promise<Labelmap | null> = !task.revision ? Promise.resolve(null)
       : early && task.revision.id === options.revisionId ? early : api.getRevisionMask(task.revision.id);
     let labelmap: Labelmap | null;
@@ -214,35 +269,68 @@ export async function mountAnnotationPage(root: HTMLElement, options: Annotation
       },
     });
     removeLeaveGuard = installLeaveGuard(() => viewer.isDirty() && page.phase !== "done");
-    const every = Math.max(30, Math.floor((task.lease_seconds ?? 1800) / 3)) * 1000;
-    heartbeat = setInterval(() => {
+    const renewClaim = (): void => {
       if (page.phase === "done") return;
       api.claim(options.taskId).catch((err: unknown) => notify(`Your claim on this task could not be renewed: ${message(err)}`, "error"));
-    }, every);
+    };
+    const every = Math.max(30, Math.floor((task.lease_seconds ?? 1800) / 3)) * 1000;
+    heartbeat = setInterval(renewClaim, every);
+    releaseOnLeave(renewClaim);
   }
 
-  const finish = (result: SaveResult, text: string): void => {
+  /**
+   * Give the claim up when the page is left, best effort (keepalive: the request outlives the page).
+   * Not with unsaved edits: the leave guard warns, and the claim keeps the draft's chance to be
+   * saved. Not after an action either: the server released the claim then. A page restored
+   * from the back/forward cache claims the task again at once.
+   */
+  function releaseOnLeave(renewClaim: () => void): void {
+    window.addEventListener("pagehide", () => {
+      if (page.phase === "done" || viewer.isDirty()) return;
+      api.release(options.taskId).catch(() => undefined);
+    });
+    window.addEventListener("pageshow", (event) => {
+      if (event.persisted) renewClaim();
+    });
+    document.addEventListener("click", saveBeforeFollowing);
+  }
+
+  /** A link followed with edits not yet autosaved: save the draft first, then go (the guard still warns if that failed). */
+  function saveBeforeFollowing(event: MouseEvent): void {
+    const link = event.target instanceof Element ? event.target.closest<HTMLAnchorElement>("a[href]") : null;
+    const sameTab = event.button === 0 && !event.ctrlKey && !event.metaKey && !event.shiftKey && !event.altKey && !link?.target;
+    if (!link || !sameTab || event.defaultPrevented || page.phase !== "ready" || !viewer.isDirty()) return;
+    event.preventDefault();
+    showSaveState("saving", "Saving draft before leaving…");
+    void (page.autosaver?.flush() ?? Promise.resolve()).then(() => location.assign(link.href));
+  }
+
+  const finish = (result: SaveResult, outcome: string, text: string): void => {
     page.result = result;
     page.autosaver?.stop();
     viewer.markSaved();
     removeLeaveGuard?.();
     if (heartbeat) clearInterval(heartbeat);
     setPhase("done");
+    viewer.lock();
     setButtons();
     showSaveState("submitted", text);
+    notify("");
     const link = el("a", { href: options.queueUrl ?? "/queue/", "data-testid": "back-to-queue" }, "Back to my queue");
-    layout.notice.replaceChildren(`Revision ${result.revision_id} sent to review. `, link);
+    showOutcome(layout.outcome, { summary: `${outcome} — in review.`, note: "This page is now read-only; nothing more is saved here." },
+      "done", link);
     link.focus();
   };
 
-  const run = async (what: "submit" | "accept", action: () => Promise<SaveResult>, done: string): Promise<void> => {
+  const run = async (what: "submit" | "accept", action: () => Promise<SaveResult>, done: string,
+    outcome: (result: SaveResult) => string): Promise<void> => {
     setPhase("saving");
     setButtons();
     try {
       const started = performance.now();
       const result = await action();
       page.timings.lastSaveMs = performance.now() - started;
-      finish(result, done);
+      finish(result, outcome(result), done);
     } catch (err) {
       setPhase("ready");
       setButtons();
@@ -256,14 +344,15 @@ export async function mountAnnotationPage(root: HTMLElement, options: Annotation
   const submitEdits = async (): Promise<void> => {
     page.autosaver?.stop();
     await run("submit", () => api.submit(options.taskId, viewer.getLabelmap(), { ...uploadOptions(), timeSpentS: timeSpent() }),
-      "Edits submitted");
+      "Edits submitted", (r) => `Submitted as ${revisionName(r)}`);
     if (page.phase !== "done" && !layout.conflictDialog.open) page.autosaver?.resume();
   };
 
   layout.submit.addEventListener("click", () => void submitEdits());
   layout.accept.addEventListener("click", () => {
     if (page.parentRevision === null) return;
-    void run("accept", () => api.accept(options.taskId, page.parentRevision as number, timeSpent()), "Mask accepted");
+    void run("accept", () => api.accept(options.taskId, page.parentRevision as number, timeSpent()), "Mask accepted",
+      (r) => `Accepted the mask as ${revisionName(r)}`);
   });
 
   // --- reject dialog
@@ -300,7 +389,9 @@ export async function mountAnnotationPage(root: HTMLElement, options: Annotation
     if (reason === "other" && !text.value.trim()) { rejectError.textContent = "Say why you reject the task."; text.focus(); return; }
     layout.rejectDialog.close();
     page.autosaver?.stop();
-    void run("accept", () => api.reject(options.taskId, page.parentRevision, reason, text.value, timeSpent()), "Task rejected")
+    const label = reasons.find((r) => r.code === reason)?.label ?? reason;
+    void run("accept", () => api.reject(options.taskId, page.parentRevision, reason, text.value, timeSpent()), "Task rejected",
+      (r) => `Rejected (${formatReason(label, text.value)}) as ${revisionName(r)}`)
       .then(() => { if (page.phase !== "done") page.autosaver?.resume(); });
   });
 

@@ -52,6 +52,22 @@ export interface DraftPayload {
   slices: number[] | null;
 }
 
+/** The task's latest revision and the accept/submit/reject that created it, if any. */
+export interface RevisionSummary {
+  id: number;
+  /** Position in the target's lineage (1, 2, …). */
+  number?: number;
+  /** How it was made: `model`, `manual`, `accepted`, `rejected`, … */
+  kind: string;
+  created_at: string;
+  author: string | null;
+  /** The annotator's action that created it (`accept`, `submit`, `reject`); null for a model proposal. */
+  action?: "accept" | "submit" | "reject" | null;
+  /** Rejection reason label (e.g. "Unreadable image"), and the annotator's text. */
+  reason?: string | null;
+  reason_text?: string;
+}
+
 export interface TaskPayload {
   id: number;
   status: string;
@@ -61,7 +77,7 @@ export interface TaskPayload {
   /** Shape (D, H, W) of the task's masks. */
   shape: [number, number, number];
   /** Latest revision of the task's mask, or null when none exists yet. */
-  revision: { id: number; kind: string; created_at: string; author: string | null } | null;
+  revision: RevisionSummary | null;
   /** The caller's autosaved draft, if any. */
   draft: DraftPayload | null;
   /** Who holds the task's lease, and until when (ISO 8601), when someone does. */
@@ -78,6 +94,8 @@ export interface TaskPayload {
 export interface SaveResult {
   /** For submit: the new MaskRevision's id; for drafts: null. */
   revision_id: number | null;
+  /** The new revision's number in the target's lineage; null for drafts. */
+  revision_number?: number | null;
   saved_at: string;
 }
 
@@ -232,7 +250,7 @@ export class PleuraApi {
     return (await this.request(ENDPOINTS.claim(taskId), { method: "POST", headers: this.headers() })).json() as Promise<TaskPayload>;
   }
 
-  /** Give the claim up (best effort, e.g. when leaving the page). */
+  /** Give the claim up (best effort, e.g. when leaving the page): `keepalive` lets it outlive the page. */
   async release(taskId: number): Promise<void> {
     await this.request(ENDPOINTS.release(taskId), { method: "POST", headers: this.headers(), keepalive: true });
   }

@@ -40,7 +40,7 @@ export interface Labelmap {
   data: Uint8Array;
 }
 
-export type ChangeReason = "edit" | "undo" | "redo" | "slice" | "saved";
+export type ChangeReason = "edit" | "undo" | "redo" | "slice" | "saved" | "locked";
 
 export interface ViewerChange {
   reason: ChangeReason;
@@ -73,8 +73,10 @@ export interface ViewerOptions {
 export interface Viewer {
   readonly modality: string;
   readonly shape: MaskShape;
-  /** True when the viewer was created view-only: editing tools and undo/redo do nothing. */
+  /** True when the viewer is view-only (created so, or {@link lock}ed): editing tools and undo/redo do nothing. */
   readonly readOnly: boolean;
+  /** Make the viewer view-only for good (e.g. once the task went to review): switches to the pan tool. */
+  lock(): void;
   getLabelmap(): Labelmap;
   setTool(tool: ToolName): void;
   getTool(): ToolName;
@@ -202,7 +204,7 @@ function autoVoiRange(pixels: ArrayLike<number>): Types.VOIRange {
  */
 export async function createViewer(element: HTMLDivElement, options: ViewerOptions): Promise<Viewer> {
   const { imageIds, modality, labelmap, baseline, onChange, onProgress } = options;
-  const readOnly = options.readOnly ?? false;
+  let readOnly = options.readOnly ?? false;
   if (imageIds.length === 0) throw new ViewerError("There are no images to show.");
   await initCornerstone();
 
@@ -375,7 +377,15 @@ export async function createViewer(element: HTMLDivElement, options: ViewerOptio
   const viewer: Viewer = {
     modality,
     shape,
-    readOnly,
+    get readOnly() {
+      return readOnly;
+    },
+    lock() {
+      if (readOnly) return;
+      if (currentTool === "brush" || currentTool === "eraser") setTool("pan");
+      readOnly = true;
+      emit("locked");
+    },
     getLabelmap: () => ({ shape: [...shape] as MaskShape, data: readLabelmap() }),
     setTool,
     getTool: () => currentTool,

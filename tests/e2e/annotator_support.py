@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,3 +143,26 @@ def brush_stroke(page: Any, image_points: list[tuple[float, float]], label: int 
     settle(page)
     return path
 
+
+def close_pages_and_wait_for_requests(browser: Any, timeout_s: float = 20.0, quiet_s: float = 0.5) -> None:
+    """Close every browser context, then wait until no other session is busy in the test database.
+
+    Busy = running a statement or idle inside a transaction (what holds row locks). Quiet for
+    ``quiet_s`` in a row, so that a request sent while the pages closed has arrived and ended.
+    """
+    from django.db import connection
+
+    for context in list(browser.contexts):
+        context.close()
+    deadline = time.monotonic() + timeout_s
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')")
+            busy = cursor.fetchone()[0]
+        if busy:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return
+        time.sleep(0.05)

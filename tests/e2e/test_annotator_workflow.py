@@ -4,12 +4,16 @@ log in → my queue → open a task → image and mask shown → brush stroke �
 revision differs from its parent exactly where the stroke painted); accept; reject with a reason;
 the 409 conflict flow in two browser contexts (keep mine, or reload theirs); a task another
 annotator holds opens read-only; a CT series task (slice navigation, a stroke on one slice); a
-reload restores the autosaved draft; an annotator cannot open another project's task. Screenshots go to ``test-artifacts/e2e/annotator_*.png``.
+reload restores the autosaved draft; an annotator cannot open another project's task; after
+submit/reject the page turns read-only and says what happened; reopening a task in review tells
+its last outcome; leaving the page saves the draft, then gives the claim up. Screenshots go to
+``test-artifacts/e2e/annotator_*.png``.
 """
 
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ from annotator_support import (
     CT_WARNING,
     VIEWER,
     brush_stroke,
+    close_pages_and_wait_for_requests,
     labelmap,
     log_in,
     make_ct_task,
@@ -39,8 +44,13 @@ DONE_TIMEOUT_MS = 60_000
 
 
 @pytest.fixture
-def site(transactional_db: Any, live_server: Any, settings: Any, tmp_path: Path, viewer_dist: Path) -> Any:
-    """A live server on a fresh database and storage, Celery in-process, one project with one annotator."""
+def site(transactional_db: Any, live_server: Any, settings: Any, tmp_path: Path, viewer_dist: Path, browser: Any) -> Any:
+    """A live server on a fresh database and storage, Celery in-process, one project with one annotator.
+
+    At the end the browser's pages are closed and their last requests (a claim given up on
+    leaving, an autosave) allowed to finish before the database is flushed: a request holding
+    row locks while the flush truncates the tables deadlocks in PostgreSQL.
+    """
     from config.celery import app as celery_app
     from imaging.models import Project
 
@@ -53,6 +63,7 @@ def site(transactional_db: Any, live_server: Any, settings: Any, tmp_path: Path,
     project = Project.objects.create(name="e2e-chest")
     make_user(project, "ann")
     yield type("Site", (), {"url": live_server.url, "project": project})
+    close_pages_and_wait_for_requests(browser)
     celery_app.conf.CELERY_TASK_ALWAYS_EAGER = previous
 
 
@@ -79,6 +90,35 @@ def wait_done(page: Any) -> None:
     except PlaywrightTimeout as exc:
         notice = page.get_by_test_id("notice").inner_text()
         raise AssertionError(f"action not done: notice {notice!r}; console {page.console_messages[-5:]}") from exc
+
+
+def assert_page_read_only(page: Any) -> None:
+    """Editing tools, history and task actions are disabled, and a brush drag or Ctrl+Z changes nothing."""
+    for name in ("Brush", "Eraser", "Right lung", "Left lung", "Undo", "Redo", "Accept mask", "Submit edits", "Reject…"):
+        assert page.get_by_role("button", name=name, exact=True).is_disabled(), name
+    assert page.evaluate(f"{VIEWER}.readOnly") is True and page.evaluate(f"{VIEWER}.getTool()") == "pan"
+    before, edits = labelmap(page), page.evaluate(f"{VIEWER}.getEditCount()")
+    page.keyboard.press("b")
+    box = page.locator("[data-testid=viewport]").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5, steps=4)
+    page.mouse.up()
+    page.keyboard.press("Control+z")
+    settle(page)
+    assert np.array_equal(labelmap(page), before) and page.evaluate(f"{VIEWER}.getEditCount()") == edits
+    page.evaluate(f"{VIEWER}.resetView()")  # the drag panned the image (pan is the tool left)
+    settle(page)
+
+
+def wait_claim_released(task_id: int, timeout_s: float = 20.0) -> None:
+    """The page's keepalive release reaches the server a moment after the page is gone."""
+    from annotation.models import AnnotationTask
+
+    deadline = time.monotonic() + timeout_s
+    while AnnotationTask.objects.get(pk=task_id).claimed_by_id is not None:
+        assert time.monotonic() < deadline, "leaving the page did not give the claim up"
+        time.sleep(0.2)
 
 
 def open_in_contexts(browser: Any, site: Any, task_id: int, users: list[str]) -> list[Any]:
@@ -158,6 +198,12 @@ def test_edit_and_submit_changes_exactly_the_stroke(page, site, artifacts: Path)
     assert np.array_equal(server_diff, changed[0]), "the stored revision differs from its parent outside the stroke"
     assert np.array_equal(services.read_labels(revision), after[0])
     assert TaskAction.objects.get(revision=revision).time_spent_s > 0
+    outcome = page.get_by_test_id("outcome")
+    assert outcome.inner_text().startswith(f"Submitted as revision {revision.number} — in review."), outcome.inner_text()
+    assert outcome.get_by_test_id("back-to-queue").is_visible()
+    assert_page_read_only(page)
+    assert page.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]") == \
+        [VIEWPORT["width"], VIEWPORT["height"]]  # the banner takes its row; the page still fits
     page.screenshot(path=str(artifacts / "annotator_submitted.png"))
     assert not [m for m in page.console_messages if m.startswith("pageerror")], page.console_messages
 
@@ -198,6 +244,64 @@ def test_accept_and_reject_with_a_reason(page, site, artifacts: Path) -> None:
     action = TaskAction.objects.get(task=second.task)
     assert (action.kind, action.reason, action.reason_text) == ("reject", "other", "lateral projection")
     assert action.revision.status == "rejected" and action.revision.parent_id == second.revision.pk
+    outcome = page.get_by_test_id("outcome").inner_text()
+    assert outcome.startswith(f"Rejected (Other, “lateral projection”) as revision {action.revision.number} — in review."), \
+        outcome
+    assert "sent to review" not in page.get_by_test_id("notice").inner_text()
+    assert_page_read_only(page)
+    page.screenshot(path=str(artifacts / "annotator_rejected.png"))
+
+
+def test_reopening_a_rejected_task_tells_who_rejected_it_and_why(page, site, artifacts: Path) -> None:
+    from accounts.models import User
+    from annotation import workflow
+
+    xt = make_xray_task(site.project)
+    workflow.reject(xt.task.pk, User.objects.get(username="ann"), xt.revision.pk, "other", "lateral projection")
+    make_user(site.project, "ann2")
+    log_in(page, site.url, "ann2")
+    open_task(page, site.url, xt.task.pk)
+    outcome = page.get_by_test_id("outcome")
+    assert outcome.is_visible()
+    text = outcome.inner_text()
+    rejected = latest_revision(xt.revision.target_key)
+    assert text.startswith(f"In review: revision {rejected.number} rejected by ann on "), text
+    assert str(rejected.created_at.year) in text and "(reason: Other, “lateral projection”)." in text, text
+    assert "Saving here creates a new revision on top of the work already sent to review." in text, text
+    # in review is still editable: the tools and actions stay on
+    for name in ("Brush", "Accept mask", "Submit edits", "Reject…"):
+        assert page.get_by_role("button", name=name, exact=True).is_enabled(), name
+    assert page.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]") == \
+        [VIEWPORT["width"], VIEWPORT["height"]]
+    page.screenshot(path=str(artifacts / "annotator_reopened_rejected.png"))
+
+
+def test_leaving_the_page_saves_the_draft_then_gives_the_claim_up(browser, site, artifacts: Path) -> None:
+    from accounts.models import User
+    from annotation import workflow
+    from annotation.models import AnnotationTask
+
+    xt = make_xray_task(site.project)
+    make_user(site.project, "ann2")
+    pages = open_in_contexts(browser, site, xt.task.pk, ["ann"])
+    try:
+        holder = pages[0]
+        assert AnnotationTask.objects.get(pk=xt.task.pk).claimed_by.username == "ann"
+        brush_stroke(holder, [(108, 226), (148, 226)], label=1)  # autosave would wait 3 s: leave at once
+        edited = labelmap(holder)
+        holder.get_by_role("link", name="My queue").click()
+        holder.wait_for_url(f"{site.url}/queue/")
+        wait_claim_released(xt.task.pk)
+        draft = workflow.get_draft(xt.task, User.objects.get(username="ann"))
+        assert draft is not None and np.array_equal(workflow.draft_labels(draft), edited), "the edit was not saved"
+        pages += open_in_contexts(browser, site, xt.task.pk, ["ann2"])
+        other = pages[1]
+        assert "read-only" not in other.get_by_test_id("notice").inner_text()
+        assert other.get_by_role("button", name="Accept mask").is_enabled()
+        assert AnnotationTask.objects.get(pk=xt.task.pk).claimed_by.username == "ann2"
+        other.screenshot(path=str(artifacts / "annotator_claimed_after_leave.png"))
+    finally:
+        close_contexts(pages)
 
 
 def test_conflict_between_two_browser_contexts(browser, site, artifacts: Path) -> None:

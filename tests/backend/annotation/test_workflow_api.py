@@ -224,3 +224,37 @@ def test_session_clients_with_csrf_can_upload_masks(setup):
     kwargs["headers"]["X-CSRFToken"] = token
     assert client.put(f"/api/annotation/tasks/{task.pk}/draft", **kwargs).status_code == 200
     assert client.post(f"/api/annotation/tasks/{task.pk}/submit", **kwargs).status_code == 201
+
+
+def test_release_with_the_page_s_session_and_csrf_is_idempotent_and_spares_other_claims(setup, project, make_member,
+                                                                                        client_for):
+    """Leaving the viewer page posts ``release`` (keepalive fetch: session cookie + X-CSRFToken, no body)."""
+    from django.test import Client
+
+    task, revision, annotator, _ = setup
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(annotator)
+    client.get(f"/tasks/{task.pk}/")
+    headers = {"X-CSRFToken": client.cookies["csrftoken"].value}
+    assert client.post(f"/api/annotation/tasks/{task.pk}/claim", headers=headers).status_code == 200
+    assert client.post(f"/api/annotation/tasks/{task.pk}/release").status_code == 403  # no token: refused
+    for _ in range(2):
+        assert client.post(f"/api/annotation/tasks/{task.pk}/release", headers=headers).status_code == 204
+    assert AnnotationTask.objects.get(pk=task.pk).claimed_by is None
+    other = client_for(make_member(project, Role.ANNOTATOR, "ann2"))
+    assert other.post(f"/api/annotation/tasks/{task.pk}/claim").json()["claimed_by"] == "ann2"
+    assert client.post(f"/api/annotation/tasks/{task.pk}/release", headers=headers).status_code == 204
+    assert AnnotationTask.objects.get(pk=task.pk).claimed_by.username == "ann2"  # not the caller's claim: kept
+
+
+def test_the_payload_tells_the_last_outcome_with_its_author_and_reason(setup):
+    task, revision, annotator, client = setup
+    assert client.get(f"/api/annotation/tasks/{task.pk}/").json()["revision"]["action"] is None  # a model proposal
+    rejected = client.post(f"/api/annotation/tasks/{task.pk}/reject",
+                           {"parent_revision": revision.pk, "reason": "other", "text": "lateral view"}, format="json")
+    assert rejected.json()["revision_number"] == revision.number + 1
+    body = client.get(f"/api/annotation/tasks/{task.pk}/").json()
+    assert body["status"] == TaskStatus.IN_REVIEW
+    assert {k: body["revision"][k] for k in ("id", "number", "author", "action", "reason", "reason_text")} == {
+        "id": rejected.json()["revision_id"], "number": revision.number + 1, "author": "ann", "action": "reject",
+        "reason": "Other", "reason_text": "lateral view"}
