@@ -92,18 +92,23 @@ def wait_done(page: Any) -> None:
         raise AssertionError(f"action not done: notice {notice!r}; console {page.console_messages[-5:]}") from exc
 
 
-def assert_page_read_only(page: Any) -> None:
-    """Editing tools, history and task actions are disabled, and a brush drag or Ctrl+Z changes nothing."""
-    for name in ("Brush", "Eraser", "Right lung", "Left lung", "Undo", "Redo", "Accept mask", "Submit edits", "Reject…"):
-        assert page.get_by_role("button", name=name, exact=True).is_disabled(), name
-    assert page.evaluate(f"{VIEWER}.readOnly") is True and page.evaluate(f"{VIEWER}.getTool()") == "pan"
-    before, edits = labelmap(page), page.evaluate(f"{VIEWER}.getEditCount()")
+def drag_with_the_brush_key(page: Any) -> None:
+    """Press the brush shortcut and drag across the middle of the image (a stroke where editing is allowed)."""
     page.keyboard.press("b")
     box = page.locator("[data-testid=viewport]").bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5, steps=4)
     page.mouse.up()
+
+
+def assert_page_read_only(page: Any) -> None:
+    """Editing tools, history and task actions are disabled, and a brush drag or Ctrl+Z changes nothing."""
+    for name in ("Brush", "Eraser", "Right lung", "Left lung", "Undo", "Redo", "Accept mask", "Submit edits", "Reject…"):
+        assert page.get_by_role("button", name=name, exact=True).is_disabled(), name
+    assert page.evaluate(f"{VIEWER}.readOnly") is True and page.evaluate(f"{VIEWER}.getTool()") == "pan"
+    before, edits = labelmap(page), page.evaluate(f"{VIEWER}.getEditCount()")
+    drag_with_the_brush_key(page)
     page.keyboard.press("Control+z")
     settle(page)
     assert np.array_equal(labelmap(page), before) and page.evaluate(f"{VIEWER}.getEditCount()") == edits
@@ -406,12 +411,7 @@ def test_task_held_by_another_annotator_opens_read_only(browser, site, artifacts
             assert other.get_by_role("button", name=name, exact=True).is_disabled(), name
         assert other.evaluate(f"{VIEWER}.getTool()") == "pan"
         before = labelmap(other)
-        other.keyboard.press("b")
-        box = other.locator("[data-testid=viewport]").bounding_box()
-        other.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
-        other.mouse.down()
-        other.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5, steps=4)
-        other.mouse.up()
+        drag_with_the_brush_key(other)
         settle(other)
         assert np.array_equal(labelmap(other), before) and other.evaluate(f"{VIEWER}.getEditCount()") == 0
         other.screenshot(path=str(artifacts / "annotator_read_only.png"))
