@@ -7,7 +7,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
-from rest_framework.routers import DefaultRouter
+from rest_framework.routers import APIRootView, DefaultRouter
 
 from accounts.views import MembershipViewSet, me
 from imaging.views import (
@@ -20,7 +20,25 @@ from imaging.views import (
     wado_uri,
 )
 
+
+class PleuraAPIRoot(APIRootView):
+    """The Pleura REST API: imaging data, models and proposals, mask revisions, QC, annotation tasks.
+
+    The interactive documentation is at `/api/docs/`, the OpenAPI schema at `/api/schema/`.
+    """
+
+
+# one root for the routers of every app (each app's own router has no root view)
+API_ROOT = {
+    "projects": "project-list", "memberships": "membership-list", "patients": "patient-list",
+    "studies": "study-list", "series": "series-list", "instances": "instance-list", "uploads": "upload-list",
+    "models": "modelversion-list", "proposals": "proposaljob-list", "revisions": "maskrevision-list",
+    "qc": "qcsummary-list", "annotation/tasks": "annotation-task-queue", "me": "me",
+    "schema": "schema", "docs": "api-docs",
+}
+
 router = DefaultRouter()
+router.include_root_view = False
 router.register("projects", ProjectViewSet)
 router.register("memberships", MembershipViewSet)
 router.register("patients", PatientViewSet)
@@ -33,6 +51,7 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/queue/", permanent=False)),
     path("", include("workbench.urls")),
     path("admin/", admin.site.urls),
+    path("api/", PleuraAPIRoot.as_view(api_root_dict=API_ROOT), name="api-root"),
     path("api/", include(router.urls)),
     path("api/", include("modeling.urls")),
     path("api/", include("annotation.urls")),

@@ -119,3 +119,11 @@ def test_openapi_schema_generates_without_warnings() -> None:
     assert "ModelModalityEnum" in schema["components"]["schemas"]
     assert not GENERATOR_STATS._warn_cache and not GENERATOR_STATS._error_cache, (
         GENERATOR_STATS._warn_cache, GENERATOR_STATS._error_cache)
+
+
+def test_api_root_lists_every_part_of_the_api(project: Project, make_member: Callable, client_for: Callable) -> None:
+    listed = client_for(make_member(project, Role.ANNOTATOR, "rooted")).get("/api/").json()
+    for name, path in {"series": "/api/series/", "models": "/api/models/", "proposals": "/api/proposals/",
+                       "revisions": "/api/revisions/", "qc": "/api/qc/", "annotation/tasks": "/api/annotation/tasks/",
+                       "docs": "/api/docs/"}.items():
+        assert listed[name].endswith(path), (name, listed.get(name))
