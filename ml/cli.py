@@ -42,7 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg["modality"] == "ct":
         from ml.ct import api
 
-        run_dir = api.train(Path(args.config))
+        run_dir = api.train(Path(args.config), resume=not args.no_resume)
     else:
         from ml.training.cxr import train_from_config
 

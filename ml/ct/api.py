@@ -38,9 +38,12 @@ CLASSICAL = "classical"
 __all__ = ["CTPredictor", "CTResult", "bench", "evaluate", "predict", "segment_classical", "train"]
 
 
-def train(config_path: Path) -> Path:
-    """Train the CT lung network from a YAML config; returns the best checkpoint path."""
-    return ct_train.train(Path(config_path))
+def train(config_path: Path, resume: bool = True) -> Path:
+    """Train the CT lung network from a YAML config; returns the best checkpoint path.
+
+    ``resume=False`` starts from scratch even when the run folder holds a ``last.pt``.
+    """
+    return ct_train.train(Path(config_path), resume=resume)
 
 
 def _segmenter(model: str) -> tuple[str, Segmenter]:

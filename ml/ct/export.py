@@ -59,7 +59,7 @@ def postprocessing_steps() -> list[str]:
         "bilinear resize of the probability (made to agree with the labels) back to the input grid; voxels with "
         f"probability within {refine.margin:g} of 0.5 are lung only below {_threshold_words(refine)}; holes filled",
         "each voxel takes the side of the lung it borders (the side indicator carried as far out as the probability)",
-        f"pieces of a lung holding no voxel above {0.5 + refine.margin:g} (partial-volume specks only the HU rule made) "
+        f"pieces of lung holding no voxel above {0.5 + refine.margin:g} (partial-volume specks only the HU rule made) "
         "cleared",
     ]
 

@@ -289,13 +289,14 @@ def upsample_labels(
     out = np.zeros(shape, dtype=np.uint8)
     sy0, sy1 = max(box.y0, 0), min(box.y1, height)
     sx0, sx1 = max(box.x0, 0), min(box.x1, width)
-    core = np.zeros((depth, sy1 - sy0, sx1 - sx0), dtype=bool) if refine is not None else None
+    refining = refine is not None and volume_hu is not None
+    core = np.zeros((depth, sy1 - sy0, sx1 - sx0), dtype=bool) if refining else None
     for start in range(0, depth, chunk):
         block = torch.from_numpy(np.stack([agreed[start : start + chunk], side[start : start + chunk]], axis=1))
         block = F.interpolate(block.float(), size=(box.side, box.side), mode="bilinear", align_corners=False)
         block = block[:, :, sy0 - box.y0 : sy1 - box.y0, sx0 - box.x0 : sx1 - box.x0].numpy()
         lung = block[:, 0] > 0.5
-        if refine is not None and volume_hu is not None:
+        if refining:
             hu = volume_hu[start : start + chunk, sy0:sy1, sx0:sx1]
             lung = (block[:, 0] > 0.5 + refine.margin) | (
                 (block[:, 0] > 0.5 - refine.margin) & (hu < refine.threshold_hu)
@@ -310,12 +311,17 @@ def upsample_labels(
 
 
 def _drop_detached_band(labels: np.ndarray, core: np.ndarray) -> None:
-    """Clear (in place) pieces of lung that only the HU refinement made: no certain voxel.
+    """Clear (in place) pieces of lung that only the HU refinement made.
 
     The band around each lung is decided voxel by voxel by HU, which leaves partial-volume
     specks off the lung's surface. A 26-connected piece of lung (both sides labelled at once: a
-    speck touching either lung belongs to it) that holds no voxel of the certain ``core`` is
-    such a speck; pieces the network itself drew are kept whatever their size.
+    speck touching either lung belongs to it) that holds no voxel of ``core`` (probability above
+    the uncertain band, 0.8) is such a speck. A piece the network drew is kept whatever its
+    size if it is confident somewhere; one drawn only at 0.5–0.8 throughout on this grid would
+    be cleared too (kept fragments are at least ``keep_fragments_ml`` and far more confident).
+    A piece of the band that lies on the kept lung but is cut from it by denser voxels (a
+    vessel at the surface) is a speck as well: anchoring on the kept lung instead left four
+    such pieces on lungdx_A0001.
     """
     mask = labels > 0
     if not mask.any():

@@ -7,13 +7,15 @@ inputs labelled by the classical method), ``case_weight``, ``size``, ``context``
 ``seed``, ``out_dir``, ``consolidation`` (chance per slice of synthetic consolidation, default 0).
 The checkpoint with the best mean val Dice is kept as ``best.pt``; ``last.pt`` is written after
 every epoch, and a run started again with the same config continues from it (model, optimiser,
-random state, and the time already spent, so the wall-clock schedule picks up where it stopped).
+random state, and the time already spent, so the wall-clock schedule picks up where it stopped);
+a larger ``epochs`` or ``max_minutes`` extends it; ``python -m ml train --no-resume`` starts again.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -137,11 +139,12 @@ class TimeCosineSchedule:
         return lr
 
 
-def train(config_path: Path) -> Path:
+def train(config_path: Path, resume: bool = True) -> Path:
     """Train the CT lung network; returns the path of the best checkpoint.
 
     Args:
         config_path: YAML config (see module docstring).
+        resume: continue from ``<out_dir>/last.pt`` when it exists (``False``: start again).
 
     Returns:
         ``<out_dir>/best.pt``: a dict with ``state_dict``, ``config``, ``config_path``, ``epoch``,
@@ -168,15 +171,18 @@ def train(config_path: Path) -> Path:
     epochs = int(config.get("epochs", 1000))
     optimiser = torch.optim.AdamW(model.parameters(), lr=float(config.get("lr", 2e-3)), weight_decay=1e-4)
     generator = torch.Generator().manual_seed(seed)
-    resumed = _resume(out_dir / "last.pt", config, model, optimiser, generator)
+    resumed = (_resume(out_dir / "last.pt", config, model, optimiser, generator) if resume
+               else {"epoch": 0, "best": -1.0, "elapsed_s": 0.0})
     schedule = TimeCosineSchedule(optimiser, float(config.get("lr", 2e-3)), 60.0 * float(config.get("max_minutes", 25)),
                                   elapsed_s=resumed["elapsed_s"])
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     best, best_path = resumed["best"], out_dir / "best.pt"
     header = ["epoch", "train_loss", "val_dice", *[c.case for c in val_cases], "seconds"]
-    with (out_dir / "metrics.csv").open("a" if resumed["epoch"] else "w", newline="") as handle:
+    metrics_path = out_dir / "metrics.csv"
+    append = bool(resumed["epoch"]) and metrics_path.is_file()
+    with metrics_path.open("a" if append else "w", newline="") as handle:
         writer = csv.writer(handle)
-        if not resumed["epoch"]:
+        if not append:
             writer.writerow(header)
         for epoch in range(resumed["epoch"] + 1, epochs + 1):
             if schedule.finished:
@@ -186,22 +192,35 @@ def train(config_path: Path) -> Path:
                                       float(config.get("consolidation", 0.0)))
             per_case = [volume_dice(model, c, context) for c in val_cases]
             val_dice = float(np.mean(per_case)) if per_case else -train_loss
-            writer.writerow([epoch, f"{train_loss:.4f}", f"{val_dice:.4f}", *[f"{d:.4f}" for d in per_case],
-                             f"{schedule.elapsed_s:.0f}"])
-            handle.flush()
             logger.info("epoch %d loss %.4f val dice %.4f %s", epoch, train_loss, val_dice, per_case)
             improved, best = val_dice >= best, max(best, val_dice)
             checkpoint = {"state_dict": model.state_dict(), "config": config, "config_path": str(config_path),
                           "epoch": epoch, "val_dice": val_dice, "best_val_dice": best,
                           "elapsed_s": schedule.elapsed_s, "optimiser": optimiser.state_dict(),
                           "rng": {"torch": torch.get_rng_state(), "generator": generator.get_state()}}
+            # best before last, each replaced whole: an interrupted run resumes from a readable last.pt
+            # and never takes a best.pt older than the best it records
             if improved:
-                torch.save(checkpoint, best_path)
-            torch.save(checkpoint, out_dir / "last.pt")
+                _save(checkpoint, best_path)
+            _save(checkpoint, out_dir / "last.pt")
+            writer.writerow([epoch, f"{train_loss:.4f}", f"{val_dice:.4f}", *[f"{d:.4f}" for d in per_case],
+                             f"{schedule.elapsed_s:.0f}"])
+            handle.flush()
             if schedule.finished:
                 logger.info("time budget reached after epoch %d", epoch)
                 break
     return best_path
+
+
+def _save(checkpoint: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a kill mid-write leaves the old file whole."""
+    partial = path.with_suffix(".partial")
+    torch.save(checkpoint, partial)
+    os.replace(partial, path)
+
+
+RESUMABLE_CHANGES = frozenset({"epochs", "max_minutes"})
+"""Config keys a resumed run may change: its epoch limit and its time budget (to extend it)."""
 
 
 def _resume(last: Path, config: dict[str, Any], model: torch.nn.Module, optimiser: torch.optim.Optimizer,
@@ -212,14 +231,16 @@ def _resume(last: Path, config: dict[str, Any], model: torch.nn.Module, optimise
     seconds already spent (the time-based schedule continues from there).
 
     Raises:
-        TrainConfigError: ``last`` was written by a run with another config (``epochs`` aside).
+        TrainConfigError: ``last`` was written by a run with another config (``epochs`` and
+            ``max_minutes`` aside).
     """
     if not last.is_file():
         return {"epoch": 0, "best": -1.0, "elapsed_s": 0.0}
     checkpoint = torch.load(last, map_location="cpu", weights_only=False)
     saved = checkpoint.get("config") or {}
-    changed = sorted(key for key in set(config) | set(saved) if key != "epochs" and config.get(key) != saved.get(key))
-    if changed:  # only the epoch limit may be raised on a resumed run
+    changed = sorted(key for key in set(config) | set(saved)
+                     if key not in RESUMABLE_CHANGES and config.get(key) != saved.get(key))
+    if changed:
         raise TrainConfigError(f"{last} was written with another config ({', '.join(changed)} differ): resume "
                                "with the same config, or give this run its own out_dir")
     if "optimiser" not in checkpoint:

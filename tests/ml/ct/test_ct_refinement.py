@@ -100,3 +100,11 @@ def test_a_speck_only_the_refinement_made_is_dropped_a_drawn_piece_is_kept() -> 
     assert not out[:, 12:14, 25].any(), "a speck without a certain voxel is not lung"
     assert (out[:, 2:4, 2:4] == 1).all(), "a piece the network drew stays"
     assert (out[:, 8:24, 8:24] == 1).all()
+
+
+def test_without_hu_the_labels_are_only_resized() -> None:
+    """No refinement (and no speck clearing) without the volume's HU: both lungs come back whole."""
+    probability, labels, hu = _rim_case(rim_hu=-330)
+    labels[:, 8:24, 16:24] = 2
+    out = upsample_labels(probability, labels, Box(0, 32, 0, 32), hu.shape, None, HU_REFINEMENT.at((3.0, 1.0, 1.0)))
+    assert (out[:, 8:24, 8:16] == 1).all() and (out[:, 8:24, 16:24] == 2).all()
