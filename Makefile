@@ -43,8 +43,10 @@ bench: venv
 	$(PY) scripts/bench.py --out bench/results
 
 ## Retrain a shipped model from ../shared/data, as its card says, into $(CANDIDATES): weights,
-## card with metrics, evaluation folders under runs/. Compare with the shipped one, then ship with
-## `make train-cxr CANDIDATES=ml/weights` (git shows what changed). Interrupted runs resume.
+## card with its evaluation (the hand-written history of the shipped cards, e.g. the CT targets
+## and the variants not shipped, stays in git), evaluation folders under runs/. Compare with the
+## shipped one, then ship with `make train-cxr CANDIDATES=ml/weights` (git shows what changed).
+## Interrupted runs resume.
 CANDIDATES ?= runs/candidates
 CXR_MANIFEST ?= ../shared/data/cxr/manifest.csv
 CT_MANIFEST ?= ../shared/data/ct/manifest.csv
@@ -69,5 +71,6 @@ train-ct: venv
 	$(PY) -m ml.ct.export --checkpoint runs/ct_loco_nsclc001/best.pt --name ct_unet192_loco_nsclc001 \
 		--loco-of ct_unet192 --weights-dir $(CANDIDATES)
 	$(PY) -m ml evaluate --model $(CANDIDATES)/ct_unet192.pt --manifest $(CT_MANIFEST) --split all --out runs/train_ct/eval
+	$(PY) -m ml.ct.export --attach-metrics runs/train_ct/eval --name $(CANDIDATES)/ct_unet192.pt
 	$(PY) -m ml evaluate --model classical --manifest $(CT_MANIFEST) --split all --out runs/train_ct/eval_classical
 	$(PY) -m ml.ct.report --model runs/train_ct/eval --baseline runs/train_ct/eval_classical

@@ -4,6 +4,7 @@ Usage::
 
     python -m ml.ct.export --checkpoint runs/ct_loco_nsclc002/best.pt --name ct_unet192_a --alias ct
     python -m ml.ct.export --refresh-postprocessing --name ct_unet192   # after a post-processing change
+    python -m ml.ct.export --attach-metrics runs/train_ct/eval --name runs/candidates/ct_unet192.pt
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ml.ct.data import read_manifest
 from ml.ct.inference import HU_REFINEMENT, KEEP_FRAGMENTS_ML, RIM_THRESHOLD_RANGE_HU, HURefinement
 from ml.ct.network import ARCHITECTURE, network_kwargs
 from ml.ct.preprocess import HU_WINDOW
-from ml.packaging import update_card
+from ml.packaging import headline, update_card
 from ml.registry import WEIGHTS_DIR, ModelCard, RegistryError, write_card
 
 logger = logging.getLogger(__name__)
@@ -190,13 +191,55 @@ def refresh_postprocessing(name: str) -> ModelCard:
     return update_card(name, postprocessing=postprocessing_section())
 
 
+def evaluation_metrics(eval_dir: Path) -> dict[str, Any]:
+    """The card's ``metrics`` from a CT evaluation folder (``python -m ml evaluate --model ct``).
+
+    Raises:
+        ExportError: the folder lacks ``summary.json`` or ``per_case.csv``.
+    """
+    import csv
+    import json
+
+    folder = Path(eval_dir)
+    if not (folder / "summary.json").is_file() or not (folder / "per_case.csv").is_file():
+        raise ExportError(f"{folder}: expected summary.json and per_case.csv from python -m ml evaluate")
+    summary = json.loads((folder / "summary.json").read_text())
+    per_case: dict[str, dict[str, Any]] = {}
+    for row in csv.DictReader((folder / "per_case.csv").open()):
+        if row["lr_labels"] == "1":
+            entry = {"right": round(float(row["dice_right"]), 4), "left": round(float(row["dice_left"]), 4),
+                     "volume_error_right_pct": round(float(row["volume_error_right_pct"]), 1),
+                     "volume_error_left_pct": round(float(row["volume_error_left_pct"]), 1)}
+        else:
+            entry = {"lung": round(float(row["dice_lung"]), 4),
+                     "volume_error_pct": round(float(row["volume_error_lung_pct"]), 1)}
+        per_case[row["case"]] = {**entry, "evaluated_with": row["evaluated_with"],
+                                 "trained_on_case": row["trained_on_case"] == "1"}
+    command = (f"python -m ml evaluate --model {summary.get('model', 'ct')} --manifest {summary.get('manifest', 'CSV')} "
+               f"--split {summary.get('split', 'all')} --out DIR")
+    return {"evaluation": command, "all_cases": headline(summary), "per_case_dice": per_case}
+
+
+def attach_metrics(name: str, eval_dir: Path) -> ModelCard:
+    """Write an evaluation's results into the card of ``name`` (a name or a weights path).
+
+    Raises:
+        ExportError: the folder is not an evaluation folder.
+        ml.registry.RegistryError: no such model, or its weights fail the hash check.
+    """
+    return update_card(name, metrics=evaluation_metrics(eval_dir))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """CLI: export a checkpoint, or refresh a shipped card's post-processing."""
+    """CLI: export a checkpoint, refresh a card's post-processing, or attach an evaluation to it."""
     parser = argparse.ArgumentParser(prog="python -m ml.ct.export", description=__doc__)
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--checkpoint", type=Path, help="training checkpoint to export as NAME")
     action.add_argument("--refresh-postprocessing", action="store_true",
                         help="rewrite the post-processing section of the shipped card NAME from the current code")
+    action.add_argument("--attach-metrics", type=Path, metavar="EVAL_DIR",
+                        help="write the results of `python -m ml evaluate` in EVAL_DIR into the card of NAME "
+                             "(a name or a weights path)")
     parser.add_argument("--name", required=True)
     parser.add_argument("--alias", action="append", default=[])
     parser.add_argument("--loco-of", default=None, help="the model this leave-one-case-out fold belongs to")
@@ -207,10 +250,11 @@ def main(argv: list[str] | None = None) -> int:
                         "candidates that are not shipped: evaluate them with --model DIR/NAME.pt)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    if args.refresh_postprocessing:
+    if args.refresh_postprocessing or args.attach_metrics:
         try:
-            card = refresh_postprocessing(args.name)
-        except RegistryError as exc:
+            card = (refresh_postprocessing(args.name) if args.refresh_postprocessing
+                    else attach_metrics(args.name, args.attach_metrics))
+        except (RegistryError, ExportError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(card.card_path)

@@ -97,6 +97,10 @@ def test_an_exported_candidate_is_evaluated_with_its_own_card(phantom_manifest: 
     summary = api.evaluate(str(card.weights_path), phantom_manifest, "val", tmp_path / "eval")
     assert summary["n_cases"] == 1 and summary["model"] == "ct_tiny"
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["n_cases"] == 1
+    assert export_main(["--attach-metrics", str(tmp_path / "eval"), "--name", str(card.weights_path)]) == 0
+    metrics = json.loads(card.weights_path.with_suffix(".json").read_text())["metrics"]
+    assert metrics["all_cases"]["dice_mean"] == summary["dice_mean"]
+    assert set(metrics["per_case_dice"]) == {"phantom3"} and "right" in metrics["per_case_dice"]["phantom3"]
 
     # a checkpoint that does not say which config it came from needs --config
     old = torch.load(best, map_location="cpu", weights_only=False)
