@@ -164,6 +164,9 @@ export async function mountAnnotationPage(root: HTMLElement, options: Annotation
   let forceWholeMask = false;
   let removeLeaveGuard: (() => void) | null = null;
   let heartbeat: ReturnType<typeof setInterval> | null = null;
+  /** The claim was given up by this page (leaving), and a departure through a link or form is under way. */
+  let released = false;
+  let leaving = false;
   const setPhase = (phase: PagePhase): void => {
     page.phase = phase;
     root.dataset.pageState = phase;
@@ -279,30 +282,69 @@ export async function mountAnnotationPage(root: HTMLElement, options: Annotation
   }
 
   /**
-   * Give the claim up when the page is left, best effort (keepalive: the request outlives the page).
-   * Not with unsaved edits: the leave guard warns, and the claim keeps the draft's chance to be
-   * saved. Not after an action either: the server released the claim then. A page restored
+   * Give the claim up when the page is left, best effort, so that nobody else finds the task
+   * locked for the rest of the lease. Not with unsaved edits: the leave guard warns, and the
+   * claim keeps the draft's chance to be saved. Not after an action either: the server released
+   * the claim then. Links and the log-out form wait for the release (the next page then no longer
+   * shows the claim); any other way out sends it on `pagehide` with `keepalive`. A page restored
    * from the back/forward cache claims the task again at once.
    */
   function releaseOnLeave(renewClaim: () => void): void {
     window.addEventListener("pagehide", () => {
-      if (page.phase === "done" || viewer.isDirty()) return;
+      if (page.phase === "done" || viewer.isDirty() || released) return;
+      released = true;
       api.release(options.taskId).catch(() => undefined);
     });
     window.addEventListener("pageshow", (event) => {
-      if (event.persisted) renewClaim();
+      if (!event.persisted) return;
+      released = false;
+      renewClaim();
     });
-    document.addEventListener("click", saveBeforeFollowing);
+    document.addEventListener("click", leaveThroughLink);
+    document.addEventListener("submit", leaveThroughForm);
   }
 
-  /** A link followed with edits not yet autosaved: save the draft first, then go (the guard still warns if that failed). */
-  function saveBeforeFollowing(event: MouseEvent): void {
-    const link = event.target instanceof Element ? event.target.closest<HTMLAnchorElement>("a[href]") : null;
-    const sameTab = event.button === 0 && !event.ctrlKey && !event.metaKey && !event.shiftKey && !event.altKey && !link?.target;
-    if (!link || !sameTab || event.defaultPrevented || page.phase !== "ready" || !viewer.isDirty()) return;
-    event.preventDefault();
+  /** Save a pending draft; true when nothing is left unsaved (a failed save or a 409 keeps the user here). */
+  async function saveBeforeLeaving(): Promise<boolean> {
+    if (!viewer.isDirty()) return true;
     showSaveState("saving", "Saving draft before leaving…");
-    void (page.autosaver?.flush() ?? Promise.resolve()).then(() => location.assign(link.href));
+    await (page.autosaver?.flush() ?? Promise.resolve());
+    return !viewer.isDirty();
+  }
+
+  /** Leave (`go`) after saving the draft and giving the claim up; stay when the draft could not be saved. */
+  async function leave(go: () => void): Promise<void> {
+    if (leaving) return;
+    leaving = true;
+    try {
+      if (!(await saveBeforeLeaving())) return;
+      released = true;
+      await api.release(options.taskId).catch(() => undefined);
+      go();
+    } finally {
+      leaving = false;
+    }
+  }
+
+  /** A plain same-tab link to another page (not a download, not an anchor on this page) while the task is open. */
+  function leaveThroughLink(event: MouseEvent): void {
+    const link = event.target instanceof Element ? event.target.closest<HTMLAnchorElement>("a[href]") : null;
+    if (!link || event.defaultPrevented || page.phase !== "ready") return;
+    const sameTab = event.button === 0 && !event.ctrlKey && !event.metaKey && !event.shiftKey && !event.altKey
+      && (!link.target || link.target === "_self");
+    const url = new URL(link.href, location.href);
+    const samePage = url.origin === location.origin && url.pathname === location.pathname && url.search === location.search;
+    if (!sameTab || link.hasAttribute("download") || samePage) return;
+    event.preventDefault();
+    void leave(() => location.assign(link.href));
+  }
+
+  /** The log-out form: give the claim up while the session still exists. */
+  function leaveThroughForm(event: SubmitEvent): void {
+    const form = event.target instanceof HTMLFormElement ? event.target : null;
+    if (!form || event.defaultPrevented || page.phase !== "ready" || root.contains(form)) return;
+    event.preventDefault();
+    void leave(() => form.submit());
   }
 
   const finish = (result: SaveResult, outcome: string, text: string): void => {
