@@ -20,6 +20,48 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
+class UsageError(ValueError):
+    """A combination of options the command cannot honour (reported, exit status 2)."""
+
+
+NOT_XRAY_MODALITIES = frozenset({"CT", "MR", "PT", "NM", "US", "SEG", "RTSTRUCT", "RTDOSE", "RTPLAN", "SR"})
+"""DICOM modalities the X-ray model must not be given (cross-sectional images, non-images)."""
+
+LOSSLESS_MASK_SUFFIXES = (".png", ".tif", ".tiff")
+"""X-ray label maps are written losslessly: JPEG would blur the labels into other values."""
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _refuse_for_ct(args: argparse.Namespace, options: dict[str, str]) -> None:
+    """Refuse X-ray-only options given with a CT model rather than ignore them.
+
+    Args:
+        options: attribute name → option as typed (e.g. ``{"tta": "--tta"}``); an option counts
+            as given when its value is not ``None``/``False``.
+    """
+    given = [flag for name, flag in options.items() if getattr(args, name, None) not in (None, False)]
+    if given:
+        raise UsageError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to CT models")
+
+
+def _check_output(input_path: Path, output_path: Path, suffixes: tuple[str, ...], what: str) -> None:
+    """Refuse an output that would overwrite the input or that cannot hold the result."""
+    if output_path.exists() and input_path.exists() and output_path.resolve() == input_path.resolve():
+        raise UsageError(f"--output {output_path} is the input itself: choose another file")
+    if output_path.suffix and not output_path.name.lower().endswith(suffixes):
+        raise UsageError(f"--output {output_path}: {what} are written as {', '.join(suffixes)}")
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -42,6 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg["modality"] == "ct":
         from ml.ct import api
 
+        _refuse_for_ct(args, {"output_dir": "--output-dir (a CT config names its out_dir)"})
         run_dir = api.train(Path(args.config), resume=not args.no_resume)
     else:
         from ml.training.cxr import train_from_config
@@ -85,6 +128,11 @@ def read_input_image(path: Path) -> tuple["np.ndarray", str, tuple[float, float]
             pixels = ds.pixel_array
         except (pydicom.errors.InvalidDicomError, AttributeError, RuntimeError, ValueError) as error:
             raise ImageFormatError(f"{path}: not a readable DICOM image ({error})") from error
+        modality = str(getattr(ds, "Modality", "")).upper()
+        if modality in NOT_XRAY_MODALITIES:
+            raise ImageFormatError(f"{path} is a {modality} image, not a chest X-ray: "
+                                   + ("for a CT series use --model ct with its folder" if modality == "CT"
+                                      else "no model here segments it"))
         spacing = getattr(ds, "PixelSpacing", None) or getattr(ds, "ImagerPixelSpacing", None)
         return (pixels, str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")),
                 (float(spacing[0]), float(spacing[1])) if spacing else None)
@@ -98,6 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if _modality(args.model) == "ct":
         from ml.ct import api
 
+        _refuse_for_ct(args, {"tta": "--tta/--no-tta", "no_postprocess": "--no-postprocess", "threads": "--threads"})
         summary = api.evaluate(args.model, Path(args.manifest), args.split, Path(args.out))
     else:
         from ml.evaluation import evaluate_model
@@ -119,15 +168,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Segment one image and write the label map."""
+    from ml.ct import VOLUME_SUFFIXES
+
     if _modality(args.model) == "ct":
         from ml.ct import api
 
+        _refuse_for_ct(args, {"tta": "--tta/--no-tta", "photometric": "--photometric", "threads": "--threads"})
+        _check_output(Path(args.input), Path(args.output), VOLUME_SUFFIXES, "CT label volumes")
         _print_json(api.predict(args.model, Path(args.input), Path(args.output)))
         return 0
     from PIL import Image
 
     from ml.inference import CXRPredictor
 
+    if not Path(args.output).suffix:
+        raise UsageError(f"--output {args.output}: give the label file's name, e.g. mask.png")
+    _check_output(Path(args.input), Path(args.output), LOSSLESS_MASK_SUFFIXES, "X-ray label maps")
     image, photometric, spacing = read_input_image(Path(args.input))
     predictor = CXRPredictor.from_registry(args.model, num_threads=args.threads,
                                            **({"tta_flip": args.tta} if args.tta is not None else {}))
@@ -154,12 +210,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if _modality(args.model) == "ct":
         from ml.ct import api
 
+        _refuse_for_ct(args, {"repeats": "--repeats", "batch": "--batch"})
         results = api.bench(args.model, Path(args.out) if args.out else None, input_path=args.image,
                             threads=args.threads)
     else:
         from ml.bench import run_bench
 
-        results = run_bench(args.model, threads=args.threads, repeats=args.repeats, batch=args.batch,
+        results = run_bench(args.model, threads=args.threads, repeats=args.repeats or 20, batch=args.batch or 16,
                             image_path=args.image)
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -181,15 +238,18 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a model described by a YAML config under ml/configs/. "
                        "Resumes from <output_dir>/last.pt when present.")
     p.add_argument("--config", type=Path, required=True, help="YAML config, e.g. ml/configs/cxr_default.yaml")
-    p.add_argument("--output-dir", type=Path, default=None, help="run folder (default: config's output_dir)")
+    p.add_argument("--output-dir", type=Path, default=None, help="run folder (X-ray; default: the config's output_dir)")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if last.pt exists")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a model on a manifest split (per_case.csv + summary.json)",
                        description="Run a model on every case of one split at native resolution and write "
-                       "OUT/per_case.csv and OUT/summary.json (dice_mean, dice_median, dice_p05, iou_mean, "
-                       "pixel_accuracy_mean, hd95_mean, n_cases, per-lung values, bootstrap CIs). "
-                       "Case Dice = mean of right- and left-lung Dice.")
+                       "OUT/per_case.csv and OUT/summary.json. X-ray: dice_mean, dice_median, dice_p05, iou_mean, "
+                       "pixel_accuracy_mean, hd95_mean (pixels), n_cases, per-lung values, bootstrap CIs; case "
+                       "Dice = mean of right- and left-lung Dice. CT (--model ct or classical, split train/val/"
+                       "test/all): dice_right_mean, dice_left_mean, dice_lung_mean, dice_mean, hd95_mm_mean, "
+                       "volume_error_pct_mean, n_cases; cases a model was trained on are scored by its "
+                       "leave-one-case-out fold where one is shipped.")
     p.add_argument("--model", required=True, help="model name, alias (cxr, ct) or weights .pt path")
     p.add_argument("--manifest", required=True, type=Path, help="manifest.csv (its folder is the data root)")
     p.add_argument("--split", required=True, help="split to evaluate, e.g. val or test")
@@ -197,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="horizontal-flip test-time augmentation (default: the model card's setting)")
     p.add_argument("--no-postprocess", action="store_true", help="disable all post-processing steps")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch (X-ray models)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_evaluate)
 
@@ -209,10 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "1 right lung, 2 left lung.")
     p.add_argument("--model", default="cxr", help="model name, alias or weights path (default: cxr; ct for CT)")
     p.add_argument("--input", required=True, type=Path, help="input image, CT series folder or CT volume file")
-    p.add_argument("--output", required=True, type=Path, help="output label PNG (X-ray) or volume file (CT)")
-    p.add_argument("--photometric", default=None, help="override Photometric Interpretation (MONOCHROME1/2)")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="flip TTA override")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--output", required=True, type=Path,
+                   help="output label file: .png/.tif (X-ray), or .nii.gz/.nii/.nrrd/.mha/.mhd or a folder (CT)")
+    p.add_argument("--photometric", default=None, choices=["MONOCHROME1", "MONOCHROME2"],
+                   help="override the Photometric Interpretation (X-ray)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="flip TTA override (X-ray)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch (X-ray)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a model to ONNX / TorchScript",
@@ -220,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "and check their outputs against PyTorch.")
     p.add_argument("--model", default="cxr", help="model name, alias or weights path (default: cxr)")
     p.add_argument("--out-dir", type=Path, default=None, help="destination (default: beside the weights)")
-    p.add_argument("--format", choices=["onnx", "torchscript", "all"], default="all")
+    p.add_argument("--format", choices=["onnx", "torchscript", "all"], default="all",
+                   help="what to export (default: all)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="speed benchmark (JSON)",
@@ -229,9 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "mask. CT (--model ct or classical): end to end from a 512x512x300 volume file (or --image) "
                        "to the mask file and volumes, with peak memory. Prints JSON.")
     p.add_argument("--model", default="cxr", help="model name or alias (default: cxr; ct for CT)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
-    p.add_argument("--repeats", type=int, default=20, help="timed repetitions")
-    p.add_argument("--batch", type=int, default=16, help="batch size for throughput")
+    p.add_argument("--threads", type=_positive_int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--repeats", type=_positive_int, default=None, help="timed repetitions (X-ray; default 20)")
+    p.add_argument("--batch", type=_positive_int, default=None, help="batch size for throughput (X-ray; default 16)")
     p.add_argument("--image", type=Path, default=None, help="end-to-end input file (default: synthetic 2048x2048 16-bit PNG; CT: synthetic 512x512x300 NIfTI)")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here, e.g. bench/results/cxr.json")
     p.set_defaults(func=cmd_bench)
@@ -252,8 +315,12 @@ def _domain_errors() -> tuple[type[BaseException], ...]:
     from ml.preprocessing import ImageFormatError
     from ml.registry import RegistryError
 
+    from ml.ct.train import TrainConfigError as CTTrainConfigError
+    from ml.training import TrainingConfigError
+
     return (RegistryError, ManifestError, CTManifestError, ImageFormatError, CTReadError, ConfigError,
-            ShapeMismatchError, FileNotFoundError, IsADirectoryError)
+            ShapeMismatchError, UsageError, TrainingConfigError, CTTrainConfigError,
+            FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

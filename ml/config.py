@@ -41,7 +41,10 @@ def load_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config not found: {path}")
     with path.open() as fh:
-        cfg = yaml.safe_load(fh)
+        try:
+            cfg = yaml.safe_load(fh)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({error})".replace("\n", " ")) from error
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: expected a YAML mapping at the top level")
     if cfg.get("modality") not in {"cxr", "ct"}:

@@ -124,8 +124,12 @@ def evaluate_predictor(predictor: CXRPredictor | Any, cases: Iterable[Any], out_
 def evaluate_model(model: str, manifest: Path, split: str, out_dir: Path, progress: bool = False,
                    **predictor_kwargs: Any) -> dict[str, Any]:
     """Evaluate a registered model (name, alias or weights path) on one manifest split."""
-    predictor = CXRPredictor.from_registry(model, **predictor_kwargs)
     cases = read_manifest(manifest, [split])
+    missing = [path for case in cases for path in (case.image_path, case.label_path) if not Path(path).is_file()]
+    if missing:  # found before any case is scored, not after an hour of them
+        shown = ", ".join(str(path) for path in missing[:3])
+        raise ManifestError(f"{len(missing)} file(s) of split {split!r} missing, e.g. {shown}")
+    predictor = CXRPredictor.from_registry(model, **predictor_kwargs)
     summary = evaluate_predictor(predictor, cases, out_dir, progress)
     summary["split"] = split
     summary["manifest"] = str(manifest)

@@ -66,11 +66,11 @@ def train_from_config(config_path: Path, output_dir: Path | None = None, resume:
         ``config.yaml`` and ``summary.json``).
     """
     cfg = load_config(config_path)
+    train_cfg = TrainConfig.from_dict(cfg.get("train"))  # checked before the run folder is written
     out_dir = Path(output_dir) if output_dir else resolve_path(cfg.get("output_dir", f"runs/{cfg['name']}"))
     out_dir.mkdir(parents=True, exist_ok=True)
     if Path(config_path).resolve() != (out_dir / "config.yaml").resolve():
         shutil.copyfile(config_path, out_dir / "config.yaml")
-    train_cfg = TrainConfig.from_dict(cfg.get("train"))
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
     seed_everything(train_cfg.seed)

@@ -129,3 +129,86 @@ def test_help_does_not_load_torch_or_the_ct_stack() -> None:
             "print(sorted(m for m in ('torch', 'SimpleITK', 'pydicom') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _xray_png(tmp_path: Path, make_case) -> Path:  # noqa: ANN001
+    path = tmp_path / "chest.png"
+    Image.fromarray(make_case(64, seed=3)[0]).save(path)
+    return path
+
+
+def test_predict_refuses_outputs_that_lose_or_overwrite(tiny_model: Path, tmp_path: Path, make_case,  # noqa: ANN001
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    image = _xray_png(tmp_path, make_case)
+    before = image.read_bytes()
+    for output, words in ((tmp_path / "m.jpg", "written as .png"), (image, "is the input itself"),
+                          (tmp_path / "mask", "e.g. mask.png")):
+        code = main(["predict", "--model", str(tiny_model), "--input", str(image), "--output", str(output)])
+        assert code == 2 and words in capsys.readouterr().err, output
+    assert image.read_bytes() == before and not (tmp_path / "m.jpg").exists() and not (tmp_path / "mask").exists()
+
+
+def test_a_ct_slice_is_not_taken_for_a_chest_xray(tiny_model: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(tmp_path / "ct.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = "CT", 32, 32, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.PixelData = np.zeros((32, 32), np.int16).tobytes()
+    ds.save_as(tmp_path / "ct.dcm", enforce_file_format=True)
+    code = main(["predict", "--model", str(tiny_model), "--input", str(tmp_path / "ct.dcm"),
+                 "--output", str(tmp_path / "m.png")])
+    assert code == 2 and "CT image, not a chest X-ray" in capsys.readouterr().err
+    assert not (tmp_path / "m.png").exists()
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["predict", "--model", "ct", "--tta", "--input", "ct.nii.gz", "--output", "m.nii.gz"], "--tta/--no-tta"),
+    (["predict", "--model", "ct", "--input", "ct.nii.gz", "--output", "m.png"], "CT label volumes are written as"),
+    (["evaluate", "--model", "ct", "--threads", "2", "--manifest", "m.csv", "--split", "val", "--out", "o"],
+     "--threads does not apply to CT models"),
+    (["bench", "--model", "ct", "--repeats", "3"], "--repeats does not apply to CT models"),
+])
+def test_options_a_ct_model_cannot_honour_are_refused(argv: list[str], words: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert words in capsys.readouterr().err
+    assert not any(tmp_path.iterdir()), "nothing written"
+
+
+@pytest.mark.parametrize("argv", [["bench", "--repeats", "0"], ["evaluate", "--model", "cxr", "--manifest", "m",
+                                                                  "--split", "val", "--out", "o", "--threads", "0"]])
+def test_counts_below_one_are_refused_by_the_parser(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+
+
+def test_evaluate_finds_missing_files_before_scoring_any(tiny_model: Path, synthetic_manifest: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    (synthetic_manifest.parent / "synth" / "images" / "c18.png").unlink()
+    code = main(["evaluate", "--model", str(tiny_model), "--manifest", str(synthetic_manifest), "--split", "test",
+                 "--out", str(tmp_path / "e"), "--no-progress"])
+    assert code == 2 and "1 file(s) of split 'test' missing" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists(), "no case was scored"
+
+
+def test_train_config_mistakes_are_one_line_and_write_nothing(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("modality: cxr\ntrain: [unclosed\n")
+    assert main(["train", "--config", str(broken)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("modality: cxr\nname: t\ntrain: {epochz: 3}\n")
+    assert main(["train", "--config", str(typo), "--output-dir", str(tmp_path / "run")]) == 2
+    assert "unknown train option(s): ['epochz']" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
