@@ -6,7 +6,8 @@ the 409 conflict flow in two browser contexts (keep mine, or reload theirs); a t
 annotator holds opens read-only; a CT series task (slice navigation, a stroke on one slice); a
 reload restores the autosaved draft; an annotator cannot open another project's task; after
 submit/reject the page turns read-only and says what happened; reopening a task in review tells
-its last outcome; leaving the page saves the draft, then gives the claim up. Screenshots go to
+its last outcome; leaving the page saves the draft, then gives the claim up, and so does logging
+out. Screenshots go to
 ``test-artifacts/e2e/annotator_*.png``.
 """
 
@@ -297,6 +298,23 @@ def test_leaving_the_page_saves_the_draft_then_gives_the_claim_up(browser, site,
         assert other.get_by_role("button", name="Accept mask").is_enabled()
         assert AnnotationTask.objects.get(pk=xt.task.pk).claimed_by.username == "ann2"
         other.screenshot(path=str(artifacts / "annotator_claimed_after_leave.png"))
+    finally:
+        close_contexts(pages)
+
+
+def test_logging_out_from_a_task_gives_the_claim_up_first(browser, site) -> None:
+    from annotation.models import AnnotationTask
+
+    xt = make_xray_task(site.project)
+    pages = open_in_contexts(browser, site, xt.task.pk, ["ann"])
+    try:
+        holder = pages[0]
+        assert AnnotationTask.objects.get(pk=xt.task.pk).claimed_by.username == "ann"
+        holder.get_by_role("button", name="Log out").click()
+        holder.wait_for_url(f"{site.url}/login/**")
+        assert AnnotationTask.objects.get(pk=xt.task.pk).claimed_by is None, "logged out still holding the task"
+        holder.goto(f"{site.url}/queue/")
+        assert "/login/" in holder.url, "the log-out went through"
     finally:
         close_contexts(pages)
 
