@@ -7,8 +7,7 @@ annotator holds opens read-only; a CT series task (slice navigation, a stroke on
 reload restores the autosaved draft; an annotator cannot open another project's task; after
 submit/reject the page turns read-only and says what happened; reopening a task in review tells
 its last outcome; leaving the page saves the draft, then gives the claim up, and so does logging
-out. Screenshots go to
-``test-artifacts/e2e/annotator_*.png``.
+out. Screenshots go to ``test-artifacts/e2e/annotator_*.png``.
 """
 
 from __future__ import annotations
