@@ -170,6 +170,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Segment one image and write the label map."""
     from ml.ct import VOLUME_SUFFIXES
 
+    if args.model is None:  # a folder or a volume file is a CT; anything else an X-ray
+        is_volume = Path(args.input).is_dir() or Path(args.input).name.lower().endswith(VOLUME_SUFFIXES)
+        args.model = "ct" if is_volume else "cxr"
     if _modality(args.model) == "ct":
         from ml.ct import api
 
@@ -192,7 +195,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     Image.fromarray(result.labels).save(args.output)
     _print_json({"output": str(args.output), "model": result.model_name, "shape": list(result.labels.shape),
                  "confidence": result.confidence, "areas_px": result.areas_px, "areas_mm2": result.areas_mm2,
-                 "timings_ms": result.timings_ms})
+                 "timings_ms": {stage: round(ms, 1) for stage, ms in result.timings_ms.items()}})
     return 0
 
 
@@ -267,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "classical): write a label volume (e.g. mask.nii.gz) in the input's geometry and print "
                        "the volumes per lung in mL, mean HU and emphysema index. Labels: 0 background, "
                        "1 right lung, 2 left lung.")
-    p.add_argument("--model", default="cxr", help="model name, alias or weights path (default: cxr; ct for CT)")
+    p.add_argument("--model", default=None,
+                   help="model name, alias or weights path (default: ct for a folder or a volume file, else cxr)")
     p.add_argument("--input", required=True, type=Path, help="input image, CT series folder or CT volume file")
     p.add_argument("--output", required=True, type=Path,
                    help="output label file: .png/.tif (X-ray), or .nii.gz/.nii/.nrrd/.mha/.mhd or a folder (CT)")

@@ -212,3 +212,19 @@ def test_train_config_mistakes_are_one_line_and_write_nothing(tmp_path: Path,
     assert main(["train", "--config", str(typo), "--output-dir", str(tmp_path / "run")]) == 2
     assert "unknown train option(s): ['epochz']" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_predict_without_model_takes_a_volume_file_for_a_ct(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No --model: a NIfTI goes to the CT model (a small phantom), a PNG would go to the X-ray model."""
+    import SimpleITK as sitk
+
+    from ml.ct.phantom import make_phantom
+
+    phantom = make_phantom(shape=(24, 64, 64), spacing=(6.0, 5.0, 5.0), seed=2)
+    image = sitk.GetImageFromArray(phantom.volume_hu)
+    image.SetSpacing(tuple(reversed(phantom.spacing)))
+    sitk.WriteImage(image, str(tmp_path / "ct.nii.gz"))
+    assert main(["predict", "--input", str(tmp_path / "ct.nii.gz"), "--output", str(tmp_path / "mask.nii.gz")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["method"].startswith("model:") and printed["total_volume_ml"] > 0
+    assert (tmp_path / "mask.nii.gz").is_file()
