@@ -10,6 +10,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from dataclasses import asdict
@@ -23,6 +24,7 @@ from ml.ct.data import read_manifest
 from ml.ct.inference import HU_REFINEMENT, KEEP_FRAGMENTS_ML, RIM_THRESHOLD_RANGE_HU, HURefinement
 from ml.ct.network import ARCHITECTURE, network_kwargs
 from ml.ct.preprocess import HU_WINDOW
+from ml.ct.report import read_per_case
 from ml.packaging import headline, update_card
 from ml.registry import WEIGHTS_DIR, ModelCard, RegistryError, write_card
 
@@ -197,15 +199,12 @@ def evaluation_metrics(eval_dir: Path) -> dict[str, Any]:
     Raises:
         ExportError: the folder lacks ``summary.json`` or ``per_case.csv``.
     """
-    import csv
-    import json
-
     folder = Path(eval_dir)
     if not (folder / "summary.json").is_file() or not (folder / "per_case.csv").is_file():
         raise ExportError(f"{folder}: expected summary.json and per_case.csv from python -m ml evaluate")
     summary = json.loads((folder / "summary.json").read_text())
     per_case: dict[str, dict[str, Any]] = {}
-    for row in csv.DictReader((folder / "per_case.csv").open()):
+    for row in read_per_case(folder).values():
         if row["lr_labels"] == "1":
             entry = {"right": round(float(row["dice_right"]), 4), "left": round(float(row["dice_left"]), 4),
                      "volume_error_right_pct": round(float(row["volume_error_right_pct"]), 1),
@@ -250,21 +249,19 @@ def main(argv: list[str] | None = None) -> int:
                         "candidates that are not shipped: evaluate them with --model DIR/NAME.pt)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    if args.refresh_postprocessing or args.attach_metrics:
-        try:
-            card = (refresh_postprocessing(args.name) if args.refresh_postprocessing
-                    else attach_metrics(args.name, args.attach_metrics))
-        except (RegistryError, ExportError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(card.card_path)
-        return 0
     try:
-        card = export_checkpoint(args.checkpoint, args.name, args.alias, args.loco_of, args.config, args.weights_dir)
-    except ExportError as exc:
+        if args.refresh_postprocessing:
+            card_path = refresh_postprocessing(args.name).card_path
+        elif args.attach_metrics:
+            card_path = attach_metrics(args.name, args.attach_metrics).card_path
+        else:
+            card = export_checkpoint(args.checkpoint, args.name, args.alias, args.loco_of, args.config, args.weights_dir)
+            print(card.weights_path)
+            return 0
+    except (RegistryError, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(card.weights_path)
+    print(card_path)
     return 0
 
 

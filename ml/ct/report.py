@@ -13,8 +13,9 @@ import math
 from pathlib import Path
 
 
-def _rows(folder: Path) -> dict[str, dict[str, str]]:
-    with (folder / "per_case.csv").open(newline="") as handle:
+def read_per_case(folder: Path) -> dict[str, dict[str, str]]:
+    """The rows of an evaluation folder's ``per_case.csv`` by case (values as written)."""
+    with (Path(folder) / "per_case.csv").open(newline="") as handle:
         return {row["case"]: row for row in csv.DictReader(handle)}
 
 
@@ -34,7 +35,7 @@ def _case_cells(row: dict[str, str]) -> list[str]:
 
 def markdown_table(model_dir: Path, baseline_dir: Path) -> str:
     """One line per case: model and baseline Dice right/left, HD95 (mm), volume error (%)."""
-    model, baseline = _rows(model_dir), _rows(baseline_dir)
+    model, baseline = read_per_case(model_dir), read_per_case(baseline_dir)
     header = ("| case | split | evaluated with | Dice R | Dice L | HD95 R / L (mm) | vol. err. R / L (%) "
               "| classical Dice R | classical Dice L | classical HD95 R / L (mm) | classical vol. err. R / L (%) |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
