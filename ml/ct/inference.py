@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from ml.ct.classical import segment_classical
 from ml.ct.network import predict_lung_probability
-from ml.ct.postprocess import LEFT_LUNG, RIGHT_LUNG, body_mask, bounding_box, postprocess_lungs
+from ml.ct.postprocess import LEFT_LUNG, RIGHT_LUNG, body_mask, bounding_box, components_holding, postprocess_lungs
 from ml.ct.preprocess import Box, small_grid_spacing, to_model_grid, z_factor
 from ml.ct.quantify import quantify_lungs
 
@@ -327,11 +327,5 @@ def _drop_detached_band(labels: np.ndarray, core: np.ndarray) -> None:
     if not mask.any():
         return
     box = bounding_box(mask)
-    pieces, count = ndimage.label(mask[box], structure=np.ones((3, 3, 3), dtype=bool))
-    if count <= 1:
-        return
-    anchored = np.zeros(count + 1, dtype=bool)
-    anchored[pieces[core[box]]] = True
-    anchored[0] = True  # background stays as it is
     view = labels[box]
-    view[~anchored[pieces]] = 0
+    view[mask[box] & ~components_holding(mask[box], core[box])] = 0

@@ -221,15 +221,22 @@ def _two_balanced(parts: np.ndarray, ratio: float = 0.2) -> bool:
     return bool(sizes[1] > 0 and sizes[1] >= ratio * sizes[0])
 
 
+def components_holding(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The 26-connected components of ``mask`` that hold at least one voxel of ``seeds``."""
+    components, count = ndimage.label(mask, structure=_STRUCTURE_26)
+    held = np.zeros(count + 1, dtype=bool)
+    held[components[seeds > 0]] = True
+    held[0] = False
+    return held[components]
+
+
 def _grow_back(seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Assign each voxel of the components of ``mask`` that hold a seed to its nearest seed.
 
     Other components of ``mask`` (stray air, fragments) stay unlabelled: they are not part of
     the lungs that were eroded apart.
     """
-    components, _ = ndimage.label(mask, structure=_STRUCTURE_26)
-    seeded = np.unique(components[(seeds > 0) & (components > 0)])
-    mask = np.isin(components, seeded)
+    mask = components_holding(mask, seeds)
     box = ndimage.find_objects(mask.astype(np.uint8))[0]
     sub_seeds = seeds[box]
     _, indices = ndimage.distance_transform_edt(sub_seeds == 0, return_indices=True)
