@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from ml.ct.data import PreparedCase, SliceDataset, case_weights, load_prepared, 
 from ml.ct.io import read_ct
 from ml.config import resolve_path
 from ml.ct.network import build_ct_network, predict_lung_probability
+from ml.training.trainer import save_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +171,7 @@ def train(config_path: Path, resume: bool = True) -> Path:
     epochs = int(config.get("epochs", 1000))
     optimiser = torch.optim.AdamW(model.parameters(), lr=float(config.get("lr", 2e-3)), weight_decay=1e-4)
     generator = torch.Generator().manual_seed(seed)
-    resumed = (_resume(out_dir / "last.pt", config, model, optimiser, generator) if resume
-               else {"epoch": 0, "best": -1.0, "elapsed_s": 0.0})
+    resumed = _resume(out_dir / "last.pt", config, model, optimiser, generator) if resume else dict(FRESH_RUN)
     schedule = TimeCosineSchedule(optimiser, float(config.get("lr", 2e-3)), 60.0 * float(config.get("max_minutes", 25)),
                                   elapsed_s=resumed["elapsed_s"])
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -201,8 +200,8 @@ def train(config_path: Path, resume: bool = True) -> Path:
             # best before last, each replaced whole: an interrupted run resumes from a readable last.pt
             # and never takes a best.pt older than the best it records
             if improved:
-                _save(checkpoint, best_path)
-            _save(checkpoint, out_dir / "last.pt")
+                save_atomic(checkpoint, best_path)
+            save_atomic(checkpoint, out_dir / "last.pt")
             writer.writerow([epoch, f"{train_loss:.4f}", f"{val_dice:.4f}", *[f"{d:.4f}" for d in per_case],
                              f"{schedule.elapsed_s:.0f}"])
             handle.flush()
@@ -212,12 +211,8 @@ def train(config_path: Path, resume: bool = True) -> Path:
     return best_path
 
 
-def _save(checkpoint: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename: a kill mid-write leaves the old file whole."""
-    partial = path.with_suffix(".partial")
-    torch.save(checkpoint, partial)
-    os.replace(partial, path)
-
+FRESH_RUN: dict[str, Any] = {"epoch": 0, "best": -1.0, "elapsed_s": 0.0}
+"""Where a run without a ``last.pt`` (or started again on purpose) begins."""
 
 RESUMABLE_CHANGES = frozenset({"epochs", "max_minutes"})
 """Config keys a resumed run may change: its epoch limit and its time budget (to extend it)."""
@@ -235,7 +230,7 @@ def _resume(last: Path, config: dict[str, Any], model: torch.nn.Module, optimise
             ``max_minutes`` aside).
     """
     if not last.is_file():
-        return {"epoch": 0, "best": -1.0, "elapsed_s": 0.0}
+        return dict(FRESH_RUN)
     checkpoint = torch.load(last, map_location="cpu", weights_only=False)
     saved = checkpoint.get("config") or {}
     changed = sorted(key for key in set(config) | set(saved)

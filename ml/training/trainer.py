@@ -33,6 +33,13 @@ logger = logging.getLogger(__name__)
 BatchAugmenter = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
+def save_atomic(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to ``<path>.tmp``, then rename: a kill mid-write leaves the old file whole."""
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
 class TrainingConfigError(ValueError):
     """An invalid training option."""
 
@@ -353,10 +360,7 @@ class Trainer:
         logger.info("resumed from %s at epoch %d (best Dice %.4f)", path, self.epoch, self.best_dice)
 
     def _save(self) -> None:
-        state = self.state()
-        tmp = self.out_dir / "last.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(self.out_dir / "last.pt")
+        save_atomic(self.state(), self.out_dir / "last.pt")
 
     def _save_best(self) -> None:
         torch.save(

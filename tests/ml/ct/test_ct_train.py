@@ -85,7 +85,7 @@ def test_a_run_started_again_continues_from_its_last_epoch(phantom_manifest: Pat
     # starting again on purpose: a fresh metrics file from epoch 1
     train(_config(tmp_path, phantom_manifest, epochs=1, lr=0.01), resume=False)
     assert [int(r["epoch"]) for r in _rows(tmp_path / "run")] == [1]
-    assert not list((tmp_path / "run").glob("*.partial")), "checkpoints are written whole, then renamed"
+    assert not list((tmp_path / "run").glob("*.tmp")), "checkpoints are written whole, then renamed"
 
 
 def test_an_exported_candidate_is_evaluated_with_its_own_card(phantom_manifest: Path, tmp_path: Path,
