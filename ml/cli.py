@@ -314,12 +314,11 @@ def _domain_errors() -> tuple[type[BaseException], ...]:
     from ml.config import ConfigError
     from ml.ct.data import ManifestError as CTManifestError
     from ml.ct.io import CTReadError
+    from ml.ct.train import TrainConfigError as CTTrainConfigError
     from ml.data import ManifestError
     from ml.metrics import ShapeMismatchError
     from ml.preprocessing import ImageFormatError
     from ml.registry import RegistryError
-
-    from ml.ct.train import TrainConfigError as CTTrainConfigError
     from ml.training import TrainingConfigError
 
     return (RegistryError, ManifestError, CTManifestError, ImageFormatError, CTReadError, ConfigError,
