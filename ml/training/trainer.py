@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from ml.losses import DiceCE
 from ml.training.deep_supervision import DeepSupervision, DeepSupervisionError
@@ -188,20 +188,37 @@ class Trainer:
         self.best_epoch = -1
         self.history: list[dict[str, float]] = []
 
-    def _loader(self, data: Dataset | DataLoader, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, data: Dataset | DataLoader, batch_size: int, shuffle: bool,
+                weights: torch.Tensor | None = None) -> DataLoader:
         if isinstance(data, DataLoader):
             return data
         gen = torch.Generator().manual_seed(self.cfg.seed)
         if shuffle:
             self._shuffle_generator = gen  # reseeded per epoch, so a resumed run shuffles as an unbroken one
+        sampler = None if weights is None else WeightedRandomSampler(weights, len(data), replacement=True, generator=gen)
         return DataLoader(
             data,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             drop_last=shuffle and len(data) > batch_size,
             num_workers=self.cfg.num_workers,
             generator=gen,
         )
+
+    def sample_by(self, weights: Iterable[float]) -> None:
+        """Draw each epoch's training images with replacement, in proportion to ``weights``.
+
+        One weight per training image; an epoch keeps its length (as many draws as images).
+        Raises ``TrainingConfigError`` when the weights do not fit the training data.
+        """
+        data = self.train_loader.dataset
+        w = torch.as_tensor(list(weights), dtype=torch.float64)
+        if w.ndim != 1 or w.numel() != len(data):
+            raise TrainingConfigError(f"sampling weights: need one per training image ({len(data)}), got {w.numel()}")
+        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or float(w.sum()) <= 0:
+            raise TrainingConfigError("sampling weights must be finite, non-negative and not all zero")
+        self.train_loader = self._loader(data, self.cfg.batch_size, shuffle=True, weights=w)
 
     def _augment_generator(self) -> torch.Generator | None:
         """The augmentation's random source when it has one (saved in ``last.pt`` for resume)."""
@@ -294,9 +311,24 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Validation loss and mean per-case Dice (overall and per foreground class)."""
+        losses, d = self._score(self.val_loader, "validate")
+        out = {"val_loss": sum(losses) / d.shape[0], "val_dice": float(d.mean())}
+        for c in range(d.shape[1]):
+            out[f"val_dice_c{c + 1}"] = float(d[:, c].mean())
+        return out
+
+    @torch.no_grad()
+    def case_dice(self, data: Dataset) -> torch.Tensor:
+        """Per-case Dice, mean over the foreground classes, of the current model on ``data``
+        (unaugmented, in dataset order)."""
+        _, d = self._score(self._loader(data, self.cfg.val_batch_size, shuffle=False), "score")
+        return d.mean(1)
+
+    def _score(self, loader: DataLoader, desc: str) -> tuple[list[float], torch.Tensor]:
+        """Loss × batch size per batch, and (cases, foreground classes) Dice, over ``loader``."""
         self.model.eval()
         losses, dices = [], []
-        for batch in self._iter(self.val_loader, "validate"):
+        for batch in self._iter(loader, desc):
             images, labels = _split_batch(batch)
             images, labels = images.to(self.device), labels.to(self.device)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
@@ -306,11 +338,7 @@ class Trainer:
             losses.append(float(self.loss_fn(logits.float(), labels)) * images.shape[0])
             pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
             dices.append(per_case_dice(pred.cpu(), labels.cpu(), self.num_classes))
-        d = torch.cat(dices)
-        out = {"val_loss": sum(losses) / d.shape[0], "val_dice": float(d.mean())}
-        for c in range(d.shape[1]):
-            out[f"val_dice_c{c + 1}"] = float(d[:, c].mean())
-        return out
+        return losses, torch.cat(dices)
 
     # ----------------------------------------------------------------- state
     def state(self) -> dict[str, Any]:

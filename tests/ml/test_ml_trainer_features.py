@@ -197,3 +197,121 @@ def test_cuda_amp_one_epoch(synthetic_manifest: Path, tmp_path: Path) -> None:
     state = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
     assert state["scaler"]  # a GradScaler state was saved for resume
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+# ---------------------------------------------------------------- hard-example sampling
+def _drawn(trainer: Trainer) -> list[int]:
+    """Dataset indices of one epoch's draws, as the training loop receives them."""
+    assert trainer._shuffle_generator is not None
+    trainer._shuffle_generator.manual_seed(trainer.cfg.seed * 100_003 + trainer.epoch)
+    return [int(i) for batch in trainer.train_loader for i in batch["index"]]
+
+
+def test_sample_by_draws_only_weighted_images_and_keeps_the_epoch_length(synthetic_manifest: Path, tmp_path: Path) -> None:
+    train, val = _data(synthetic_manifest)
+    trainer = Trainer(_net(), train, val, _cfg(), tmp_path / "run", num_classes=3)
+    assert sorted(_drawn(trainer)) == list(range(12))  # uniform: a permutation (drop_last keeps all 12)
+    weights = [0.0] * 12
+    weights[3], weights[7] = 1.0, 3.0
+    trainer.sample_by(weights)
+    drawn = _drawn(trainer)
+    assert len(drawn) == 12 and set(drawn) <= {3, 7}
+    assert drawn.count(7) > drawn.count(3)  # 3:1 odds over 12 draws; with seed 0 this holds
+    assert _drawn(trainer) == drawn  # reseeded per epoch: a resumed run draws the same images
+
+
+@pytest.mark.parametrize("weights, message", [
+    ([1.0] * 11, r"one per training image \(12\), got 11"),
+    ([1.0] * 11 + [-1.0], "non-negative"),
+    ([0.0] * 12, "not all zero"),
+    ([1.0] * 11 + [float("nan")], "finite"),
+])
+def test_sample_by_refuses_weights_that_do_not_fit(synthetic_manifest: Path, tmp_path: Path, weights: list[float],
+                                                   message: str) -> None:
+    from ml.training.trainer import TrainingConfigError
+
+    train, val = _data(synthetic_manifest)
+    trainer = Trainer(_net(), train, val, _cfg(), tmp_path / "run", num_classes=3)
+    with pytest.raises(TrainingConfigError, match=message):
+        trainer.sample_by(weights)
+
+
+def test_hard_example_weights_follow_the_starting_models_dice_deficit(synthetic_manifest: Path, tmp_path: Path) -> None:
+    from ml.training.cxr import hard_example_weights
+    from ml.training.trainer import TrainingConfigError, per_case_dice
+
+    train, val = _data(synthetic_manifest)
+    trainer = Trainer(_net(), train, val, _cfg(), tmp_path / "run", num_classes=3)
+    path = tmp_path / "hard_examples.csv"
+    weights = hard_example_weights(trainer, train, 2.0, path)
+    # The Dice it used is the model's own on the unaugmented images, computed independently here.
+    with torch.no_grad():
+        images = torch.stack([train[i]["image"] for i in range(len(train))])
+        labels = torch.stack([train[i]["label"] for i in range(len(train))])
+        dice = per_case_dice(trainer.model.eval()(images).argmax(1), labels, 3).mean(1).double().numpy()
+    deficit = 1.0 - dice
+    assert deficit.std() > 0  # the random network segments the images unequally
+    expected = 1.0 + 2.0 * deficit / deficit.mean()
+    assert weights == pytest.approx(expected, rel=1e-5)
+    assert weights.mean() == pytest.approx(3.0)  # 1 + strength on average
+    assert int(weights.argmax()) == int(dice.argmin())  # the worst image is drawn most
+    # Power 2 leans harder on the worst images: weights follow the squared deficit.
+    squared = hard_example_weights(trainer, train, 2.0, tmp_path / "squared.csv", power=2.0)
+    assert squared == pytest.approx(1.0 + 2.0 * deficit**2 / (deficit**2).mean(), rel=1e-5)
+    assert squared.max() / squared.mean() > weights.max() / weights.mean()
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["case"] for r in rows] == [f"synth/c{i}" for i in range(12)]
+    # A resumed run reads the list instead of measuring its (by then trained) model again.
+    torch.nn.init.zeros_(next(trainer.model.parameters()))
+    assert hard_example_weights(trainer, train, 2.0, path) == pytest.approx(weights, rel=1e-5)
+    # ... unless told to measure again (a fresh run in the same folder).
+    assert hard_example_weights(trainer, train, 2.0, path, reuse=False) != pytest.approx(weights, rel=1e-5)
+    fewer = CXRSegmentationDataset(read_manifest(synthetic_manifest, ["train"])[:6], size=32)
+    with pytest.raises(TrainingConfigError, match="lists other training cases"):
+        hard_example_weights(trainer, fewer, 2.0, path)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("hard_examples", -1, "data.hard_examples must be a number >= 0"),
+    ("hard_examples", "many", "data.hard_examples must be a number >= 0"),
+    ("hard_examples", float("inf"), "data.hard_examples must be a number >= 0"),
+    ("hard_examples_power", 0.5, "data.hard_examples_power must be a number >= 1"),
+])
+def test_a_bad_hard_examples_setting_is_refused_before_the_run_folder_exists(
+        synthetic_manifest: Path, tmp_path: Path, key: str, value: object, message: str) -> None:
+    import yaml
+
+    from ml.training.cxr import train_from_config
+    from ml.training.trainer import TrainingConfigError
+
+    config = tmp_path / "hard.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "hard", "modality": "cxr", "output_dir": str(tmp_path / "run"),
+        "data": {"manifest": str(synthetic_manifest), "size": 32, "hard_examples": 2, key: value},
+        "model": {"architecture": "unet", "network_kwargs": {"channels": [4, 8], "strides": [2]}},
+        "train": {"epochs": 1, "batch_size": 4, "progress": False, "num_threads": 1},
+    }))
+    with pytest.raises(TrainingConfigError, match=message):
+        train_from_config(config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_with_hard_examples_trains_and_keeps_its_list(synthetic_manifest: Path, tmp_path: Path) -> None:
+    import yaml
+
+    from ml.training.cxr import train_from_config
+
+    config = tmp_path / "hard.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "hard", "modality": "cxr", "output_dir": str(tmp_path / "run"),
+        "data": {"manifest": str(synthetic_manifest), "size": 32, "hard_examples": 4},
+        "model": {"architecture": "unet", "network_kwargs": {"channels": [4, 8], "strides": [2]}},
+        "train": {"epochs": 2, "batch_size": 4, "progress": False, "num_threads": 1, "device": "cpu", "amp": False},
+    }))
+    run = train_from_config(config)
+    with (run / "hard_examples.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 12
+    assert sum(float(r["weight"]) for r in rows) / 12 == pytest.approx(5.0, rel=1e-4)
+    assert len(_rows(run)) == 2 and (run / "best.pt").is_file()
