@@ -171,8 +171,16 @@ def _prepare_dicom(project: Project, name: str, ds: Dataset) -> PreparedInstance
 
 
 def dataset_bytes(ds: Dataset) -> bytes:
-    """Serialise a dataset as a DICOM Part-10 file with a fresh file meta header."""
+    """Serialise a dataset as a DICOM Part-10 file with a fresh file meta header.
+
+    The pixel encoding is kept as received (uncompressed, RLE or JPEG), but implicit VR little
+    endian is written as explicit VR little endian: the same values, with each element's VR in
+    the file, so that readers need no data dictionary to parse it (the viewer's parser logs an
+    error for every slice whose pixel data has no stated VR).
+    """
     transfer_syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) or pydicom.uid.ExplicitVRLittleEndian
+    if transfer_syntax == pydicom.uid.ImplicitVRLittleEndian:
+        transfer_syntax = pydicom.uid.ExplicitVRLittleEndian
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

@@ -40,6 +40,24 @@ def test_upload_with_two_series_is_split_and_ct_sorted_by_position(project: Proj
     assert first.series_instance_uid != "1.2.3.1" and first.series_instance_uid.startswith("2.25.")
 
 
+def test_implicit_vr_is_stored_as_explicit_vr_with_the_same_values(project: Project) -> None:
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    data = make_dicom(transfer_syntax=ImplicitVRLittleEndian, rows=16, columns=12)
+    received = pydicom.dcmread(io.BytesIO(data))
+    assert received.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    ingest(project, [SourceFile("implicit.dcm", data)])
+    instance = Instance.objects.get()
+    with instance.file.open("rb") as fh:
+        stored = pydicom.dcmread(fh)
+    assert stored.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert not stored.original_encoding[0]  # really written explicit, not only labelled so
+    assert stored["PixelData"].VR == "OW"
+    assert np.array_equal(stored.pixel_array, received.pixel_array)
+    for keyword in ("Rows", "Columns", "ImagePositionPatient", "PixelSpacing", "RescaleSlope", "RescaleIntercept"):
+        assert stored.get(keyword) == received.get(keyword), keyword
+
+
 def test_stored_names_come_from_uids_not_user_paths(project: Project, _isolated_storage: Path) -> None:
     ingest(project, [SourceFile("../../Patient Doe/secret name.dcm", make_dicom())])
     instance = Instance.objects.get()
