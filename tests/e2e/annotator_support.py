@@ -60,14 +60,15 @@ CT_WARNING = "1 missing slice(s) between 5.0 and 10.0 mm: filled by interpolatio
 
 
 def make_ct_task(project: Any) -> XrayTask:
-    """Ingest the synthetic 5-slice CT DICOM series through the real ingest and store a CT proposal for it."""
+    """Ingest the synthetic 5-slice CT DICOM series (implicit VR, as many scanners send it) through the
+    real ingest and store a CT proposal for it."""
     from annotation import services
     from annotation.models import AnnotationTask, RevisionSource, RevisionStatus
     from imaging.models import Series
     from imaging.services import ingest
     from imaging.sources import SourceFile
 
-    result = ingest(project, [SourceFile(f"ct{z}.dcm", data) for z, data in enumerate(ct_series())])
+    result = ingest(project, [SourceFile(f"ct{z}.dcm", data) for z, data in enumerate(ct_series(implicit_vr=True))])
     series = Series.objects.get(pk=result.series[0].pk)
     labels = ct_lung_labels()
     revision = services.create_revision(

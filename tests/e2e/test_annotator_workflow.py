@@ -452,3 +452,5 @@ def test_ct_series_task_edit_one_slice_and_submit(page, site, artifacts: Path) -
     changed = np.flatnonzero((stored != ct.labels).any(axis=(1, 2)))
     assert changed.tolist() == [4], f"slices changed: {changed.tolist()}"
     assert (stored[4] == 1).sum() > 50 and not (stored[4] == 2).any()
+    # Received as implicit VR, stored as explicit VR: the viewer parses every slice without an error.
+    assert not [m for m in page.console_messages if m.startswith(("error", "pageerror"))], page.console_messages

@@ -139,9 +139,10 @@ def xray_dicom() -> bytes:
     return _to_bytes(ds)
 
 
-def ct_series() -> list[bytes]:
-    """CT Image Storage stack, stored as unsigned values with RescaleIntercept -1024, 2.5 mm apart."""
-    from pydicom.uid import generate_uid
+def ct_series(implicit_vr: bool = False) -> list[bytes]:
+    """CT Image Storage stack, stored as unsigned values with RescaleIntercept -1024, 2.5 mm apart;
+    explicit VR little endian, or implicit VR as many scanners send it."""
+    from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
     study, series, frame = generate_uid(), generate_uid(), generate_uid()
     out = []
@@ -156,6 +157,8 @@ def ct_series() -> list[bytes]:
         ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1, -1024, "HU"
         ds.WindowCenter, ds.WindowWidth = 40, 400
         ds.PixelData = (ct_hu(z).astype(np.int32) + 1024).astype(np.uint16).tobytes()
+        if implicit_vr:
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
         out.append(_to_bytes(ds))
     return out
 
