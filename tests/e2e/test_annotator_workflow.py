@@ -444,7 +444,12 @@ def test_ct_series_task_edit_one_slice_and_submit(page, site, artifacts: Path) -
     page.evaluate(f"{VIEWER}.setSliceIndex(4)")  # the top slice: no lung in the proposal
     settle(page)
     assert page.evaluate(f"{VIEWER}.getSliceIndex()") == 4
+    accept, submit = page.get_by_role("button", name="Accept mask"), page.get_by_role("button", name="Submit edits")
+    assert (accept.get_attribute("data-primary"), submit.get_attribute("data-primary")) == ("true", "false")
     brush_stroke(page, [(30, 64), (50, 64)], label=1, radius=4.0, image_size=128)
+    # Once edited, Submit is the highlighted action and Accept is off.
+    assert (accept.get_attribute("data-primary"), submit.get_attribute("data-primary")) == ("false", "true")
+    assert accept.is_disabled()
     page.screenshot(path=str(artifacts / "annotator_ct_slice.png"))
     page.get_by_role("button", name="Submit edits").click()
     wait_done(page)
