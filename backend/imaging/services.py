@@ -176,11 +176,20 @@ def dataset_bytes(ds: Dataset) -> bytes:
     The pixel encoding is kept as received (uncompressed, RLE or JPEG), but implicit VR little
     endian is written as explicit VR little endian: the same values, with each element's VR in
     the file, so that readers need no data dictionary to parse it (the viewer's parser logs an
-    error for every slice whose pixel data has no stated VR).
+    error for every slice whose pixel data has no stated VR). A file with an element whose VR
+    cannot be told from the dataset (e.g. a top-level LUT descriptor, ``US or SS``) is kept in
+    implicit VR, as received.
     """
-    transfer_syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) or pydicom.uid.ExplicitVRLittleEndian
-    if transfer_syntax == pydicom.uid.ImplicitVRLittleEndian:
-        transfer_syntax = pydicom.uid.ExplicitVRLittleEndian
+    received = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) or pydicom.uid.ExplicitVRLittleEndian
+    if received == pydicom.uid.ImplicitVRLittleEndian:
+        try:
+            return _part10_bytes(ds, pydicom.uid.ExplicitVRLittleEndian)
+        except ValueError as error:  # pydicom: "Cannot write ambiguous VR of ..."
+            logger.info("%s kept in implicit VR: %s", ds.get("SOPInstanceUID", "an instance"), str(error).splitlines()[0])
+    return _part10_bytes(ds, received)
+
+
+def _part10_bytes(ds: Dataset, transfer_syntax: str) -> bytes:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

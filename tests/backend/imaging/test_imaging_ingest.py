@@ -58,6 +58,27 @@ def test_implicit_vr_is_stored_as_explicit_vr_with_the_same_values(project: Proj
         assert stored.get(keyword) == received.get(keyword), keyword
 
 
+def test_implicit_vr_with_an_element_of_undecidable_vr_is_stored_as_received(project: Project) -> None:
+    """A top-level LUT descriptor read from implicit VR stays 'US or SS' (pydicom cannot decide it),
+    which explicit VR cannot write: the file is kept in implicit VR instead of failing the upload."""
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    received = pydicom.dcmread(io.BytesIO(make_dicom(transfer_syntax=ImplicitVRLittleEndian)))
+    received.add_new(0x00281100, "US", [256, 0, 16])  # Gray Lookup Table Descriptor
+    received.add_new(0x00281200, "OW", bytes(512))  # Gray Lookup Table Data
+    buffer = io.BytesIO()
+    received.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    assert pydicom.dcmread(io.BytesIO(data))[0x00281100].VR == "US or SS"  # as a reader sees it
+    result = ingest(project, [SourceFile("lut.dcm", data)])
+    assert result.num_instances == 1
+    with Instance.objects.get().file.open("rb") as fh:
+        stored = pydicom.dcmread(fh)
+    assert stored.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    assert np.frombuffer(stored[0x00281100].value, "<u2").tolist() == [256, 0, 16]  # undecoded: VR still unknown
+    assert np.array_equal(stored.pixel_array, received.pixel_array)
+
+
 def test_stored_names_come_from_uids_not_user_paths(project: Project, _isolated_storage: Path) -> None:
     ingest(project, [SourceFile("../../Patient Doe/secret name.dcm", make_dicom())])
     instance = Instance.objects.get()
