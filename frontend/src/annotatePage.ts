@@ -185,9 +185,11 @@ export async function mountAnnotationPage(root: HTMLElement, options: Annotation
       : "Accept the model's mask as it is and send it to review";
     layout.submit.disabled = busy || readOnly;
     layout.reject.disabled = busy || readOnly;
-    // The likely next step stands out: Accept while the mask is the model's, Submit once it is edited.
-    layout.accept.dataset.primary = String(!edited && page.parentRevision !== null);
-    layout.submit.dataset.primary = String(edited || page.parentRevision === null);
+    // The likely next step stands out: Accept while the mask is the model's, Submit once it is edited
+    // (or when there is no mask to accept); nothing while busy or read-only.
+    const actionable = !busy && !readOnly;
+    layout.accept.dataset.primary = String(actionable && !edited && page.parentRevision !== null);
+    layout.submit.dataset.primary = String(actionable && (edited || page.parentRevision === null));
   };
   setPhase("loading");
   setButtons();

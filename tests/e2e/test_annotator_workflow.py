@@ -453,6 +453,8 @@ def test_ct_series_task_edit_one_slice_and_submit(page, site, artifacts: Path) -
     page.screenshot(path=str(artifacts / "annotator_ct_slice.png"))
     page.get_by_role("button", name="Submit edits").click()
     wait_done(page)
+    # Submitted: the page is read-only and no action stands out any more.
+    assert (accept.get_attribute("data-primary"), submit.get_attribute("data-primary")) == ("false", "false")
     stored = services.read_labels(latest_revision(ct.revision.target_key))
     changed = np.flatnonzero((stored != ct.labels).any(axis=(1, 2)))
     assert changed.tolist() == [4], f"slices changed: {changed.tolist()}"
