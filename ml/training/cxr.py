@@ -17,6 +17,7 @@ import torch
 from ml.config import load_config, resolve_path
 from ml.data import CXRSegmentationDataset, read_manifest
 from ml.networks import build_network, count_parameters
+from ml.registry import sha256_file
 from ml.training.trainer import TrainConfig, Trainer, TrainingConfigError, seed_everything
 from ml.transforms import AugmentConfig, BatchAugment
 
@@ -73,38 +74,65 @@ def hard_example_setting(data_cfg: dict[str, Any]) -> tuple[float, float]:
             number("hard_examples_power", 1.0, 1.0, "1: in proportion to the Dice deficit"))
 
 
-def hard_example_weights(trainer: Trainer, train_ds: CXRSegmentationDataset, strength: float, path: Path,
-                         reuse: bool = True, power: float = 1.0) -> np.ndarray:
-    """Sampling weight per training image: ``1 + strength × deficit**power / mean(deficit**power)``.
+def hard_example_weights(trainer: Trainer, train_ds: CXRSegmentationDataset, strength: float, path: Path, *,
+                         power: float = 1.0, resuming: bool = False,
+                         measured_with: dict[str, Any] | None = None) -> np.ndarray:
+    """Sampling weight per training image: ``1 + strength × d**power / mean(d**power)``.
 
-    The deficit is ``1 − Dice`` of the starting model on the unaugmented image; with power 1 an
-    image segmented twice as badly as the average one is drawn ``1 + 2 × strength`` times as
-    often as a perfect one, with power 2 ``1 + 4 × strength`` times. It is measured once, before the first step, and kept in ``path`` (case, Dice,
-    weight): a resumed run (``reuse``) draws as the unbroken one would, and the list shows which
-    images the run leaned on.
+    ``d`` is the Dice deficit ``1 − Dice`` of the starting model on the unaugmented image, so
+    the images the model segments worst are drawn most; power 2 leans on them harder (the
+    weight grows with the square of the deficit). The Dice values are measured once, before the
+    first step, and kept in ``path`` (case, Dice, weight) with what they were measured with
+    (``measured_with``: the starting weights and the preprocessing) beside it in
+    ``path.with_suffix(".json")``. A run that resumes from ``last.pt`` (``resuming``) cannot
+    measure its starting model any more: it reads them back, so that it draws as the unbroken
+    run would, and refuses them when they are missing or were measured with anything else. The
+    weights are always computed from the Dice values as written, with the current strength and
+    power.
     """
     cases = [f"{c.dataset}/{c.case}" for c in train_ds.cases]
-    if reuse and path.is_file():
-        with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        if [row["case"] for row in rows] != cases:
-            raise TrainingConfigError(f"{path} lists other training cases than this run's; delete it to measure again")
-        return np.array([float(row["weight"]) for row in rows])
-    dice = trainer.case_dice(train_ds).double().numpy()
+    measured_with = dict(measured_with or {})
+    record = path.with_suffix(".json")
+    if resuming:
+        dice = _stored_dice(path, record, cases, measured_with)
+    else:
+        measured = trainer.case_dice(train_ds).double().numpy()
+        dice = np.array([float(f"{d:.6f}") for d in measured])  # exactly what a resumed run reads back
+        _replace_text(record, json.dumps({"measured_with": measured_with, "cases": len(cases)}, indent=2) + "\n")
     deficit = np.clip(1.0 - dice, 0.0, None)
     lean = deficit ** power
     weights = 1.0 + strength * lean / max(float(lean.mean()), 1e-12)
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["case", "dice", "weight"])
-        writer.writerows((case, f"{d:.6f}", f"{w:.6f}") for case, d, w in zip(cases, dice, weights))
-    tmp.replace(path)
+    rows = ["case,dice,weight"] + [f"{case},{d:.6f},{w:.6f}" for case, d, w in zip(cases, dice, weights)]
+    _replace_text(path, "\n".join(rows) + "\n")
     hardest = np.sort(weights)[::-1][: max(1, len(weights) // 20)]
     logger.info("hard examples: starting model's train Dice %.4f; weights %.2f-%.2f; the hardest 5%% of images get "
                 "%.0f%% of the draws (%s)", dice.mean(), weights.min(), weights.max(),
                 100.0 * hardest.sum() / weights.sum(), path)
     return weights
+
+
+def _stored_dice(path: Path, record: Path, cases: list[str], measured_with: dict[str, Any]) -> np.ndarray:
+    """The Dice values a run measured before its first step; ``TrainingConfigError`` when they
+    are missing or do not belong to this run's training cases and starting model."""
+    again = "start the run afresh (--no-resume) or in another output folder"
+    if not path.is_file() or not record.is_file():
+        raise TrainingConfigError(f"{path} (or {record.name}) is missing: this run resumes from last.pt, whose starting "
+                                  f"model can no longer be scored for hard-example sampling; {again}")
+    stored = json.loads(record.read_text()).get("measured_with")
+    if stored != measured_with:
+        raise TrainingConfigError(f"{path} was measured with {stored}, this run's config says {measured_with}; {again}")
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if [row["case"] for row in rows] != cases:
+        raise TrainingConfigError(f"{path} lists other training cases than this run's; {again}")
+    return np.array([float(row["dice"]) for row in rows])
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def train_from_config(config_path: Path, output_dir: Path | None = None, resume: bool = True) -> Path:
@@ -134,7 +162,8 @@ def train_from_config(config_path: Path, output_dir: Path | None = None, resume:
     model = build_network(model_cfg["architecture"], int(model_cfg.get("in_channels", 1)),
                           int(model_cfg.get("num_classes", 3)), **model_cfg.get("network_kwargs", {}))
     init_from = model_cfg.get("init_from")
-    if init_from and not (resume and (out_dir / "last.pt").is_file()):
+    resuming = resume and (out_dir / "last.pt").is_file()
+    if init_from and not resuming:
         load_initial_weights(model, resolve_path(init_from))
     logger.info("%s: %d parameters, %d train / %d val cases", model_cfg["architecture"],
                 count_parameters(model), len(train_ds), len(val_ds))
@@ -143,8 +172,12 @@ def train_from_config(config_path: Path, output_dir: Path | None = None, resume:
     trainer = Trainer(model, train_ds, val_ds, train_cfg, out_dir, int(model_cfg.get("num_classes", 3)),
                       augment=augment, extra_state=extra)
     if strength:
+        measured_with = {"init_from": str(init_from) if init_from else None,
+                         "init_sha256": sha256_file(resolve_path(init_from)) if init_from and resolve_path(init_from).is_file() else None,
+                         **{key: cfg["data"].get(key, default) for key, default in
+                            (("size", 256), ("low_pct", 0.5), ("high_pct", 99.5))}}
         trainer.sample_by(hard_example_weights(trainer, train_ds, strength, out_dir / "hard_examples.csv",
-                                             reuse=resume, power=power))
+                                               power=power, resuming=resuming, measured_with=measured_with))
     summary = trainer.fit(resume=resume)
     summary["parameters"] = count_parameters(model)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -8,6 +8,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -243,7 +244,8 @@ def test_hard_example_weights_follow_the_starting_models_dice_deficit(synthetic_
     train, val = _data(synthetic_manifest)
     trainer = Trainer(_net(), train, val, _cfg(), tmp_path / "run", num_classes=3)
     path = tmp_path / "hard_examples.csv"
-    weights = hard_example_weights(trainer, train, 2.0, path)
+    start = {"init_from": "start.pt", "init_sha256": "abc", "size": 32, "low_pct": 0.5, "high_pct": 99.5}
+    weights = hard_example_weights(trainer, train, 2.0, path, measured_with=start)
     # The Dice it used is the model's own on the unaugmented images, computed independently here.
     with torch.no_grad():
         images = torch.stack([train[i]["image"] for i in range(len(train))])
@@ -251,25 +253,33 @@ def test_hard_example_weights_follow_the_starting_models_dice_deficit(synthetic_
         dice = per_case_dice(trainer.model.eval()(images).argmax(1), labels, 3).mean(1).double().numpy()
     deficit = 1.0 - dice
     assert deficit.std() > 0  # the random network segments the images unequally
-    expected = 1.0 + 2.0 * deficit / deficit.mean()
-    assert weights == pytest.approx(expected, rel=1e-5)
+    assert weights == pytest.approx(1.0 + 2.0 * deficit / deficit.mean(), rel=1e-5)
     assert weights.mean() == pytest.approx(3.0)  # 1 + strength on average
     assert int(weights.argmax()) == int(dice.argmin())  # the worst image is drawn most
-    # Power 2 leans harder on the worst images: weights follow the squared deficit.
-    squared = hard_example_weights(trainer, train, 2.0, tmp_path / "squared.csv", power=2.0)
-    assert squared == pytest.approx(1.0 + 2.0 * deficit**2 / (deficit**2).mean(), rel=1e-5)
-    assert squared.max() / squared.mean() > weights.max() / weights.mean()
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["case"] for r in rows] == [f"synth/c{i}" for i in range(12)]
-    # A resumed run reads the list instead of measuring its (by then trained) model again.
+    # Power 2 leans harder on the worst images: weights follow the squared deficit.
+    squared = hard_example_weights(trainer, train, 2.0, tmp_path / "squared.csv", power=2.0, measured_with=start)
+    assert squared == pytest.approx(1.0 + 2.0 * deficit**2 / (deficit**2).mean(), rel=1e-5)
+    assert squared.max() / squared.mean() > weights.max() / weights.mean()
+
+    # A resumed run reads the Dice back instead of scoring its (by then trained) model: the same
+    # weights to the last bit, so it draws as the unbroken run; a new strength applies to them.
     torch.nn.init.zeros_(next(trainer.model.parameters()))
-    assert hard_example_weights(trainer, train, 2.0, path) == pytest.approx(weights, rel=1e-5)
-    # ... unless told to measure again (a fresh run in the same folder).
-    assert hard_example_weights(trainer, train, 2.0, path, reuse=False) != pytest.approx(weights, rel=1e-5)
+    assert np.array_equal(hard_example_weights(trainer, train, 2.0, path, resuming=True, measured_with=start), weights)
+    stronger = hard_example_weights(trainer, train, 5.0, path, resuming=True, measured_with=start)
+    assert stronger == pytest.approx(1.0 + 5.0 * (weights - 1.0) / 2.0, rel=1e-6)
+    # Measured with another starting model or preprocessing, or for other cases: refused.
+    with pytest.raises(TrainingConfigError, match="was measured with"):
+        hard_example_weights(trainer, train, 2.0, path, resuming=True, measured_with={**start, "init_sha256": "def"})
     fewer = CXRSegmentationDataset(read_manifest(synthetic_manifest, ["train"])[:6], size=32)
     with pytest.raises(TrainingConfigError, match="lists other training cases"):
-        hard_example_weights(trainer, fewer, 2.0, path)
+        hard_example_weights(trainer, fewer, 2.0, path, resuming=True, measured_with=start)
+    with pytest.raises(TrainingConfigError, match="is missing: this run resumes from last.pt"):
+        hard_example_weights(trainer, train, 2.0, tmp_path / "none.csv", resuming=True, measured_with=start)
+    # A fresh run measures again (here: the changed model).
+    assert not np.array_equal(hard_example_weights(trainer, train, 2.0, path, measured_with=start), weights)
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -297,21 +307,47 @@ def test_a_bad_hard_examples_setting_is_refused_before_the_run_folder_exists(
     assert not (tmp_path / "run").exists()
 
 
-def test_a_run_with_hard_examples_trains_and_keeps_its_list(synthetic_manifest: Path, tmp_path: Path) -> None:
+def test_a_resumed_hard_example_run_continues_the_unbroken_one(synthetic_manifest: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the config: the sampler is installed, and a run broken after one epoch ends with the
+    unbroken run's weights (it draws the images the starting model found hard, not the ones its
+    own partly trained network finds hard; constant learning rate, as in test_ml_training)."""
     import yaml
+    from torch.utils.data import WeightedRandomSampler
 
+    from ml.networks import build_network
     from ml.training.cxr import train_from_config
 
-    config = tmp_path / "hard.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "hard", "modality": "cxr", "output_dir": str(tmp_path / "run"),
-        "data": {"manifest": str(synthetic_manifest), "size": 32, "hard_examples": 4},
-        "model": {"architecture": "unet", "network_kwargs": {"channels": [4, 8], "strides": [2]}},
-        "train": {"epochs": 2, "batch_size": 4, "progress": False, "num_threads": 1, "device": "cpu", "amp": False},
-    }))
-    run = train_from_config(config)
-    with (run / "hard_examples.csv").open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    assert len(rows) == 12
-    assert sum(float(r["weight"]) for r in rows) / 12 == pytest.approx(5.0, rel=1e-4)
-    assert len(_rows(run)) == 2 and (run / "best.pt").is_file()
+    kwargs = {"channels": [4, 8], "strides": [2]}
+    torch.manual_seed(5)
+    torch.save(build_network("unet", 1, 3, **kwargs).state_dict(), tmp_path / "start.pt")
+    samplers: list[object] = []
+    original = Trainer.sample_by
+
+    def spy(self: Trainer, weights: object) -> None:
+        original(self, weights)
+        samplers.append(self.train_loader.sampler)
+
+    monkeypatch.setattr(Trainer, "sample_by", spy)
+
+    def run(folder: str, epochs: int) -> dict[str, torch.Tensor]:
+        config = tmp_path / f"{folder}.yaml"
+        config.write_text(yaml.safe_dump({
+            "name": folder, "modality": "cxr", "output_dir": str(tmp_path / folder),
+            "data": {"manifest": str(synthetic_manifest), "size": 32, "hard_examples": 4, "hard_examples_power": 2},
+            "model": {"architecture": "unet", "init_from": str(tmp_path / "start.pt"), "network_kwargs": kwargs},
+            "train": {"epochs": epochs, "batch_size": 4, "lr": 1e-2, "scheduler": "none", "progress": False,
+                      "num_threads": 1, "device": "cpu", "amp": False, "seed": 3, "early_stopping_patience": 100},
+        }))
+        train_from_config(config)
+        return torch.load(tmp_path / folder / "last.pt", weights_only=False)["model"]
+
+    straight = run("straight", 3)
+    assert len(samplers) == 1 and isinstance(samplers[0], WeightedRandomSampler)
+    run("broken", 1)
+    measured = (tmp_path / "broken" / "hard_examples.csv").read_text()
+    resumed = run("broken", 3)
+    assert (tmp_path / "broken" / "hard_examples.csv").read_text() == measured
+    assert measured == (tmp_path / "straight" / "hard_examples.csv").read_text()
+    for key, value in straight.items():
+        assert torch.allclose(value, resumed[key], atol=1e-6), key
