@@ -61,9 +61,11 @@ def hard_example_setting(data_cfg: dict[str, Any]) -> tuple[float, float]:
     """``data.hard_examples`` (how much more often badly segmented images are drawn; 0: uniform)
     and ``data.hard_examples_power`` (how sharply the draws lean on the worst ones; default 1)."""
     def number(key: str, default: float, lowest: float, meaning: str) -> float:
-        value = data_cfg.get(key, default)
+        value = data_cfg.get(key)
+        if value is None:  # absent or empty: the default
+            return default
         try:
-            number = float(value)
+            number = math.nan if isinstance(value, bool) else float(value)
         except (TypeError, ValueError):
             number = math.nan
         if not math.isfinite(number) or number < lowest:

@@ -167,6 +167,7 @@ class Trainer:
         self.augment = augment
         self.extra_state = extra_state or {}
         self._shuffle_generator: torch.Generator | None = None
+        self._given_loader = isinstance(train_data, DataLoader)
         self.train_loader = self._loader(train_data, config.batch_size, shuffle=True)
         self.val_loader = self._loader(val_data, config.val_batch_size, shuffle=False)
         self.loss_fn = DiceCE(**config.loss).to(self.device)
@@ -212,6 +213,8 @@ class Trainer:
         One weight per training image; an epoch keeps its length (as many draws as images).
         Raises ``TrainingConfigError`` when the weights do not fit the training data.
         """
+        if self._given_loader:
+            raise TrainingConfigError("sampling weights need the training data as a Dataset, not a ready DataLoader")
         data = self.train_loader.dataset
         w = torch.as_tensor(list(weights), dtype=torch.float64)
         if w.ndim != 1 or w.numel() != len(data):
@@ -321,6 +324,8 @@ class Trainer:
     def case_dice(self, data: Dataset) -> torch.Tensor:
         """Per-case Dice, mean over the foreground classes, of the current model on ``data``
         (unaugmented, in dataset order)."""
+        if isinstance(data, DataLoader):
+            raise TypeError("case_dice scores a Dataset in its own order; got a DataLoader")
         _, d = self._score(self._loader(data, self.cfg.val_batch_size, shuffle=False), "score")
         return d.mean(1)
 

@@ -221,6 +221,27 @@ def test_sample_by_draws_only_weighted_images_and_keeps_the_epoch_length(synthet
     assert _drawn(trainer) == drawn  # reseeded per epoch: a resumed run draws the same images
 
 
+def test_sample_by_needs_a_dataset_and_case_dice_keeps_dataset_order(synthetic_manifest: Path, tmp_path: Path) -> None:
+    from torch.utils.data import DataLoader
+
+    from ml.training.trainer import TrainingConfigError
+
+    train, val = _data(synthetic_manifest)
+    trainer = Trainer(_net(), DataLoader(train, batch_size=4), val, _cfg(), tmp_path / "run", num_classes=3)
+    with pytest.raises(TrainingConfigError, match="not a ready DataLoader"):
+        trainer.sample_by([1.0] * 12)
+    with pytest.raises(TypeError, match="got a DataLoader"):
+        trainer.case_dice(DataLoader(train, batch_size=4, shuffle=True))
+
+
+def test_hard_examples_left_empty_means_uniform_sampling() -> None:
+    from ml.training.cxr import hard_example_setting
+
+    assert hard_example_setting({"hard_examples": None, "hard_examples_power": None}) == (0.0, 1.0)
+    assert hard_example_setting({}) == (0.0, 1.0)
+    assert hard_example_setting({"hard_examples": 3, "hard_examples_power": 2}) == (3.0, 2.0)
+
+
 @pytest.mark.parametrize("weights, message", [
     ([1.0] * 11, r"one per training image \(12\), got 11"),
     ([1.0] * 11 + [-1.0], "non-negative"),
@@ -287,6 +308,7 @@ def test_hard_example_weights_follow_the_starting_models_dice_deficit(synthetic_
     ("hard_examples", "many", "data.hard_examples must be a number >= 0"),
     ("hard_examples", float("inf"), "data.hard_examples must be a number >= 0"),
     ("hard_examples_power", 0.5, "data.hard_examples_power must be a number >= 1"),
+    ("hard_examples", True, "data.hard_examples must be a number >= 0"),
 ])
 def test_a_bad_hard_examples_setting_is_refused_before_the_run_folder_exists(
         synthetic_manifest: Path, tmp_path: Path, key: str, value: object, message: str) -> None:
