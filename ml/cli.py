@@ -219,8 +219,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         from ml.bench import run_bench
 
-        results = run_bench(args.model, threads=args.threads, repeats=args.repeats or 20, batch=args.batch or 16,
-                            image_path=args.image)
+        given = {name: value for name, value in (("repeats", args.repeats), ("batch", args.batch)) if value is not None}
+        results = run_bench(args.model, threads=args.threads, image_path=args.image, **given)
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

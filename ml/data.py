@@ -164,6 +164,7 @@ class CXRSegmentationDataset(Dataset):
     ) -> None:
         self.cases = list(cases)
         self.size = size
+        self.low_pct, self.high_pct = low_pct, high_pct
         self.images = np.zeros((len(self.cases), size, size), dtype=np.uint8)
         self.labels = np.zeros((len(self.cases), size, size), dtype=np.uint8)
         iterator: Iterable[int] = range(len(self.cases))

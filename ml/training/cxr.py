@@ -18,7 +18,7 @@ from ml.config import load_config, resolve_path
 from ml.data import CXRSegmentationDataset, read_manifest
 from ml.networks import build_network, count_parameters
 from ml.registry import sha256_file
-from ml.training.trainer import TrainConfig, Trainer, TrainingConfigError, seed_everything
+from ml.training.trainer import TrainConfig, Trainer, TrainingConfigError, seed_everything, write_atomic
 from ml.transforms import AugmentConfig, BatchAugment
 
 logger = logging.getLogger(__name__)
@@ -100,12 +100,18 @@ def hard_example_weights(trainer: Trainer, train_ds: CXRSegmentationDataset, str
     else:
         measured = trainer.case_dice(train_ds).double().numpy()
         dice = np.array([float(f"{d:.6f}") for d in measured])  # exactly what a resumed run reads back
-        _replace_text(record, json.dumps({"measured_with": measured_with, "cases": len(cases)}, indent=2) + "\n")
+        record_text = json.dumps({"measured_with": measured_with, "cases": len(cases)}, indent=2) + "\n"
+        write_atomic(record, lambda tmp: tmp.write_text(record_text))
     deficit = np.clip(1.0 - dice, 0.0, None)
     lean = deficit ** power
     weights = 1.0 + strength * lean / max(float(lean.mean()), 1e-12)
-    rows = ["case,dice,weight"] + [f"{case},{d:.6f},{w:.6f}" for case, d, w in zip(cases, dice, weights)]
-    _replace_text(path, "\n".join(rows) + "\n")
+    def write_rows(tmp: Path) -> None:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["case", "dice", "weight"])
+            writer.writerows((case, f"{d:.6f}", f"{w:.6f}") for case, d, w in zip(cases, dice, weights))
+
+    write_atomic(path, write_rows)
     hardest = np.sort(weights)[::-1][: max(1, len(weights) // 20)]
     logger.info("hard examples: starting model's train Dice %.4f; weights %.2f-%.2f; the hardest 5%% of images get "
                 "%.0f%% of the draws (%s)", dice.mean(), weights.min(), weights.max(),
@@ -128,13 +134,6 @@ def _stored_dice(path: Path, record: Path, cases: list[str], measured_with: dict
     if [row["case"] for row in rows] != cases:
         raise TrainingConfigError(f"{path} lists other training cases than this run's; {again}")
     return np.array([float(row["dice"]) for row in rows])
-
-
-def _replace_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def train_from_config(config_path: Path, output_dir: Path | None = None, resume: bool = True) -> Path:
@@ -176,8 +175,7 @@ def train_from_config(config_path: Path, output_dir: Path | None = None, resume:
     if strength:
         measured_with = {"init_from": str(init_from) if init_from else None,
                          "init_sha256": sha256_file(resolve_path(init_from)) if init_from and resolve_path(init_from).is_file() else None,
-                         **{key: cfg["data"].get(key, default) for key, default in
-                            (("size", 256), ("low_pct", 0.5), ("high_pct", 99.5))}}
+                         "size": train_ds.size, "low_pct": train_ds.low_pct, "high_pct": train_ds.high_pct}
         trainer.sample_by(hard_example_weights(trainer, train_ds, strength, out_dir / "hard_examples.csv",
                                                power=power, resuming=resuming, measured_with=measured_with))
     summary = trainer.fit(resume=resume)

@@ -33,11 +33,16 @@ logger = logging.getLogger(__name__)
 BatchAugmenter = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def save_atomic(state: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to ``<path>.tmp``, then rename: a kill mid-write leaves the old file whole."""
+def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(<path>.tmp)``, then rename: a kill mid-write leaves the old file whole."""
     tmp = Path(path).with_name(Path(path).name + ".tmp")
-    torch.save(state, tmp)
+    write(tmp)
     tmp.replace(path)
+
+
+def save_atomic(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` through :func:`write_atomic`."""
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 class TrainingConfigError(ValueError):
