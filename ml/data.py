@@ -67,6 +67,19 @@ def _spacing(value: str | None, where: str) -> tuple[float, float] | None:
     return (numbers[0], numbers[-1])
 
 
+def evenly_spaced(cases: Sequence[Case], limit: int) -> list[Case]:
+    """At most ``limit`` cases spread evenly over ``cases`` (all of them when there are no more).
+
+    This is the validation subset that training selects checkpoints on (``val_max_cases``).
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    if len(cases) <= limit:
+        return list(cases)
+    stride = len(cases) / limit
+    return [cases[int(i * stride)] for i in range(limit)]
+
+
 def read_manifest(manifest: Path, splits: Iterable[str] | None = None) -> list[Case]:
     """Read a manifest CSV and return the cases of the requested splits.
 

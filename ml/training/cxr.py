@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ml.config import load_config, resolve_path
-from ml.data import CXRSegmentationDataset, read_manifest
+from ml.data import CXRSegmentationDataset, evenly_spaced, read_manifest
 from ml.networks import build_network, count_parameters
 from ml.registry import sha256_file
 from ml.training.trainer import TrainConfig, Trainer, TrainingConfigError, seed_everything, write_atomic
@@ -33,9 +33,8 @@ def build_datasets(data_cfg: dict[str, Any], progress: bool) -> tuple[CXRSegment
     train_cases = read_manifest(manifest, [data_cfg.get("train_split", "train")])
     val_cases = read_manifest(manifest, [data_cfg.get("val_split", "val")])
     val_limit = data_cfg.get("val_max_cases")
-    if val_limit and len(val_cases) > int(val_limit):
-        stride = len(val_cases) / int(val_limit)
-        val_cases = [val_cases[int(i * stride)] for i in range(int(val_limit))]
+    if val_limit:
+        val_cases = evenly_spaced(val_cases, int(val_limit))
     limit = data_cfg.get("max_cases")
     if limit:
         train_cases, val_cases = train_cases[: int(limit)], val_cases[: max(1, int(limit) // 2)]
