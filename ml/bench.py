@@ -1,8 +1,9 @@
 """Speed benchmark of a chest X-ray model (``python -m ml bench``): JSON results, never a test.
 
 Measures, on the current machine: single-image model latency at the model's input size, batched
-throughput, PyTorch vs onnxruntime, and end to end from a 2048×2048 16-bit PNG file on disk to
-the label map at full size (read, preprocess, model, post-process, resample).
+throughput, PyTorch vs onnxruntime, and end to end from a 2048×2048 16-bit file on disk to
+the label map at full size (read, preprocess, model, post-process, resample), for a PNG and for
+an uncompressed DICOM file (what the platform's workers read), both through ``ml predict``'s reader.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ml.data import load_image
 from ml.export import export_model
 from ml.inference import CXRPredictor, OnnxBackend, TorchBackend
 from ml.registry import load_model
@@ -50,6 +50,26 @@ def synthetic_cxr(size: int = 2048, seed: int = 0) -> np.ndarray:
     return (np.clip(img, 0, 1) * 65535).astype(np.uint16)
 
 
+def write_dicom_xray(pixels: np.ndarray, path: Path, spacing_mm: float = 0.143) -> Path:
+    """Write (H, W) uint16 ``pixels`` as an uncompressed DX DICOM file (Explicit VR Little Endian)."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.Rows, ds.Columns = "DX", int(pixels.shape[0]), int(pixels.shape[1])
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelSpacing = [spacing_mm, spacing_mm]
+    ds.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def run_bench(model: str = "cxr", threads: int = 2, repeats: int = 20, batch: int = 16,
               e2e_size: int = 2048, image_path: Path | None = None) -> dict[str, Any]:
     """Benchmark ``model``; returns a JSON-able dict of timings (milliseconds, images/s)."""
@@ -73,17 +93,26 @@ def run_bench(model: str = "cxr", threads: int = 2, repeats: int = 20, batch: in
         results["onnx_single_image"] = _time_ms(lambda: ort_fwd(x1), repeats)
         ob = _time_ms(lambda: ort_fwd(xb), max(3, repeats // 4), warmup=1)
         results["onnx_batch"] = {"batch": batch, **ob, "images_per_s": 1e3 * batch / ob["median_ms"]}
-        path = Path(image_path) if image_path else Path(tmp) / "cxr_2048.png"
-        if image_path is None:
-            Image.fromarray(synthetic_cxr(e2e_size)).save(path)
-        for name, fwd in (("torch", torch_fwd), ("onnx", ort_fwd)):
-            predictor = CXRPredictor(fwd, card)
-
-            def end_to_end() -> None:
-                predictor.predict(load_image(path))
-
-            results[f"end_to_end_{name}"] = {"image": str(path.name), "tta_flip": predictor.tta_flip,
-                                             **_time_ms(end_to_end, max(5, repeats // 2))}
-            stages = predictor.predict(load_image(path)).timings_ms
-            results[f"end_to_end_{name}"]["stages_ms"] = stages
+        if image_path is not None:
+            files = {"end_to_end": Path(image_path)}
+        else:
+            pixels = synthetic_cxr(e2e_size)
+            files = {"end_to_end": Path(tmp) / f"cxr_{e2e_size}.png",
+                     "end_to_end_dicom": write_dicom_xray(pixels, Path(tmp) / f"cxr_{e2e_size}.dcm")}
+            Image.fromarray(pixels).save(files["end_to_end"])
+        for key, path in files.items():
+            for name, fwd in (("torch", torch_fwd), ("onnx", ort_fwd)):
+                results[f"{key}_{name}"] = _end_to_end(CXRPredictor(fwd, card), path, max(5, repeats // 2))
     return results
+
+
+def _end_to_end(predictor: CXRPredictor, path: Path, repeats: int) -> dict[str, Any]:
+    """File on disk → full-size label map, read as ``ml predict`` reads it."""
+    from ml.cli import read_input_image
+
+    def run() -> Any:
+        pixels, photometric, spacing = read_input_image(path)
+        return predictor.predict(pixels, photometric, spacing)
+
+    timing = _time_ms(run, repeats)
+    return {"image": path.name, "tta_flip": predictor.tta_flip, **timing, "stages_ms": run().timings_ms}

@@ -292,14 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="speed benchmark (JSON)",
                        description="X-ray (--model cxr): CPU latency of one image at model size, batched "
-                       "images/s, torch vs onnxruntime, and end to end from a 2048x2048 file to the full-size "
-                       "mask. CT (--model ct or classical): end to end from a 512x512x300 volume file (or --image) "
+                       "images/s, torch vs onnxruntime, and end to end from a 2048x2048 file (16-bit PNG and "
+                       "uncompressed DICOM) to the full-size mask. CT (--model ct or classical): end to end from a 512x512x300 volume file (or --image) "
                        "to the mask file and volumes, with peak memory. Prints JSON.")
     p.add_argument("--model", default="cxr", help="model name or alias (default: cxr; ct for CT)")
     p.add_argument("--threads", type=_positive_int, default=2, help="CPU threads (default 2)")
     p.add_argument("--repeats", type=_positive_int, default=None, help="timed repetitions (X-ray; default 20)")
     p.add_argument("--batch", type=_positive_int, default=None, help="batch size for throughput (X-ray; default 16)")
-    p.add_argument("--image", type=Path, default=None, help="end-to-end input file (default: synthetic 2048x2048 16-bit PNG; CT: synthetic 512x512x300 NIfTI)")
+    p.add_argument("--image", type=Path, default=None, help="end-to-end input file, PNG or DICOM (default: synthetic 2048x2048 16-bit PNG and DICOM; CT: synthetic 512x512x300 NIfTI)")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here, e.g. bench/results/cxr.json")
     p.set_defaults(func=cmd_bench)
     return parser
