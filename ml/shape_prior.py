@@ -31,7 +31,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +41,13 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from ml.data import evenly_spaced, load_labels, read_manifest
+from ml.data import Case, evenly_spaced, load_labels, read_manifest
 from ml.evaluation import evaluate_predictor
 from ml.inference import CXRPredictor
+from ml.metrics import summarize, write_json
 from ml.preprocessing import letterbox_labels
+from ml.registry import sha256_file
+from ml.training.trainer import per_case_dice, save_atomic, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ NUM_CLASSES = 3
 
 
 def _block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    """Two 3×3 convolutions (the first with ``stride``), each with instance norm and leaky ReLU."""
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.InstanceNorm2d(c_out, affine=True),
         nn.LeakyReLU(0.1, inplace=True),
@@ -210,10 +214,16 @@ class ShapePrior:
         return p[0].numpy()
 
     def combine(self, probs: np.ndarray) -> np.ndarray:
-        """Product of experts: softmax(log p_model + beta · log max(p_prior, floor))."""
+        """Product of experts: softmax(log p_model + beta · log max(p_prior, floor)).
+
+        ``beta`` 0 returns the model's probabilities as they are; ``beta`` infinite returns the
+        prior's alone (what the shape model makes of the model's answer by itself).
+        """
         if self.beta == 0:
             return probs
         prior = self.prior_probs(probs)
+        if math.isinf(self.beta):
+            return prior.astype(np.float32)
         logit = np.log(np.clip(probs, 1e-8, None)) + self.beta * np.log(np.clip(prior, self.floor, None))
         logit -= logit.max(0, keepdims=True)
         out = np.exp(logit)
@@ -223,8 +233,39 @@ class ShapePrior:
 # ---------------------------------------------------------------------------------------------
 # training
 
+#: Bump when the corruptions, the augmentation or the training loop change, so that a saved
+#: prior trained by older code is not reused by :func:`measure`.
+PRIOR_VERSION = 1
 
-def _augment_pair(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+
+@dataclass(frozen=True)
+class PriorTraining:
+    """Everything that decides what :func:`train_shape_prior` learns."""
+
+    grid: int = 64
+    channels: tuple[int, ...] = (16, 32, 64, 96, 128)
+    latent: int = 128
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3
+    seed: int = 0
+    max_ops: int = 3
+    sigma_max: float = 1.2
+
+    def __post_init__(self) -> None:
+        for name in ("grid", "latent", "epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        ShapeAutoencoder(grid=self.grid, channels=self.channels, latent=self.latent)  # grid checks, early
+
+    def network(self) -> ShapeAutoencoder:
+        return ShapeAutoencoder(grid=self.grid, channels=self.channels, latent=self.latent)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "channels": list(self.channels), "version": PRIOR_VERSION}
+
+
+def _augment_map(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A mild random affine of a clean (G, G) label map (nearest neighbour): more shapes to learn."""
     g = labels.shape[0]
     angle = math.radians(rng.uniform(-10, 10))
@@ -244,70 +285,58 @@ def training_batch(clean: np.ndarray, rng: np.random.Generator, max_ops: int = 3
     """(soft corrupted inputs (N, 3, G, G), clean targets (N, G, G)) from (N, G, G) label maps."""
     inputs, targets = [], []
     for labels in clean:
-        target = _augment_pair(labels, rng)
+        target = _augment_map(labels, rng)
         inputs.append(soft_onehot(corrupt_labels(target, rng, max_ops), rng.uniform(0, sigma_max)))
         targets.append(target)
     return torch.from_numpy(np.stack(inputs)), torch.from_numpy(np.stack(targets).astype(np.int64))
 
 
-def train_shape_prior(train_maps: np.ndarray, val_pairs: tuple[np.ndarray, np.ndarray] | None = None,
-                      grid: int = 64, epochs: int = 40, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
-                      channels: tuple[int, ...] = (16, 32, 64, 96, 128)) -> ShapeAutoencoder:
-    """Train a :class:`ShapeAutoencoder` on clean (N, G, G) label maps with on-the-fly corruptions.
-
-    ``val_pairs`` = (soft inputs (M, 3, G, G), clean targets (M, G, G)): e.g. the segmentation
-    model's own predictions on held-out images and their references; the model with the best
-    mean foreground Dice there is returned (the last one when no pairs are given).
-    """
+def train_shape_prior(train_maps: np.ndarray, cfg: PriorTraining | None = None,
+                      progress: bool = False) -> ShapeAutoencoder:
+    """Train a :class:`ShapeAutoencoder` on clean (N, G, G) label maps with on-the-fly corruptions
+    (one-cycle Adam, Dice + cross-entropy); returns the last epoch's network."""
     from ml.losses import DiceCE
 
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    model = ShapeAutoencoder(grid=grid, channels=channels)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    steps = epochs * math.ceil(len(train_maps) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    cfg = cfg or PriorTraining()
+    if train_maps.ndim != 3 or train_maps.shape[1:] != (cfg.grid, cfg.grid):
+        raise ValueError(f"training maps must be (N, {cfg.grid}, {cfg.grid}), got {train_maps.shape}")
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = cfg.network()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    steps = cfg.epochs * math.ceil(len(train_maps) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.05)
     loss_fn = DiceCE()
-    best, best_state = -1.0, None
-    for epoch in range(epochs):
+    epochs: Any = range(cfg.epochs)
+    if progress:
+        from tqdm import tqdm
+
+        epochs = tqdm(epochs, desc="shape prior", unit="epoch")
+    for epoch in epochs:
         model.train()
         order = rng.permutation(len(train_maps))
         total = 0.0
-        for start in range(0, len(order), batch_size):
-            x, y = training_batch(train_maps[order[start:start + batch_size]], rng)
+        for start in range(0, len(order), cfg.batch_size):
+            x, y = training_batch(train_maps[order[start:start + cfg.batch_size]], rng, cfg.max_ops, cfg.sigma_max)
             loss = loss_fn(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(y)
-        msg = f"epoch {epoch + 1}/{epochs} loss {total / len(train_maps):.4f}"
-        if val_pairs is not None:
-            score = foreground_dice(model, *val_pairs)
-            msg += f" val dice {score:.4f}"
-            if score > best:
-                best, best_state = score, {k: v.clone() for k, v in model.state_dict().items()}
-        logger.info(msg)
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        logger.info("shape prior: epoch %d/%d loss %.4f", epoch + 1, cfg.epochs, total / len(train_maps))
     return model
 
 
 @torch.no_grad()
 def foreground_dice(model: ShapeAutoencoder, inputs: np.ndarray, targets: np.ndarray, batch_size: int = 64) -> float:
-    """Mean over cases of the mean right/left Dice of the model's argmax against ``targets``."""
+    """Mean over cases of the mean right/left Dice of the network's argmax against ``targets``."""
     model.eval()
     scores = []
     for start in range(0, len(inputs), batch_size):
-        pred = model(torch.from_numpy(inputs[start:start + batch_size])).argmax(1).numpy()
-        for p, t in zip(pred, targets[start:start + batch_size]):
-            d = []
-            for lab in (1, 2):
-                a, b = p == lab, t == lab
-                denom = a.sum() + b.sum()
-                d.append(1.0 if denom == 0 else 2.0 * (a & b).sum() / denom)
-            scores.append(np.mean(d))
-    return float(np.mean(scores))
+        pred = model(torch.from_numpy(inputs[start:start + batch_size])).argmax(1)
+        scores.append(per_case_dice(pred, torch.from_numpy(targets[start:start + batch_size]), NUM_CLASSES).mean(1))
+    return float(torch.cat(scores).mean())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,7 +345,8 @@ def foreground_dice(model: ShapeAutoencoder, inputs: np.ndarray, targets: np.nda
 
 class ShapePriorPredictor(CXRPredictor):
     """A loaded chest X-ray model whose canvas probabilities pass through a :class:`ShapePrior`
-    before post-processing (everything else as the wrapped predictor does it)."""
+    before post-processing; flip TTA (before the prior) and post-processing (after it) are the
+    wrapped predictor's."""
 
     def __init__(self, base: CXRPredictor, prior: ShapePrior) -> None:
         super().__init__(base.backend, base.card, tta_flip=base.tta_flip, postprocessing=base.post)
@@ -326,59 +356,102 @@ class ShapePriorPredictor(CXRPredictor):
         return self.prior.combine(super().probabilities(canvas))
 
 
-def training_maps(manifest: Path, split: str, size: int, grid: int) -> np.ndarray:
-    """The reference label maps of a split as the model canvas holds them, shrunk to ``grid``."""
-    cases = read_manifest(manifest, [split])
-    if not cases:
-        raise ValueError(f"no cases in split {split!r} of {manifest}")
-    return np.stack([downsample_labels(letterbox_labels(load_labels(c.label_path), size), grid) for c in cases])
+def training_maps(cases: Sequence[Case], size: int, grid: int) -> np.ndarray:
+    """The reference label maps of ``cases`` with a right/left split, as the model's (size, size)
+    canvas holds them, shrunk to ``grid``. Cases without the split (``lr_labels`` 0) are left out:
+    their masks would teach the prior that a whole chest is one lung."""
+    sided = [c for c in cases if c.lr_labels]
+    if len(sided) < len(cases):
+        logger.warning("shape prior: %d case(s) without a right/left split left out", len(cases) - len(sided))
+    if not sided:
+        raise ValueError("no training cases with right/left labels")
+    return np.stack([downsample_labels(letterbox_labels(load_labels(c.label_path), size), grid) for c in sided])
 
 
-def measure(model: str, manifest: Path, out_dir: Path, betas: Sequence[float], epochs: int = 40, grid: int = 64,
-            select_cases: int = 400, seed: int = 0, train_split: str = "train", val_split: str = "val",
-            test_split: str | None = "test") -> dict[str, Any]:
+def _worst_mean(values: Sequence[float], fraction: float = 0.05) -> float:
+    ordered = np.sort(np.asarray(values, dtype=float))
+    return float(ordered[: max(1, int(len(ordered) * fraction))].mean())
+
+
+def _row(dice: Sequence[float], left: Sequence[float], right: Sequence[float]) -> dict[str, Any]:
+    stats = summarize(dice)
+    return {"n_cases": len(dice), "dice_mean": stats["mean"],
+            "dice_ci95": [stats.get("ci95_low", math.nan), stats.get("ci95_high", math.nan)],
+            "dice_p05": stats["p05"], "left_lung_dice_mean": float(np.mean(left)),
+            "right_lung_dice_mean": float(np.mean(right)), "dice_worst5pct_mean": _worst_mean(dice)}
+
+
+def measure(model: str, manifest: Path, out_dir: Path, betas: Sequence[float], cfg: PriorTraining | None = None,
+            select_cases: int = 400, train_split: str = "train", val_split: str = "val",
+            test_split: str | None = "test", progress: bool = False) -> dict[str, Any]:
     """Train a shape prior, choose ``beta`` on the validation subset, score it on val and test.
 
-    Writes ``out_dir/shape_prior.pt`` (reused when present and trained with the same grid and
-    epochs), one ``ml evaluate``-style folder per scoring and ``out_dir/summary.json``.
+    Writes ``out_dir/shape_prior.pt`` (reused only when trained with the same settings, manifest
+    contents, split and canvas size, by the same :data:`PRIOR_VERSION`), one ``ml evaluate``-style
+    folder per scoring and ``out_dir/summary.json``. The val split is reported whole and without
+    the selection subset (``val_heldout``), which is what beta was not chosen on.
     """
+    cfg = cfg or PriorTraining()
+    if select_cases < 1:
+        raise ValueError(f"select_cases must be >= 1, got {select_cases}")
+    if any(b < 0 for b in betas):
+        raise ValueError(f"beta must be >= 0, got {list(betas)}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     base = CXRPredictor.from_registry(model, device="cpu")
-    weights = out_dir / "shape_prior.pt"
-    settings = {"grid": grid, "epochs": epochs, "seed": seed, "train_split": train_split,
-                "model_input": base.size, "manifest": str(manifest)}
-    saved = torch.load(weights, map_location="cpu") if weights.is_file() else None
-    if saved is not None and saved.get("settings") == settings:
-        prior_net = ShapeAutoencoder(grid=grid)
-        prior_net.load_state_dict(saved["state_dict"])
-        logger.info("reusing %s", weights)
-    else:
-        maps = training_maps(manifest, train_split, base.size, grid)
-        logger.info("training the shape prior on %d reference masks at %d²", len(maps), grid)
-        prior_net = train_shape_prior(maps, grid=grid, epochs=epochs, seed=seed)
-        torch.save({"state_dict": prior_net.state_dict(), "settings": settings}, weights)
-
-    def score(cases: list, beta: float, name: str) -> dict[str, Any]:
-        predictor = ShapePriorPredictor(base, ShapePrior(prior_net, beta=beta))
-        summary = evaluate_predictor(predictor, cases, out_dir / name)
-        keys = ("dice_mean", "dice_p05", "left_lung_dice_mean", "right_lung_dice_mean", "n_cases")
-        row = {k: summary[k] for k in keys}
-        dice = np.sort([float(r["dice"]) for r in _read_rows(out_dir / name / "per_case.csv")])
-        row["dice_worst5pct_mean"] = float(dice[: max(1, len(dice) // 20)].mean())
-        return row
-
+    if base.size % cfg.grid:
+        raise ValueError(f"the model's {base.size}² canvas is not a multiple of the prior's grid {cfg.grid}")
     val_cases = read_manifest(manifest, [val_split])
+    tests = read_manifest(manifest, [test_split]) if test_split else []
+    train_cases = read_manifest(manifest, [train_split])
+    if not val_cases or not train_cases:
+        raise ValueError(f"{manifest}: split {train_split!r} or {val_split!r} is empty")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = {"training": cfg.to_dict(), "train_split": train_split, "model_input": base.size,
+                "manifest_sha256": sha256_file(manifest)}
+    weights = out_dir / "shape_prior.pt"
+    saved = torch.load(weights, map_location="cpu") if weights.is_file() else None
+    prior_net = cfg.network()
+    if saved is not None and saved.get("settings") == settings:
+        prior_net.load_state_dict(saved["state_dict"])
+        logger.info("reusing %s (same settings)", weights)
+    else:
+        maps = training_maps(train_cases, base.size, cfg.grid)
+        logger.info("training the shape prior on %d reference masks at %d²", len(maps), cfg.grid)
+        prior_net = train_shape_prior(maps, cfg, progress=progress)
+        save_atomic({"state_dict": prior_net.state_dict(), "settings": settings}, weights)
+
+    def score(cases: list[Case], beta: float, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        predictor = ShapePriorPredictor(base, ShapePrior(prior_net, beta=beta))
+        evaluate_predictor(predictor, cases, out_dir / name, progress=progress)
+        rows = _read_rows(out_dir / name / "per_case.csv")
+        return _rows_summary(rows), rows
+
     subset = evenly_spaced(val_cases, select_cases)
-    sweep = {str(b): score(subset, b, f"select_beta{b}") for b in sorted({0.0, *map(float, betas)})}
-    chosen = max(sweep, key=lambda b: sweep[b]["dice_mean"])
-    result: dict[str, Any] = {"settings": settings, "selection": {"split": val_split, "n_cases": len(subset),
-                                                                  "by_beta": sweep, "chosen_beta": float(chosen)}}
-    for split in [s for s in (val_split, test_split) if s]:
-        cases = read_manifest(manifest, [split])
-        result[split] = {str(b): score(cases, b, f"{split}_beta{b}") for b in sorted({0.0, float(chosen)})}
-    (out_dir / "summary.json").write_text(json.dumps(result, indent=2))
+    sweep = {str(b): score(subset, b, f"select_beta{b}")[0] for b in sorted({0.0, *map(float, betas)})}
+    chosen = max(sweep, key=lambda b: sweep[b]["dice_mean"])  # ties: the smaller beta (0 first)
+    sweep["prior_alone"] = score(subset, math.inf, "select_prior_alone")[0]
+    result: dict[str, Any] = {
+        "model": base.card.name, "settings": settings,
+        "selection": {"split": val_split, "n_cases": len(subset), "by_beta": sweep, "chosen_beta": float(chosen)},
+    }
+    chosen_names = {c.case for c in subset}
+    for split, cases in ((val_split, val_cases), (test_split, tests)):
+        if not cases:
+            continue
+        result[split] = {}
+        for beta in sorted({0.0, float(chosen)}):
+            whole, rows = score(cases, beta, f"{split}_beta{beta}")
+            result[split][str(beta)] = whole
+            if split == val_split:
+                held = [r for r in rows if r["case"] not in chosen_names]
+                result.setdefault(f"{split}_heldout", {})[str(beta)] = _rows_summary(held)
+    write_atomic(out_dir / "summary.json", lambda tmp: write_json(tmp, result))
     return result
+
+
+def _rows_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return _row([float(r["dice"]) for r in rows], [float(r["left_lung_dice"]) for r in rows],
+                [float(r["right_lung_dice"]) for r in rows])
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
@@ -387,6 +460,8 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ml.cli import _positive_int
+
     parser = argparse.ArgumentParser(
         prog="python -m ml.shape_prior",
         description="Measure what a learned lung-shape prior (a denoising autoencoder on the training "
@@ -396,18 +471,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--betas", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0],
                         help="prior strengths to try on the validation subset (0, the model alone, is always tried)")
-    parser.add_argument("--epochs", type=int, default=40, help="training epochs of the prior (default 40)")
-    parser.add_argument("--grid", type=int, default=64, help="the prior's grid (default 64)")
-    parser.add_argument("--select-cases", type=int, default=400,
+    parser.add_argument("--epochs", type=_positive_int, default=40, help="training epochs of the prior (default 40)")
+    parser.add_argument("--grid", type=_positive_int, default=64, help="the prior's grid (default 64)")
+    parser.add_argument("--select-cases", type=_positive_int, default=400,
                         help="size of the evenly spaced validation subset that beta is chosen on (default 400)")
     parser.add_argument("--test-split", default="test", help="split scored at the end besides val ('' for none)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--progress", action="store_true", help="show progress bars")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if any(b < 0 for b in args.betas):
         parser.error("--betas must be >= 0")
-    result = measure(args.model, args.manifest, args.out, args.betas, epochs=args.epochs, grid=args.grid,
-                     select_cases=args.select_cases, seed=args.seed, test_split=args.test_split or None)
+    try:
+        cfg = PriorTraining(grid=args.grid, epochs=args.epochs, seed=args.seed)
+    except ValueError as error:
+        parser.error(str(error))
+    result = measure(args.model, args.manifest, args.out, args.betas, cfg, select_cases=args.select_cases,
+                     test_split=args.test_split or None, progress=args.progress)
     print(json.dumps({k: v for k, v in result.items() if k != "settings"}, indent=2))
     return 0
 

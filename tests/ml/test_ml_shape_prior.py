@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from ml import shape_prior as sp
-from ml.data import evenly_spaced
 
 
 def two_lungs(grid: int = 32) -> np.ndarray:
@@ -96,37 +95,66 @@ def test_training_learns_lung_shapes() -> None:
     rng = np.random.default_rng(0)
     maps = np.stack([np.roll(two_lungs(16), int(rng.integers(-1, 2)), axis=1) for _ in range(32)])
     inputs = np.stack([sp.soft_onehot(sp.corrupt_labels(m, rng), 0.5) for m in maps[:8]])
-    channels = (8, 16, 16)
+    cfg = sp.PriorTraining(grid=16, channels=(8, 16, 16), epochs=12, batch_size=8, lr=3e-3)
     torch.manual_seed(0)
-    untrained = sp.foreground_dice(sp.ShapeAutoencoder(grid=16, channels=channels), inputs, maps[:8])
-    trained = sp.train_shape_prior(maps, grid=16, epochs=12, batch_size=8, lr=3e-3, channels=channels)
+    untrained = sp.foreground_dice(cfg.network(), inputs, maps[:8])
+    trained = sp.train_shape_prior(maps, cfg)
     assert sp.foreground_dice(trained, inputs, maps[:8]) > max(0.8, untrained + 0.2)
+    with pytest.raises(ValueError, match="must be"):
+        sp.train_shape_prior(maps[:, :8, :8], cfg)
 
 
-def test_evenly_spaced_subset() -> None:
-    assert evenly_spaced(list(range(10)), 4) == [0, 2, 5, 7]
-    assert evenly_spaced([1, 2], 5) == [1, 2]
-    with pytest.raises(ValueError):
-        evenly_spaced([1], 0)
+def test_training_settings_are_checked_before_any_work() -> None:
+    with pytest.raises(ValueError, match="epochs"):
+        sp.PriorTraining(epochs=0)
+    with pytest.raises(ValueError, match="divisible"):
+        sp.PriorTraining(grid=40)
+
+
+def test_prior_alone_and_the_wrapped_predictor(tiny_model: Path, make_case) -> None:  # noqa: ANN001
+    from ml.inference import CXRPredictor
+
+    base = CXRPredictor.from_registry(str(tiny_model), device="cpu")
+    net = sp.ShapeAutoencoder(grid=32, channels=(4, 8, 8), latent=8)
+    image = make_case(64, seed=3)[0]
+    same = sp.ShapePriorPredictor(base, sp.ShapePrior(net, beta=0.0))
+    assert same.tta_flip == base.tta_flip and same.post == base.post
+    assert np.array_equal(same.predict(image).labels, base.predict(image).labels)
+    canvas = np.random.default_rng(0).random((64, 64), dtype=np.float32)
+    alone = sp.ShapePrior(net, beta=float("inf"))
+    np.testing.assert_allclose(alone.combine(base.probabilities(canvas)), alone.prior_probs(base.probabilities(canvas)),
+                               atol=1e-6)
 
 
 def test_measurement_end_to_end(synthetic_manifest: Path, tiny_model: Path, tmp_path: Path,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+                                capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "prior"
     args = ["--model", str(tiny_model), "--manifest", str(synthetic_manifest), "--out", str(out),
             "--betas", "0.5", "--epochs", "1", "--grid", "32", "--select-cases", "2"]
     assert sp.main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["selection"]["n_cases"] == 2
-    assert set(summary["selection"]["by_beta"]) == {"0.0", "0.5"}
+    assert set(summary["selection"]["by_beta"]) == {"0.0", "0.5", "prior_alone"}
     chosen = str(summary["selection"]["chosen_beta"])
-    for split, n in (("val", 4), ("test", 3)):
+    for split, n in (("val", 4), ("test", 3), ("val_heldout", 2)):
         assert set(summary[split]) == {"0.0", chosen}
         assert summary[split]["0.0"]["n_cases"] == n
-        assert (out / f"{split}_beta0.0" / "per_case.csv").is_file()
+    assert (out / "val_beta0.0" / "per_case.csv").is_file()
     assert "chosen_beta" in capsys.readouterr().out
     stamp = (out / "shape_prior.pt").stat().st_mtime_ns
     assert sp.main(args) == 0  # same settings: the trained prior is reused
     assert (out / "shape_prior.pt").stat().st_mtime_ns == stamp
+    assert sp.main([*args, "--seed", "1"]) == 0  # another seed: trained again
+    assert (out / "shape_prior.pt").stat().st_mtime_ns != stamp
+    stamp = (out / "shape_prior.pt").stat().st_mtime_ns
+    rows = synthetic_manifest.read_text().splitlines()
+    synthetic_manifest.write_text("\n".join(r for r in rows if not r.startswith("synth,c0,")) + "\n")
+    assert sp.main([*args, "--seed", "1"]) == 0  # the manifest changed in place: trained again
+    assert (out / "shape_prior.pt").stat().st_mtime_ns != stamp
     with pytest.raises(SystemExit):
         sp.main([*args[:6], "--betas", "-1"])
+    with pytest.raises(SystemExit):
+        sp.main([*args, "--select-cases", "0"])
+    with pytest.raises(ValueError, match="not a multiple"):  # found before the prior is trained
+        sp.main([*args[:-4], "--grid", "48", "--select-cases", "2", "--out", str(tmp_path / "other")])
+    assert not (tmp_path / "other").exists()

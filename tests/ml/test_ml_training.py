@@ -147,3 +147,12 @@ def test_a_resumed_run_continues_the_unbroken_one(synthetic_manifest: Path, tmp_
     resumed = run("broken", 3)
     for key, value in straight.items():
         assert torch.allclose(value, resumed[key], atol=1e-6), key
+
+
+def test_evenly_spaced_subset() -> None:
+    from ml.data import evenly_spaced
+
+    assert evenly_spaced(list(range(10)), 4) == [0, 2, 5, 7]
+    assert evenly_spaced([1, 2], 5) == [1, 2]
+    with pytest.raises(ValueError):
+        evenly_spaced([1], 0)
