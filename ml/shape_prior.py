@@ -77,7 +77,7 @@ class ShapeAutoencoder(nn.Module):
         levels = len(channels) - 1
         if grid % (2 ** levels) or grid // (2 ** levels) < 2:
             raise ValueError(f"grid {grid} is not divisible by 2**{levels} into at least 2x2 "
-                             f"(instance norm needs more than one pixel); use a grid of {2 ** (levels + 1)} or more")
+                             f"(instance norm needs more than one pixel): use a multiple of {2 ** levels} from {2 ** (levels + 1)} up")
         self.grid, self.channels, self.latent = grid, tuple(channels), latent
         self.bottom = grid // (2 ** levels)
         enc = [_block(NUM_CLASSES, channels[0], 1)]
@@ -486,8 +486,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = PriorTraining(grid=args.grid, epochs=args.epochs, seed=args.seed)
     except ValueError as error:
         parser.error(str(error))
-    result = measure(args.model, args.manifest, args.out, args.betas, cfg, select_cases=args.select_cases,
-                     test_split=args.test_split or None, progress=args.progress)
+    try:
+        result = measure(args.model, args.manifest, args.out, args.betas, cfg, select_cases=args.select_cases,
+                         test_split=args.test_split or None, progress=args.progress)
+    except (ValueError, FileNotFoundError) as error:  # bad settings or inputs: a message, not a traceback
+        parser.error(str(error))
     print(json.dumps({k: v for k, v in result.items() if k != "settings"}, indent=2))
     return 0
 
