@@ -19,8 +19,9 @@ The measurement (nothing here is shipped; see ml/README, "What a learned shape p
 
 trains the prior on the ``train`` split's reference masks, picks the strength ``beta`` on the
 400-case validation subset that training selects on, and scores the chosen strength and
-``beta = 0`` (the model alone) on the full ``val`` and ``test`` splits with ``ml evaluate``'s
-metrics.
+``beta = 0`` (the model alone) with ``ml evaluate``'s metrics on the full ``val`` split, on the
+val cases outside that subset (held out from every choice) and on ``test``; the prior alone is
+scored on the subset.
 """
 
 from __future__ import annotations
