@@ -296,3 +296,9 @@ class MetricTable:
             writer = csv.DictWriter(fh, fieldnames=keys)
             writer.writeheader()
             writer.writerows(self.rows)
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV written by :meth:`MetricTable.write_csv` (e.g. ``per_case.csv``), values as written."""
+    with Path(path).open(newline="") as fh:
+        return list(csv.DictReader(fh))

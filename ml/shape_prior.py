@@ -27,7 +27,6 @@ scored on the subset.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import math
@@ -45,7 +44,7 @@ from torch import nn
 from ml.data import Case, evenly_spaced, load_labels, read_manifest
 from ml.evaluation import evaluate_predictor
 from ml.inference import CXRPredictor
-from ml.metrics import summarize, write_json
+from ml.metrics import read_csv_rows, summarize, write_json
 from ml.preprocessing import letterbox_labels
 from ml.registry import sha256_file
 from ml.training.trainer import per_case_dice, save_atomic, write_atomic
@@ -374,12 +373,31 @@ def _worst_mean(values: Sequence[float], fraction: float = 0.05) -> float:
     return float(ordered[: max(1, int(len(ordered) * fraction))].mean())
 
 
-def _row(dice: Sequence[float], left: Sequence[float], right: Sequence[float]) -> dict[str, Any]:
+def _rows_summary(rows: Sequence[dict[str, str]]) -> dict[str, Any]:
+    """Mean, CI, p05 and worst-5 % mean of the case Dice, and the mean per lung, of ``per_case.csv`` rows."""
+    dice = [float(r["dice"]) for r in rows]
     stats = summarize(dice)
     return {"n_cases": len(dice), "dice_mean": stats["mean"],
             "dice_ci95": [stats.get("ci95_low", math.nan), stats.get("ci95_high", math.nan)],
-            "dice_p05": stats["p05"], "left_lung_dice_mean": float(np.mean(left)),
-            "right_lung_dice_mean": float(np.mean(right)), "dice_worst5pct_mean": _worst_mean(dice)}
+            "dice_p05": stats["p05"], "left_lung_dice_mean": float(np.mean([float(r["left_lung_dice"]) for r in rows])),
+            "right_lung_dice_mean": float(np.mean([float(r["right_lung_dice"]) for r in rows])),
+            "dice_worst5pct_mean": _worst_mean(dice)}
+
+
+def _prior_for(cfg: PriorTraining, settings: dict[str, Any], weights: Path, train_cases: Sequence[Case],
+               size: int, progress: bool) -> ShapeAutoencoder:
+    """The prior saved at ``weights`` if it was trained with exactly ``settings``, else a newly trained one (saved)."""
+    saved = torch.load(weights, map_location="cpu") if weights.is_file() else None
+    if saved is not None and saved.get("settings") == settings:
+        net = cfg.network()
+        net.load_state_dict(saved["state_dict"])
+        logger.info("reusing %s (same settings)", weights)
+        return net
+    maps = training_maps(train_cases, size, cfg.grid)
+    logger.info("training the shape prior on %d reference masks at %d²", len(maps), cfg.grid)
+    net = train_shape_prior(maps, cfg, progress=progress)
+    save_atomic({"state_dict": net.state_dict(), "settings": settings}, weights)
+    return net
 
 
 def measure(model: str, manifest: Path, out_dir: Path, betas: Sequence[float], cfg: PriorTraining | None = None,
@@ -409,22 +427,12 @@ def measure(model: str, manifest: Path, out_dir: Path, betas: Sequence[float], c
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {"training": cfg.to_dict(), "train_split": train_split, "model_input": base.size,
                 "manifest_sha256": sha256_file(manifest)}
-    weights = out_dir / "shape_prior.pt"
-    saved = torch.load(weights, map_location="cpu") if weights.is_file() else None
-    prior_net = cfg.network()
-    if saved is not None and saved.get("settings") == settings:
-        prior_net.load_state_dict(saved["state_dict"])
-        logger.info("reusing %s (same settings)", weights)
-    else:
-        maps = training_maps(train_cases, base.size, cfg.grid)
-        logger.info("training the shape prior on %d reference masks at %d²", len(maps), cfg.grid)
-        prior_net = train_shape_prior(maps, cfg, progress=progress)
-        save_atomic({"state_dict": prior_net.state_dict(), "settings": settings}, weights)
+    prior_net = _prior_for(cfg, settings, out_dir / "shape_prior.pt", train_cases, base.size, progress)
 
-    def score(cases: list[Case], beta: float, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def score(cases: list[Case], beta: float, name: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
         predictor = ShapePriorPredictor(base, ShapePrior(prior_net, beta=beta))
         evaluate_predictor(predictor, cases, out_dir / name, progress=progress)
-        rows = _read_rows(out_dir / name / "per_case.csv")
+        rows = read_csv_rows(out_dir / name / "per_case.csv")
         return _rows_summary(rows), rows
 
     subset = evenly_spaced(val_cases, select_cases)
@@ -435,7 +443,7 @@ def measure(model: str, manifest: Path, out_dir: Path, betas: Sequence[float], c
         "model": base.card.name, "settings": settings,
         "selection": {"split": val_split, "n_cases": len(subset), "by_beta": sweep, "chosen_beta": float(chosen)},
     }
-    chosen_names = {c.case for c in subset}
+    chosen_names = {(c.dataset, c.case) for c in subset}  # case names are unique within a dataset only
     for split, cases in ((val_split, val_cases), (test_split, tests)):
         if not cases:
             continue
@@ -444,20 +452,10 @@ def measure(model: str, manifest: Path, out_dir: Path, betas: Sequence[float], c
             whole, rows = score(cases, beta, f"{split}_beta{beta}")
             result[split][str(beta)] = whole
             if split == val_split:
-                held = [r for r in rows if r["case"] not in chosen_names]
+                held = [r for r in rows if (r["dataset"], r["case"]) not in chosen_names]
                 result.setdefault(f"{split}_heldout", {})[str(beta)] = _rows_summary(held)
     write_atomic(out_dir / "summary.json", lambda tmp: write_json(tmp, result))
     return result
-
-
-def _rows_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return _row([float(r["dice"]) for r in rows], [float(r["left_lung_dice"]) for r in rows],
-                [float(r["right_lung_dice"]) for r in rows])
-
-
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -481,8 +479,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--progress", action="store_true", help="show progress bars")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if any(b < 0 for b in args.betas):
-        parser.error("--betas must be >= 0")
     try:
         cfg = PriorTraining(grid=args.grid, epochs=args.epochs, seed=args.seed)
     except ValueError as error:

@@ -8,15 +8,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 from pathlib import Path
+
+from ml.metrics import read_csv_rows
 
 
 def read_per_case(folder: Path) -> dict[str, dict[str, str]]:
     """The rows of an evaluation folder's ``per_case.csv`` by case (values as written)."""
-    with (Path(folder) / "per_case.csv").open(newline="") as handle:
-        return {row["case"]: row for row in csv.DictReader(handle)}
+    return {row["case"]: row for row in read_csv_rows(Path(folder) / "per_case.csv")}
 
 
 def _fmt(value: str, digits: int = 3) -> str:
