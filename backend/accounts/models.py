@@ -34,3 +34,37 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in project {self.project_id} as {self.role}"
+
+
+class AuditEntry(models.Model):
+    """One administrative action: who did what to which object, with the state before and after.
+
+    Append-only: rows are never updated or deleted by the platform (the admin shows them
+    read-only). ``target_repr`` and ``project_id`` are plain copies, not foreign keys, so the
+    record outlives the object it describes (a deleted series keeps its deletion record).
+    """
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_entries"
+    )
+    #: The actor's username at the time (kept when the user is deleted).
+    actor_name = models.CharField(max_length=150, blank=True)
+    #: Dotted verb, e.g. ``membership.create``, ``project.update``, ``series.delete``.
+    action = models.CharField(max_length=64, db_index=True)
+    #: ``app_label.model`` of the object acted on.
+    target_type = models.CharField(max_length=100)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_repr = models.CharField(max_length=300, blank=True)
+    #: Project the object belongs to (plain id: the record survives the project's deletion).
+    project_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["target_type", "target_id"], name="audit_target_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_name or '-'} {self.action} {self.target_type}#{self.target_id}"
