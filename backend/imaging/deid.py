@@ -55,8 +55,6 @@ TEXT_DUMMY_VRS = frozenset({"AE", "CS", "LO", "SH", "LT", "ST", "UT", "UC", "PN"
 NUMBER_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"})
 BINARY_OR_NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "OB", "OW", "OF", "OD", "OL", "OV"})
 LOCAL_CODING_SCHEMES = frozenset({"L", "LOCAL"})
-PATIENT_NAME_TAG = 0x00100010
-PATIENT_ID_TAG = 0x00100020
 META_KEPT = ("TransferSyntaxUID",)
 
 
@@ -178,7 +176,7 @@ class _Deidentifier:
             elem.value = _map_values(elem.value, self._shift)
         elif elem.VR == "SQ":  # KEEP or CLEAN_ITEMS: the items are de-identified with the same rules
             self._sequence(elem)
-        elif rule is None and self._names_patient(elem):
+        elif self._names_patient(elem):  # kept text that still names the patient
             del ds[elem.tag]
 
     def _default_action(self, elem: DataElement) -> Action:
