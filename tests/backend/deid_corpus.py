@@ -121,7 +121,7 @@ TOP_LEVEL: tuple[tuple[str, str, str], ...] = (
     ("StudyDate", "20190315", "shifted"),
     ("SeriesDate", "20190316", "shifted"),
     ("AcquisitionDateTime", "20190317101500", "shifted"),
-    ("DateOfLastCalibration", "20180611", "shifted"),  # not in the table: shifted all the same
+    ("DateOfLastCalibration", "20180611", "shifted"),  # X in the table, C under the modified-dates option
 )
 
 

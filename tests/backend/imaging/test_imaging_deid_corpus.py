@@ -200,3 +200,15 @@ def test_ingest_of_colliding_names_stores_decodable_instances(project: Any) -> N
         assert stored.PhotometricInterpretation == "MONOCHROME2"
         assert list(stored.ImageType) == ["ORIGINAL", "PRIMARY", "AXIAL"]
         assert stored.pixel_array.tobytes() in originals
+
+
+@pytest.mark.realdata
+def test_real_ct_series_image_attributes_and_pixels_unchanged(shared_data: Any) -> None:
+    """The TCIA series lungdx_A0001 (64 slices): every slice keeps its image attributes and pixels."""
+    paths = sorted((shared_data / "ct" / "dicom" / "lungdx_A0001").glob("*.dcm"))
+    assert len(paths) == 64
+    for path in paths:
+        original, ds, stored = deidentified(path.read_bytes())
+        _assert_image_kept(original, ds, stored)
+        assert not any(elem.tag.is_private for elem in ds.iterall())
+        assert str(original.PatientID).encode() not in stored
