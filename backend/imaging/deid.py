@@ -125,7 +125,7 @@ def identity_pattern(ds: Dataset) -> re.Pattern[str] | None:
     words = sorted((re.escape(t.lower()) for t in tokens if len(t) >= 3), key=len, reverse=True)
     if not words:
         return None
-    return re.compile(r"(?<![0-9a-z])(?:" + "|".join(words) + r")(?![0-9a-z])")
+    return re.compile(r"(?<![^\W_])(?:" + "|".join(words) + r")(?![^\W_])")  # letters/digits delimit words
 
 
 def _map_values(value: Any, func: Any) -> Any:
