@@ -1,27 +1,26 @@
-"""De-identification of DICOM datasets in memory (DICOM PS3.15 Annex E basic profile essentials).
+"""De-identification of DICOM datasets in memory: DICOM PS3.15 Annex E, driven by the full table.
 
 Rules (documented for users in docs/backend.md, keep both in step):
 
+* Every attribute listed in Table E.1-1 (edition and source in ``imaging.deid_profile``) gets
+  its action, in the top-level dataset and inside every sequence item: ``X`` removed, ``Z``
+  emptied, ``D`` replaced by a dummy of its VR, ``U`` remapped, with the options Retain
+  Longitudinal Temporal Information Modified Dates and Retain Patient Characteristics.
 * Patient Name and Patient ID → the per-project pseudonym ``PLR-<12 hex>`` (keyed hash of the
   original Patient ID with the project secret: stable across uploads, not reversible).
-* Every other person name (PN) anywhere, including in sequences → emptied.
-* Birth date emptied; identifying patient, institution, physician, operator, device-serial,
-  request/procedure, clinical-trial and description attributes (``REMOVE_KEYWORDS``) removed;
-  Accession Number and Study ID emptied (type 2).
-* Free text (LT, ST, UT value representations) removed everywhere; unknown-VR (UN) elements
-  removed; any remaining text element that contains the original patient ID or a part of the
-  original patient name (≥ 3 characters) removed.
 * All UIDs (UI), except DICOM-registered ones (root ``1.2.840.10008.``), remapped to
   ``2.25.<128-bit keyed hash>``: same original UID → same new UID within a project.
 * Dates (DA) and the date part of date-times (DT) shifted back by a per-patient offset of
-  1–3650 days (keyed hash of the original Patient ID), so intervals within a patient are kept.
-  Times (TM) are kept. Patient sex, age, size and weight are kept (Retain Patient
-  Characteristics Option); equipment make/model is kept, serial numbers and station names are not.
-* Private tags, overlay (60xx) and curve (50xx) groups, Original/Modified Attributes
-  Sequences and digital signatures removed.
+  1–3650 days (keyed hash of the original Patient ID), also outside the table; times are kept.
+* Beyond the table: every other person name emptied; free text (LT, ST, UT) and unknown-VR
+  (UN) elements removed; private tags, overlay (60xx) and curve (50xx) groups removed; code
+  items of private or local coding schemes (``99…``, ``L``, ``LOCAL``) removed from sequences;
+  remaining LO/SH/UC/AE text in which the original patient ID or name appears as a word
+  removed. The file meta header is rebuilt and the preamble zeroed.
+* Attributes needed to decode or interpret the pixels (``PROTECTED_TAGS``) are never touched.
 * Burned-in Annotation is read before anything changes and reported (YES/NO/UNKNOWN) so the
   series can be flagged; pixels are not altered.
-* Patient Identity Removed = YES and De-identification Method are written.
+* Patient Identity Removed = YES, De-identification Method and its code sequence are written.
 """
 
 from __future__ import annotations
@@ -30,14 +29,16 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+
+from .deid_profile import ANNEX_E_EDITION, PROTECTED_TAGS, Action, rule_for
 
 logger = logging.getLogger(__name__)
 
@@ -45,67 +46,16 @@ UID_ROOT = "2.25."
 DICOM_UID_ROOT = "1.2.840.10008."
 PSEUDONYM_PREFIX = "PLR-"
 MAX_DATE_SHIFT_DAYS = 3650
-DEID_METHOD = "Pleura PS3.15 basic profile; keyed UIDs; dates shifted"
+DEID_METHOD = f"Pleura: PS3.15 E.1-1 ({ANNEX_E_EDITION}); keyed UIDs; dates shifted"
+DUMMY_TEXT = "ANONYMIZED"
 
-REMOVE_KEYWORDS: tuple[str, ...] = (
-    # patient
-    "PatientBirthTime", "OtherPatientIDs", "OtherPatientIDsSequence", "OtherPatientNames",
-    "PatientBirthName", "PatientMotherBirthName", "PatientAddress", "PatientTelephoneNumbers",
-    "MilitaryRank", "BranchOfService", "MedicalRecordLocator", "Occupation",
-    "AdditionalPatientHistory", "PatientComments", "PatientInsurancePlanCodeSequence",
-    "PatientPrimaryLanguageCodeSequence", "CountryOfResidence", "RegionOfResidence",
-    "EthnicGroup", "PatientReligiousPreference", "MedicalAlerts", "Allergies", "SmokingStatus",
-    "LastMenstrualDate", "SpecialNeeds", "PatientState", "ResponsiblePerson",
-    "ResponsibleOrganization", "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence",
-    "CurrentPatientLocation", "PatientInstitutionResidence", "ReferencedPatientSequence",
-    "AdmissionID", "AdmittingDiagnosesDescription", "AdmittingDiagnosesCodeSequence",
-    "PatientTransportArrangements", "PersonAddress", "PersonTelephoneNumbers",
-    # institution, people, equipment identity
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "InstitutionCodeSequence",
-    "StationName", "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers",
-    "ReferringPhysicianIdentificationSequence", "PhysiciansOfRecord",
-    "PhysiciansOfRecordIdentificationSequence", "PerformingPhysicianName",
-    "PerformingPhysicianIdentificationSequence", "NameOfPhysiciansReadingStudy",
-    "PhysiciansReadingStudyIdentificationSequence", "OperatorsName", "OperatorIdentificationSequence",
-    "RequestingPhysician", "RequestingService", "ScheduledPerformingPhysicianName",
-    "ConsultingPhysicianName", "DeviceSerialNumber", "DetectorID", "GantryID", "PlateID",
-    "CassetteID", "ContentCreatorName",
-    # study / request / procedure descriptions and identifiers
-    "StudyDescription", "SeriesDescription", "ProtocolName", "PerformedProcedureStepDescription",
-    "PerformedProcedureStepID", "RequestedProcedureDescription", "RequestedProcedureID",
-    "RequestAttributesSequence", "ImageComments", "StudyComments", "DerivationDescription",
-    "FillerOrderNumberImagingServiceRequest", "PlacerOrderNumberImagingServiceRequest",
-    "ScheduledProcedureStepDescription", "ScheduledProcedureStepID", "ReasonForStudy",
-    "RequestedProcedureCodeSequence", "ProcedureCodeSequence", "PerformedProcedureCodeSequence",
-    # clinical trial
-    "ClinicalTrialSponsorName", "ClinicalTrialProtocolID", "ClinicalTrialProtocolName",
-    "ClinicalTrialSiteID", "ClinicalTrialSiteName", "ClinicalTrialSubjectID",
-    "ClinicalTrialSubjectReadingID", "ClinicalTrialTimePointID", "ClinicalTrialTimePointDescription",
-    "ClinicalTrialCoordinatingCenterName",
-    # provenance that would carry originals
-    "OriginalAttributesSequence", "ModifiedAttributesSequence", "DigitalSignaturesSequence",
-    "EncryptedAttributesSequence", "MACParametersSequence", "DeidentificationMethodCodeSequence",
-    "IconImageSequence",
-)
-EMPTY_KEYWORDS: tuple[str, ...] = ("AccessionNumber", "StudyID", "PatientBirthDate")
-FREE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
-TEXT_VRS = frozenset({"LO", "SH", "CS", "AE", "UC", "LT", "ST", "UT", "PN"})
-
-
-def _tags(keywords: tuple[str, ...]) -> frozenset[int]:
-    tags = set()
-    for keyword in keywords:
-        tag = tag_for_keyword(keyword)
-        if tag is None:
-            raise ValueError(f"unknown DICOM keyword in de-identification rules: {keyword}")
-        tags.add(tag)
-    return frozenset(tags)
-
-
-REMOVE_TAGS = _tags(REMOVE_KEYWORDS)
-EMPTY_TAGS = _tags(EMPTY_KEYWORDS)
-PATIENT_NAME_TAG = 0x00100010
-PATIENT_ID_TAG = 0x00100020
+FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UN"})
+WORD_TEXT_VRS = frozenset({"LO", "SH", "UC", "AE"})
+TEXT_DUMMY_VRS = frozenset({"AE", "CS", "LO", "SH", "LT", "ST", "UT", "UC", "PN", "UR"})
+NUMBER_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"})
+BINARY_OR_NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "OB", "OW", "OF", "OD", "OL", "OV"})
+LOCAL_CODING_SCHEMES = frozenset({"L", "LOCAL"})
+META_KEPT = ("TransferSyntaxUID",)
 
 
 def keyed_digest(secret: str, kind: str, value: str) -> bytes:
@@ -163,12 +113,19 @@ def original_patient_key(ds: Dataset) -> str:
     return f"study:{ds.get('StudyInstanceUID', '')}"
 
 
-def _identity_tokens(ds: Dataset) -> list[str]:
-    tokens = {str(ds.get("PatientID", "") or "").strip()}
+def identity_pattern(ds: Dataset) -> re.Pattern[str] | None:
+    """Whole-word pattern of the original patient ID, name and name parts (≥ 3 characters).
+
+    Whole words only, so that a name part such as ``ONO`` or ``PHIL`` does not match
+    ``MONOCHROME2`` or ``Philips``.
+    """
     name = str(ds.get("PatientName", "") or "").strip()
-    tokens.add(name)
-    tokens.update(part.strip() for part in name.replace("=", "^").split("^"))
-    return sorted((t.lower() for t in tokens if len(t) >= 3), key=len, reverse=True)
+    tokens = {str(ds.get("PatientID", "") or "").strip(), name}
+    tokens.update(part.strip() for part in re.split(r"[\^=\s]+", name))
+    words = sorted((re.escape(t.lower()) for t in tokens if len(t) >= 3), key=len, reverse=True)
+    if not words:
+        return None
+    return re.compile(r"(?<![^\W_])(?:" + "|".join(words) + r")(?![^\W_])")  # letters/digits delimit words
 
 
 def _map_values(value: Any, func: Any) -> Any:
@@ -177,44 +134,96 @@ def _map_values(value: Any, func: Any) -> Any:
     return func(str(value)) if value not in (None, "") else value
 
 
-def _contains_identity(value: Any, tokens: list[str]) -> bool:
-    values = value if isinstance(value, (list, MultiValue)) else [value]
-    texts = [str(v).lower() for v in values if v is not None]
-    return any(token in text for token in tokens for text in texts)
+def _is_local_code(item: Dataset) -> bool:
+    """A code item of a private (``99…``) or local coding scheme: its meaning is free text."""
+    scheme = str(item.get("CodingSchemeDesignator", "") or "").strip().upper()
+    return scheme.startswith("99") or scheme in LOCAL_CODING_SCHEMES
 
 
 class _Deidentifier:
-    def __init__(self, secret: str, pseudonym: str, offset: int, tokens: list[str]) -> None:
-        self.secret = secret
-        self.pseudonym = pseudonym
-        self.offset = offset
-        self.tokens = tokens
+    """Applies the rules to a dataset and its sequence items, in place."""
 
-    def __call__(self, ds: Dataset, elem: DataElement) -> None:
+    def __init__(self, secret: str, offset: int, identity: re.Pattern[str] | None) -> None:
+        self.secret = secret
+        self.offset = offset
+        self.identity = identity
+
+    def clean(self, ds: Dataset) -> None:
+        """De-identify every element of ``ds`` (recursing into sequences)."""
+        for elem in list(ds):
+            self._element(ds, elem)
+
+    def _element(self, ds: Dataset, elem: DataElement) -> None:
         tag = int(elem.tag)
-        group = tag >> 16
-        if elem.tag.is_private or (group & 0xFF00) in (0x5000, 0x6000) or tag in REMOVE_TAGS:
+        if tag in PROTECTED_TAGS:
+            if elem.VR == "UI":
+                elem.value = _map_values(elem.value, self._uid)
+            return
+        if elem.tag.is_private or (tag >> 24) in (0x50, 0x60):
             del ds[elem.tag]
-        elif elem.VR in FREE_TEXT_VRS or elem.VR == "UN":
+            return
+        rule = rule_for(tag)
+        action = rule.action if rule is not None else self._default_action(elem)
+        if action is Action.REMOVE:
             del ds[elem.tag]
-        elif tag in (PATIENT_NAME_TAG, PATIENT_ID_TAG):
-            elem.value = self.pseudonym
-        elif tag in EMPTY_TAGS or elem.VR == "PN":
-            elem.value = ""
+        elif action is Action.EMPTY:
+            elem.value = Sequence() if elem.VR == "SQ" else (None if elem.VR in BINARY_OR_NUMBER_VRS else "")
+        elif action is Action.DUMMY:
+            self._dummy(ds, elem)
+        elif action is Action.REMAP_UID:
+            elem.value = _map_values(elem.value, self._uid)
+        elif action is Action.SHIFT_DATE:
+            elem.value = _map_values(elem.value, self._shift)
+        elif elem.VR == "SQ":  # KEEP or CLEAN_ITEMS: the items are de-identified with the same rules
+            self._sequence(elem)
+        elif self._names_patient(elem):  # kept text that still names the patient
+            del ds[elem.tag]
+
+    def _default_action(self, elem: DataElement) -> Action:
+        """Rules beyond the table for attributes it does not list."""
+        if elem.VR in FREE_TEXT_VRS:
+            return Action.REMOVE
+        if elem.VR == "PN":
+            return Action.EMPTY
+        if elem.VR == "UI":
+            return Action.REMAP_UID
+        if elem.VR in ("DA", "DT"):
+            return Action.SHIFT_DATE
+        return Action.KEEP
+
+    def _dummy(self, ds: Dataset, elem: DataElement) -> None:
+        if elem.VR == "SQ":
+            self._sequence(elem)
         elif elem.VR == "UI":
             elem.value = _map_values(elem.value, self._uid)
-        elif elem.VR == "DA":
-            elem.value = _map_values(elem.value, lambda v: shift_da(v, self.offset))
-        elif elem.VR == "DT":
-            elem.value = _map_values(elem.value, lambda v: shift_dt(v, self.offset))
-        elif elem.VR in TEXT_VRS and elem.value and _contains_identity(elem.value, self.tokens):
+        elif elem.VR in ("DA", "DT"):
+            elem.value = _map_values(elem.value, self._shift)
+        elif elem.VR in TEXT_DUMMY_VRS:
+            elem.value = DUMMY_TEXT
+        elif elem.VR in NUMBER_VRS:
+            elem.value = 0
+        else:  # binary (OB, OW…) and TM: no meaningful dummy; nothing of the original is kept
             del ds[elem.tag]
+
+    def _sequence(self, elem: DataElement) -> None:
+        for item in elem.value:
+            self.clean(item)
+        elem.value = Sequence([item for item in elem.value if not _is_local_code(item)])
+
+    def _names_patient(self, elem: DataElement) -> bool:
+        if self.identity is None or elem.VR not in WORD_TEXT_VRS or elem.value in (None, ""):
+            return False
+        values = elem.value if isinstance(elem.value, (list, MultiValue)) else [elem.value]
+        return any(self.identity.search(str(v).lower()) for v in values)
 
     def _uid(self, uid: str) -> str:
         uid = uid.strip("\x00 ")
         if not uid or uid.startswith(DICOM_UID_ROOT):
             return uid
         return remap_uid(self.secret, uid)
+
+    def _shift(self, value: str) -> str:
+        return shift_dt(value, self.offset) if len(value.strip()) > 8 else shift_da(value, self.offset)
 
 
 def deidentify(ds: Dataset, secret: str) -> DeidResult:
@@ -231,8 +240,7 @@ def deidentify(ds: Dataset, secret: str) -> DeidResult:
     burned_in = str(ds.get("BurnedInAnnotation", "") or "").upper()
     burned_in = burned_in if burned_in in ("YES", "NO") else "UNKNOWN"
     result = DeidResult(pseudonym_for(secret, patient_key), date_offset_days(secret, patient_key), burned_in)
-    worker = _Deidentifier(secret, result.pseudonym, result.date_offset_days, _identity_tokens(ds))
-    ds.walk(worker)
+    _Deidentifier(secret, result.date_offset_days, identity_pattern(ds)).clean(ds)
     ds.PatientName = result.pseudonym
     ds.PatientID = result.pseudonym
     ds.PatientIdentityRemoved = "YES"
@@ -243,7 +251,24 @@ def deidentify(ds: Dataset, secret: str) -> DeidResult:
          _code("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
          _code("113108", "Retain Patient Characteristics Option")]
     )
+    _rebuild_file_meta(ds)
     return result
+
+
+def _rebuild_file_meta(ds: Dataset) -> None:
+    """Keep only the transfer syntax of the received file meta (source AE titles, private
+    information and the original SOP Instance UID go) and zero the preamble."""
+    old = getattr(ds, "file_meta", None) or FileMetaDataset()
+    meta = FileMetaDataset()
+    for keyword in META_KEPT:
+        if keyword in old:
+            setattr(meta, keyword, old[keyword].value)
+    if "SOPClassUID" in ds:
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    if "SOPInstanceUID" in ds:
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta = meta
+    ds.preamble = b"\x00" * 128
 
 
 def _code(value: str, meaning: str) -> Dataset:

@@ -21,6 +21,8 @@ from django.utils import timezone
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_rescale
 
+from config.logsafe import file_ref
+
 from .deid import deidentify, original_patient_key, pseudonym_for
 from .errors import (
     InconsistentSeriesError,
@@ -123,7 +125,7 @@ def _prepare_all(
             raise
         except _UNEXPECTED_FILE_ERRORS as exc:
             # Library errors can quote file contents: report the type only, never the message.
-            logger.warning("could not process %s (%s)", source.name, type(exc).__name__)
+            logger.warning("could not process %s (%s)", file_ref(source.name), type(exc).__name__)
             raise InvalidFileError(source.name, f"the file could not be processed ({type(exc).__name__})") from None
         if progress is not None:
             progress(1)

@@ -15,6 +15,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from config.logsafe import escape
 from imaging.errors import IngestError
 from imaging.models import Modality, Project
 from imaging.services import ingest
@@ -50,7 +51,7 @@ class Command(BaseCommand):
                 except IngestError as exc:
                     totals["failed"] += 1
                     with tqdm.external_write_mode(file=self.stderr):
-                        self.stderr.write(self.style.ERROR(f"rejected {label}: {exc.file_name}: {exc.reason} [{exc.code}]"))
+                        self.stderr.write(self.style.ERROR(f"rejected {escape(label)}: {escape(exc.file_name)}: {escape(exc.reason, limit=1000)} [{exc.code}]"))
                     continue
                 totals["uploads"] += 1
                 totals["instances"] += result.num_instances
