@@ -9,5 +9,6 @@ question it answers; the findings, their numbers and the commands that reproduce
 * ``ablation``: what each X-ray post-processing step is worth.
 * ``compare``: architectures trained under the same budget (U-Net, residual U-Net, attention U-Net).
 * ``shape_prior``: what a learned lung-shape prior adds to the X-ray model.
-* ``ct_ceiling``: how much of the CT error is the 192-pixel in-plane working resolution.
+* ``ct_ceiling``: how far a CT reference surface follows the image (a ceiling for HU-boundary
+  methods such as the rim refinement).
 """
