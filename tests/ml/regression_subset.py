@@ -23,7 +23,11 @@ CT_CASES: tuple[str, ...] = ("cip_copdgene_10002K", "imlab_uiip_id004")
 """CT cases (both in the val split) the subset takes."""
 
 FIXTURE = Path(__file__).with_name("regression_dice.json")
-"""Per-case Dice of the shipped models on this subset, measured before the package was reorganised."""
+"""Per-case Dice of the shipped models on this subset, measured on 2026-12-08 at commit e92478e
+(before the package was split into core / cxr / ct / experiments) with
+``ml.evaluation.evaluate_model("cxr", manifest, split, out)`` for the X-rays and
+``ml.ct.api.evaluate("ct", manifest, "val", out)`` for the CT cases, read from their
+``per_case.csv`` (CT values as written there, to 4 decimals)."""
 
 
 def _write_rows(source: Path, target_dir: Path, keep: list[dict[str, str]], fields: list[str]) -> Path:
