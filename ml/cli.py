@@ -13,10 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +77,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     if cfg["modality"] == "ct":
-        from ml.ct import api
+        from ml.ct import api as ct_api
 
         _refuse_for_ct(args, {"output_dir": "--output-dir (a CT config names its out_dir)"})
-        run_dir = api.train(Path(args.config), resume=not args.no_resume)
+        run_dir = ct_api.train(Path(args.config), resume=not args.no_resume)
     else:
         from ml.cxr import api as cxr_api
 
@@ -102,10 +99,10 @@ def _modality(model: str) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a model on one split of a manifest."""
     if _modality(args.model) == "ct":
-        from ml.ct import api
+        from ml.ct import api as ct_api
 
         _refuse_for_ct(args, {"tta": "--tta/--no-tta", "no_postprocess": "--no-postprocess", "threads": "--threads"})
-        summary = api.evaluate(args.model, Path(args.manifest), args.split, Path(args.out))
+        summary = ct_api.evaluate(args.model, Path(args.manifest), args.split, Path(args.out))
     else:
         from ml.cxr import api as cxr_api
 
@@ -127,11 +124,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         is_volume = Path(args.input).is_dir() or Path(args.input).name.lower().endswith(VOLUME_SUFFIXES)
         args.model = "ct" if is_volume else "cxr"
     if _modality(args.model) == "ct":
-        from ml.ct import api
+        from ml.ct import api as ct_api
 
         _refuse_for_ct(args, {"tta": "--tta/--no-tta", "photometric": "--photometric", "threads": "--threads"})
         _check_output(Path(args.input), Path(args.output), VOLUME_SUFFIXES, "CT label volumes")
-        _print_json(api.predict(args.model, Path(args.input), Path(args.output)))
+        _print_json(ct_api.predict(args.model, Path(args.input), Path(args.output)))
         return 0
     from ml.cxr import api as cxr_api
 
@@ -155,10 +152,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmark speed and print JSON (also written to --out)."""
     if _modality(args.model) == "ct":
-        from ml.ct import api
+        from ml.ct import api as ct_api
 
         _refuse_for_ct(args, {"repeats": "--repeats", "batch": "--batch"})
-        results = api.bench(args.model, Path(args.out) if args.out else None, input_path=args.image,
+        results = ct_api.bench(args.model, Path(args.out) if args.out else None, input_path=args.image,
                             threads=args.threads)
     else:
         from ml.cxr import api as cxr_api

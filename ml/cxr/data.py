@@ -1,4 +1,4 @@
-"""Chest X-ray manifests and datasets.
+"""Chest X-ray manifests, datasets, and reading one input file (PNG/JPEG/TIFF or DICOM).
 
 A manifest is a CSV with at least the columns ``dataset, case, split`` (see
 ``../shared/data/cxr/manifest.csv``). The data root is the manifest's folder; the image of a
@@ -20,6 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ml.cxr.preprocessing import ImageFormatError, letterbox_labels, prepare_image
+from ml.formats import VOLUME_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ NOT_XRAY_MODALITIES = frozenset({"CT", "MR", "PT", "NM", "US", "SEG", "RTSTRUCT"
 """DICOM modalities the X-ray model must not be given (cross-sectional images, non-images)."""
 
 
-def read_input_image(path: Path) -> tuple["np.ndarray", str, tuple[float, float] | None]:
+def read_input_image(path: Path) -> tuple[np.ndarray, str, tuple[float, float] | None]:
     """Read a PNG/JPEG/TIFF or DICOM chest X-ray: (array, photometric, pixel spacing in mm or None).
 
     Raises:
@@ -216,8 +217,6 @@ def read_input_image(path: Path) -> tuple["np.ndarray", str, tuple[float, float]
         ImageFormatError: a folder or CT volume (use a CT model), or a file that is not a
             readable image or DICOM.
     """
-    from ml.formats import VOLUME_SUFFIXES
-
     if path.is_dir() or path.name.lower().endswith(VOLUME_SUFFIXES):
         raise ImageFormatError(f"{path} is a folder or a volume file, not a chest X-ray image: "
                                "for a CT series or volume use --model ct")
