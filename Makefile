@@ -51,7 +51,7 @@ CANDIDATES ?= runs/candidates
 CXR_MANIFEST ?= ../shared/data/cxr/manifest.csv
 CT_MANIFEST ?= ../shared/data/ct/manifest.csv
 CXR_CANDIDATE := $(CANDIDATES)/cxr_resunet_256.pt
-CXR_PACKAGE := $(PY) -m ml.packaging runs/cxr_stage2/best.pt --name cxr_resunet_256 --alias cxr \
+CXR_PACKAGE := $(PY) -m ml.cxr.packaging runs/cxr_stage2/best.pt --name cxr_resunet_256 --alias cxr \
 	--weights-dir $(CANDIDATES) --description "Default chest X-ray lung model: residual U-Net (MONAI UNet, 2 residual units), 256x256, right/left lungs"
 
 train-cxr: venv
@@ -67,10 +67,10 @@ train-cxr: venv
 train-ct: venv
 	$(PY) -m ml train --config ml/configs/ct_loco_nsclc002.yaml
 	$(PY) -m ml train --config ml/configs/ct_loco_nsclc001.yaml
-	$(PY) -m ml.ct.export --checkpoint runs/ct_loco_nsclc002/best.pt --name ct_unet192 --alias ct --weights-dir $(CANDIDATES)
-	$(PY) -m ml.ct.export --checkpoint runs/ct_loco_nsclc001/best.pt --name ct_unet192_loco_nsclc001 \
+	$(PY) -m ml.ct.packaging --checkpoint runs/ct_loco_nsclc002/best.pt --name ct_unet192 --alias ct --weights-dir $(CANDIDATES)
+	$(PY) -m ml.ct.packaging --checkpoint runs/ct_loco_nsclc001/best.pt --name ct_unet192_loco_nsclc001 \
 		--loco-of ct_unet192 --weights-dir $(CANDIDATES)
 	$(PY) -m ml evaluate --model $(CANDIDATES)/ct_unet192.pt --manifest $(CT_MANIFEST) --split all --out runs/train_ct/eval
-	$(PY) -m ml.ct.export --attach-metrics runs/train_ct/eval --name $(CANDIDATES)/ct_unet192.pt
+	$(PY) -m ml.ct.packaging --attach-metrics runs/train_ct/eval --name $(CANDIDATES)/ct_unet192.pt
 	$(PY) -m ml evaluate --model classical --manifest $(CT_MANIFEST) --split all --out runs/train_ct/eval_classical
 	$(PY) -m ml.ct.report --model runs/train_ct/eval --baseline runs/train_ct/eval_classical

@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         call_command("migrate", verbosity=0)
         call_command("sync_model_registry", verbosity=0)
         if args.card:
-            from ml.registry import ModelCard
+            from ml import ModelCard
             from modeling.services import promote, sync_registry
 
             for version in sync_registry([ModelCard.from_file(path) for path in args.card]):

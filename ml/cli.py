@@ -1,7 +1,8 @@
 """Command line: ``python -m ml train|evaluate|predict|export|bench``.
 
 Dispatches by modality: a config (train) or model card (evaluate/predict/bench) whose
-modality is ``ct`` is handed to ``ml.ct.api``; chest X-ray work is done here.
+modality is ``ct`` is handed to :mod:`ml.ct.api`, chest X-ray work to :mod:`ml.cxr.api`. This
+module only parses arguments, refuses options that do not apply, and prints JSON.
 """
 
 from __future__ import annotations
@@ -12,10 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +21,6 @@ logger = logging.getLogger(__name__)
 class UsageError(ValueError):
     """A combination of options the command cannot honour (reported, exit status 2)."""
 
-
-NOT_XRAY_MODALITIES = frozenset({"CT", "MR", "PT", "NM", "US", "SEG", "RTSTRUCT", "RTDOSE", "RTPLAN", "SR"})
-"""DICOM modalities the X-ray model must not be given (cross-sectional images, non-images)."""
 
 LOSSLESS_MASK_SUFFIXES = (".png", ".tif", ".tiff")
 """X-ray label maps are written losslessly: JPEG would blur the labels into other values."""
@@ -82,83 +77,38 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     if cfg["modality"] == "ct":
-        from ml.ct import api
+        from ml.ct import api as ct_api
 
         _refuse_for_ct(args, {"output_dir": "--output-dir (a CT config names its out_dir)"})
-        run_dir = api.train(Path(args.config), resume=not args.no_resume)
+        run_dir = ct_api.train(Path(args.config), resume=not args.no_resume)
     else:
-        from ml.training.cxr import train_from_config
+        from ml.cxr import api as cxr_api
 
-        run_dir = train_from_config(Path(args.config), args.output_dir, resume=not args.no_resume)
+        run_dir = cxr_api.train(Path(args.config), args.output_dir, resume=not args.no_resume)
     print(run_dir)
     return 0
 
 
 def _modality(model: str) -> str:
     """The modality a ``--model`` argument names; ``classical`` is the CT classical baseline."""
-    from ml.ct.api import CLASSICAL
-    from ml.registry import resolve
+    from ml import modality_of
 
-    if model == CLASSICAL:
-        return "ct"
-    return resolve(model).modality
-
-
-def read_input_image(path: Path) -> tuple["np.ndarray", str, tuple[float, float] | None]:
-    """Read a PNG/JPEG/TIFF or DICOM chest X-ray: (array, photometric, pixel spacing in mm or None).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ImageFormatError: a folder or CT volume (use a CT model), or a file that is not a
-            readable image or DICOM.
-    """
-    from ml.ct import VOLUME_SUFFIXES
-    from ml.preprocessing import ImageFormatError
-
-    if path.is_dir() or path.name.lower().endswith(VOLUME_SUFFIXES):
-        raise ImageFormatError(f"{path} is a folder or a volume file, not a chest X-ray image: "
-                               "for a CT series or volume use --model ct")
-    if not path.exists():
-        raise FileNotFoundError(f"image not found: {path}")
-    if path.suffix.lower() in {".dcm", ".dicom"} or path.suffix == "":
-        import pydicom
-
-        try:
-            ds = pydicom.dcmread(path)
-            pixels = ds.pixel_array
-        except (pydicom.errors.InvalidDicomError, AttributeError, RuntimeError, ValueError) as error:
-            raise ImageFormatError(f"{path}: not a readable DICOM image ({error})") from error
-        modality = str(getattr(ds, "Modality", "")).upper()
-        if modality in NOT_XRAY_MODALITIES:
-            raise ImageFormatError(f"{path} is a {modality} image, not a chest X-ray: "
-                                   + ("for a CT series use --model ct with its folder" if modality == "CT"
-                                      else "no model here segments it"))
-        spacing = getattr(ds, "PixelSpacing", None) or getattr(ds, "ImagerPixelSpacing", None)
-        return (pixels, str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")),
-                (float(spacing[0]), float(spacing[1])) if spacing else None)
-    from ml.data import load_image
-
-    return load_image(path), "MONOCHROME2", None
+    return modality_of(model)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a model on one split of a manifest."""
     if _modality(args.model) == "ct":
-        from ml.ct import api
+        from ml.ct import api as ct_api
 
         _refuse_for_ct(args, {"tta": "--tta/--no-tta", "no_postprocess": "--no-postprocess", "threads": "--threads"})
-        summary = api.evaluate(args.model, Path(args.manifest), args.split, Path(args.out))
+        summary = ct_api.evaluate(args.model, Path(args.manifest), args.split, Path(args.out))
     else:
-        from ml.evaluation import evaluate_model
+        from ml.cxr import api as cxr_api
 
-        kwargs: dict[str, Any] = {}
-        if args.tta is not None:
-            kwargs["tta_flip"] = args.tta
-        if args.no_postprocess:
-            kwargs["postprocessing"] = {"keep_largest": False, "remove_specks": False,
-                                        "fill_holes": False, "smooth": False, "fix_sides": False}
-        summary = evaluate_model(args.model, Path(args.manifest), args.split, Path(args.out),
-                                 progress=not args.no_progress, num_threads=args.threads, **kwargs)
+        summary = cxr_api.evaluate(args.model, Path(args.manifest), args.split, Path(args.out), tta=args.tta,
+                                   postprocess=not args.no_postprocess, threads=args.threads,
+                                   progress=not args.no_progress)
     keys = ("n_cases", "dice_mean", "dice_median", "dice_p05", "iou_mean", "pixel_accuracy_mean", "hd95_mean",
             "right_lung_dice_mean", "left_lung_dice_mean", "sides_correct_fraction",
             "dice_right_mean", "dice_left_mean", "hd95_mm_mean", "volume_error_pct_mean")
@@ -168,34 +118,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Segment one image and write the label map."""
-    from ml.ct import VOLUME_SUFFIXES
+    from ml.formats import VOLUME_SUFFIXES
 
     if args.model is None:  # a folder or a volume file is a CT; anything else an X-ray
         is_volume = Path(args.input).is_dir() or Path(args.input).name.lower().endswith(VOLUME_SUFFIXES)
         args.model = "ct" if is_volume else "cxr"
     if _modality(args.model) == "ct":
-        from ml.ct import api
+        from ml.ct import api as ct_api
 
         _refuse_for_ct(args, {"tta": "--tta/--no-tta", "photometric": "--photometric", "threads": "--threads"})
         _check_output(Path(args.input), Path(args.output), VOLUME_SUFFIXES, "CT label volumes")
-        _print_json(api.predict(args.model, Path(args.input), Path(args.output)))
+        _print_json(ct_api.predict(args.model, Path(args.input), Path(args.output)))
         return 0
-    from PIL import Image
-
-    from ml.inference import CXRPredictor
+    from ml.cxr import api as cxr_api
 
     if not Path(args.output).suffix:
         raise UsageError(f"--output {args.output}: give the label file's name, e.g. mask.png")
     _check_output(Path(args.input), Path(args.output), LOSSLESS_MASK_SUFFIXES, "X-ray label maps")
-    image, photometric, spacing = read_input_image(Path(args.input))
-    predictor = CXRPredictor.from_registry(args.model, num_threads=args.threads,
-                                           **({"tta_flip": args.tta} if args.tta is not None else {}))
-    result = predictor.predict(image, args.photometric or photometric, spacing)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(result.labels).save(args.output)
-    _print_json({"output": str(args.output), "model": result.model_name, "shape": list(result.labels.shape),
-                 "confidence": result.confidence, "areas_px": result.areas_px, "areas_mm2": result.areas_mm2,
-                 "timings_ms": {stage: round(ms, 1) for stage, ms in result.timings_ms.items()}})
+    _print_json(cxr_api.predict(args.model, Path(args.input), Path(args.output), photometric=args.photometric,
+                                tta=args.tta, threads=args.threads))
     return 0
 
 
@@ -211,19 +152,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmark speed and print JSON (also written to --out)."""
     if _modality(args.model) == "ct":
-        from ml.ct import api
+        from ml.ct import api as ct_api
 
         _refuse_for_ct(args, {"repeats": "--repeats", "batch": "--batch"})
-        results = api.bench(args.model, Path(args.out) if args.out else None, input_path=args.image,
+        results = ct_api.bench(args.model, Path(args.out) if args.out else None, input_path=args.image,
                             threads=args.threads)
     else:
-        from ml.bench import run_bench
+        from ml.cxr import api as cxr_api
 
-        given = {name: value for name, value in (("repeats", args.repeats), ("batch", args.batch)) if value is not None}
-        results = run_bench(args.model, threads=args.threads, image_path=args.image, **given)
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        results = cxr_api.bench(args.model, Path(args.out) if args.out else None, input_path=args.image,
+                                threads=args.threads, repeats=args.repeats, batch=args.batch)
     _print_json(results)
     return 0
 
@@ -315,9 +253,9 @@ def _domain_errors() -> tuple[type[BaseException], ...]:
     from ml.ct.data import ManifestError as CTManifestError
     from ml.ct.io import CTReadError
     from ml.ct.train import TrainConfigError as CTTrainConfigError
-    from ml.data import ManifestError
+    from ml.cxr.data import ManifestError
     from ml.metrics import ShapeMismatchError
-    from ml.preprocessing import ImageFormatError
+    from ml.cxr.preprocessing import ImageFormatError
     from ml.registry import RegistryError
     from ml.training import TrainingConfigError
 

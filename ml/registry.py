@@ -153,7 +153,7 @@ def resolve(name_or_path: str, weights_dir: Path | None = None) -> ModelCard:
         hint = ""
         if path.suffix != ".json" and path.is_file():
             hint = ("; a training checkpoint must be packaged first (weights + card in ml/weights/): "
-                    f"python -m ml.packaging {path} --name NAME (CT: python -m ml.ct.export --checkpoint {path} "
+                    f"python -m ml.cxr.packaging {path} --name NAME (CT: python -m ml.ct.packaging --checkpoint {path} "
                     "--name NAME), then pass --model NAME")
         raise ModelNotFoundError(f"no model card {card_path} beside {path}{hint}")
     cards = list_cards(weights_dir)

@@ -105,13 +105,9 @@ def card_reference(name: str, weights_file: str = "") -> str:
 
 
 def _load(reference: str, modality: str, device: str) -> Any:
-    if modality == "cxr":
-        from ml.inference import CXRPredictor
+    from ml import load_predictor
 
-        return CXRPredictor.from_registry(reference, device=device)
-    from ml.ct.inference import CTPredictor
-
-    return CTPredictor.from_registry(reference)
+    return load_predictor(reference, device=device if modality == "cxr" else None)
 
 
 def get_predictor(name: str, modality: str, sha256: str, weights_file: str = "", device: str | None = None) -> Any:
@@ -199,7 +195,7 @@ def to_instance_grid(labels: np.ndarray, meta: Any) -> np.ndarray:
     """
     import SimpleITK as sitk
 
-    from ml.ct.io import to_source_slices
+    from ml import to_source_slices
 
     image = sitk.GetImageFromArray(np.ascontiguousarray(labels, dtype=np.uint8))
     image.SetSpacing(meta.spacing)
@@ -251,7 +247,7 @@ def read_ct(series: Any) -> tuple[np.ndarray, Any]:
     Raises:
         ProposalInputError: the series is not a readable, consistent CT volume.
     """
-    from ml.ct.io import CTReadError, read_ct as ml_read_ct
+    from ml import CTReadError, read_ct as ml_read_ct
 
     with _series_folder(series) as folder:
         try:
@@ -303,7 +299,7 @@ def propose_ct(series: Any, name: str, sha256: str, weights_file: str = "") -> P
     Raises:
         ProposalInputError: the series is not a readable CT volume.
     """
-    from ml.ct.classical import segment_classical
+    from ml import segment_classical
 
     started = time.perf_counter()
     volume, meta = read_ct(series)

@@ -19,7 +19,7 @@ def seed_registry_after_migrate(sender: Any, using: str = DEFAULT_DB_ALIAS, **kw
 
         versions = sync_registry()
     except (ImportError, LookupError, ValueError) as exc:
-        # ml not importable, or a card being written / malformed (ml.registry.RegistryError is a
+        # ml not importable, or a card being written / malformed (ml.RegistryError is a
         # LookupError): migrate must not fail for it; `manage.py sync_model_registry` reports it.
         logger.warning("model registry not seeded: %s", exc)
         return

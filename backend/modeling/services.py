@@ -62,7 +62,7 @@ def _repo_relative(path: str | Path) -> str:
 def sync_registry(cards: Iterable[dict[str, Any]] | None = None) -> list[ModelVersion]:
     """Create or update a :class:`ModelVersion` for each shipped model card (idempotent).
 
-    Cards are :class:`ml.registry.ModelCard` objects (or plain dicts with the same keys).
+    Cards are :class:`ml.ModelCard` objects (or plain dicts with the same keys).
 
     The card the ml registry resolves for the bare modality name (``"cxr"``, ``"ct"``) becomes the
     champion when the modality has none yet; the others are candidates. Existing statuses are kept.
@@ -74,9 +74,9 @@ def sync_registry(cards: Iterable[dict[str, Any]] | None = None) -> list[ModelVe
     Returns:
         The versions created or updated.
     """
-    from ml import registry
+    from ml import list_cards
 
-    cards = list(registry.list_cards() if cards is None else cards)
+    cards = list(list_cards() if cards is None else cards)
     synced: list[ModelVersion] = []
     with transaction.atomic():
         for entry in cards:
@@ -110,10 +110,10 @@ def _json_safe(value: Any) -> bool:
 
 
 def _default_card_name(modality: str) -> str | None:
-    from ml import registry
+    from ml import resolve
 
     try:
-        card = registry.resolve(modality)
+        card = resolve(modality)
     except (KeyError, LookupError, ValueError, FileNotFoundError):
         return None
     return card.get("name") if isinstance(card, dict) else getattr(card, "name", None)

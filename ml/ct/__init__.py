@@ -1,4 +1,9 @@
-"""CT lung segmentation: reading, the slice-wise model, 3-D post-processing, quantification."""
+"""CT lung segmentation: reading (``io``), ``data``, ``preprocessing``, the slice-wise ``network``,
+``inference`` (``CTPredictor``), 3-D ``postprocess``, ``quantify``, ``evaluation``, ``train``,
+``classical`` baseline, ``packaging`` of shipped weights, ``report``, and ``api`` (the verbs the CLI
+and :mod:`ml` call: train, evaluate, predict, bench).
+"""
 
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-"""CT volume file suffixes the reader accepts (besides a DICOM series folder); light to import."""
+from ml.formats import VOLUME_SUFFIXES
+
+__all__ = ["VOLUME_SUFFIXES"]

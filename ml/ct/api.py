@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ml import CLASSICAL
 from ml.config import resolve_path
 from ml.ct import train as ct_train
 from ml.ct.classical import segment_classical
@@ -33,9 +34,7 @@ from ml.registry import ModelCard, list_cards, resolve
 
 logger = logging.getLogger(__name__)
 
-CLASSICAL = "classical"
-
-__all__ = ["CTPredictor", "CTResult", "bench", "evaluate", "predict", "segment_classical", "train"]
+__all__ = ["CLASSICAL", "CTPredictor", "CTResult", "bench", "evaluate", "predict", "segment_classical", "train"]
 
 
 def train(config_path: Path, resume: bool = True) -> Path:

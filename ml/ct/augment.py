@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ml.ct.preprocess import HU_WINDOW
+from ml.ct.preprocessing import HU_WINDOW
 from ml.transforms import lung_border, ragged_blob, soft_inside
 
 

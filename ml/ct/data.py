@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ml.ct.io import read_ct, read_label
-from ml.ct.preprocess import crop, resize_slices, stack_neighbours, to_model_grid
+from ml.ct.preprocessing import crop, resize_slices, stack_neighbours, to_model_grid
 
 logger = logging.getLogger(__name__)
 

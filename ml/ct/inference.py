@@ -14,7 +14,7 @@ from scipy import ndimage
 from ml.ct.classical import segment_classical
 from ml.ct.network import predict_lung_probability
 from ml.ct.postprocess import LEFT_LUNG, RIGHT_LUNG, body_mask, bounding_box, components_holding, postprocess_lungs
-from ml.ct.preprocess import Box, small_grid_spacing, to_model_grid, z_factor
+from ml.ct.preprocessing import Box, small_grid_spacing, to_model_grid, z_factor
 from ml.ct.quantify import quantify_lungs
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ HU_REFINEMENT = HURefinement(rim_offset_mm=0.3, margin=0.3, merge_air=True, merg
 """The refinement shipped with the CT model. The reference surface lies ``rim_offset_mm``
 outside the 50 %-air boundary; the offset was fitted on the training cases (full-resolution
 manual NSCLC contours and the 3 mm imlab volumes) and checked on the val cases; see
-ml/README.md. A fixed −250 HU, used before, suits 1 mm voxels only."""
+docs/ml-experiments.md, "CT: post-processing". A fixed −250 HU, used before, suits 1 mm voxels only."""
 
 KEEP_FRAGMENTS_ML = 10.0
 """Network lung components of at least this volume beyond the two lungs are kept (joined to the

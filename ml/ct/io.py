@@ -14,6 +14,9 @@ position: a gantry-tilted (sheared) series is de-sheared in-plane, and missing s
 by linear interpolation along the slice normal (both reported in ``meta.warnings``). Masks are
 then written back on that grid, which may hold more slices than the series has files
 (``meta.interpolated_slices`` lists the extra ones).
+
+Why over 500 lines: reading and writing back share the geometry record (``CTMeta``) and the
+grid a DICOM series is placed on; splitting them would spread one contract over two files.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import pydicom
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ml.ct import VOLUME_SUFFIXES
+from ml.formats import VOLUME_SUFFIXES
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ml.ct.preprocess import stack_neighbours
+from ml.ct.preprocessing import stack_neighbours
 from ml.networks import build_network
 
 logger = logging.getLogger(__name__)

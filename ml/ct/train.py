@@ -114,7 +114,7 @@ class TimeCosineSchedule:
 
     @property
     def elapsed_s(self) -> float:
-        """Training seconds spent, earlier sessions of a resumed run included."""
+        """Training seconds spent, earlier, interrupted invocations of a resumed run included."""
         return time.monotonic() - self.start
 
     @property
@@ -220,7 +220,7 @@ RESUMABLE_CHANGES = frozenset({"epochs", "max_minutes"})
 
 def _resume(last: Path, config: dict[str, Any], model: torch.nn.Module, optimiser: torch.optim.Optimizer,
             generator: torch.Generator) -> dict[str, Any]:
-    """Continue from ``last`` when a previous session of this run left one.
+    """Continue from ``last`` when an earlier, interrupted invocation of this run left one.
 
     Returns the epoch reached (0 for a fresh run), the best val Dice so far and the training
     seconds already spent (the time-based schedule continues from there).

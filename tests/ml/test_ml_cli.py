@@ -105,8 +105,8 @@ def test_manifest_pixel_spacing_adds_distances_in_mm(tiny_model: Path, synthetic
                                                      tmp_path: Path) -> None:
     import csv
 
-    from ml.data import ManifestError, read_manifest
-    from ml.evaluation import evaluate_model
+    from ml.cxr.data import ManifestError, read_manifest
+    from ml.cxr.evaluation import evaluate_model
 
     text = synthetic_manifest.read_text().splitlines()
     rows = [text[0] + ",pixel_spacing_mm"] + [line + (",0.5" if i % 2 else ",0.5 0.25") for i, line in enumerate(text[1:])]

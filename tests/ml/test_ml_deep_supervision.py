@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ml.data import CXRSegmentationDataset, read_manifest
+from ml.cxr.data import CXRSegmentationDataset, read_manifest
 from ml.losses import DiceCE
 from ml.networks import build_network
 from ml.training import TrainConfig, Trainer, TrainingConfigError

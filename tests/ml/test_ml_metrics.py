@@ -63,7 +63,7 @@ def test_empty_conventions() -> None:
 
 def test_a_missed_lung_keeps_its_case_in_the_summary() -> None:
     """Before: HD95 was NaN for a missed lung and summaries silently averaged over fewer cases."""
-    from ml.evaluation import case_metrics
+    from ml.cxr.evaluation import case_metrics
 
     truth = np.zeros((40, 40), np.uint8)
     truth[5:35, 5:18], truth[5:35, 22:35] = 1, 2

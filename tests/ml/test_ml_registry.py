@@ -79,7 +79,7 @@ def _second_tiny_model(tiny_model: Path, seed: int = 1, channels: tuple[int, ...
 
 
 def test_packaged_ensemble_outputs_the_mean_of_its_members_probabilities(tiny_model: Path, tmp_path: Path) -> None:
-    from ml.packaging import package_ensemble
+    from ml.cxr.packaging import package_ensemble
 
     from ml.registry import write_card
 
@@ -104,7 +104,7 @@ def test_packaged_ensemble_outputs_the_mean_of_its_members_probabilities(tiny_mo
 
 
 def test_ensemble_members_must_agree_on_the_input(tiny_model: Path, tmp_path: Path) -> None:
-    from ml.packaging import package_ensemble
+    from ml.cxr.packaging import package_ensemble
     from ml.registry import write_card
 
     other = _second_tiny_model(tiny_model)
@@ -118,7 +118,7 @@ def test_ensemble_members_must_agree_on_the_input(tiny_model: Path, tmp_path: Pa
 
 
 def test_packaging_cli_refuses_a_bad_ensemble_with_a_message() -> None:
-    result = subprocess.run([sys.executable, "-m", "ml.packaging", "--ensemble", "cxr", "ct", "--name", "mixed"],
+    result = subprocess.run([sys.executable, "-m", "ml.cxr.packaging", "--ensemble", "cxr", "ct", "--name", "mixed"],
                             capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 2
     assert "disagree on modality" in result.stderr and "Traceback" not in result.stderr
@@ -128,7 +128,7 @@ def test_packaging_cli_refuses_a_bad_ensemble_with_a_message() -> None:
 def test_packaging_cli_writes_a_candidate_ensemble_to_a_scratch_folder(tiny_model: Path, tmp_path: Path) -> None:
     other = _second_tiny_model(tiny_model)
     root = Path(__file__).resolve().parents[2]
-    result = subprocess.run([sys.executable, "-m", "ml.packaging", "--ensemble", str(tiny_model), str(other),
+    result = subprocess.run([sys.executable, "-m", "ml.cxr.packaging", "--ensemble", str(tiny_model), str(other),
                              "--name", "scratch_ensemble", "--weights-dir", str(tmp_path / "cand")],
                             capture_output=True, text=True, cwd=root)
     assert result.returncode == 0, result.stderr
@@ -150,13 +150,13 @@ def test_packaging_cli_ships_a_training_checkpoint_with_its_card(tmp_path: Path)
     torch.save({"model": net.state_dict(), "epoch": 7, "val_dice": 0.5,
                 "extra": {"config": config, "command": "python -m ml train --config c.yaml"}}, checkpoint)
     root = Path(__file__).resolve().parents[2]
-    result = subprocess.run([sys.executable, "-m", "ml.packaging", str(checkpoint), "--name", "scratch_unet",
+    result = subprocess.run([sys.executable, "-m", "ml.cxr.packaging", str(checkpoint), "--name", "scratch_unet",
                              "--weights-dir", str(tmp_path / "cand")], capture_output=True, text=True, cwd=root)
     assert result.returncode == 0, result.stderr
     model, card = load_model(str(tmp_path / "cand" / "scratch_unet.pt"))  # the hash is checked here
     assert (card.architecture, card.input_size, card.training["checkpoint_epoch"]) == ("unet", [64, 64], 7)
     assert card.training["command"] == "python -m ml train --config c.yaml"
-    from ml.postprocess import PostprocessConfig
+    from ml.cxr.postprocess import PostprocessConfig
     assert card.postprocessing == PostprocessConfig().to_dict(), "the card states the steps it runs"
     x = torch.rand(1, 1, 64, 64)
     with torch.no_grad():
@@ -181,7 +181,7 @@ def test_onnx_backend_checks_where_its_export_came_from(tiny_model: Path, make_c
     import shutil
 
     from ml.export import export_model
-    from ml.inference import CXRPredictor
+    from ml.cxr.inference import CXRPredictor
 
     export_model(str(tiny_model))  # beside the weights: <name>.onnx, stamped with the .pt's sha256
     image = make_case(64)[0]
@@ -210,7 +210,7 @@ def test_onnx_backend_checks_where_its_export_came_from(tiny_model: Path, make_c
 def test_a_training_checkpoint_gets_a_packaging_hint(tmp_path: Path) -> None:
     checkpoint = tmp_path / "best.pt"
     torch.save({"model": {}}, checkpoint)
-    with pytest.raises(ModelNotFoundError, match="python -m ml.packaging .*best.pt --name NAME"):
+    with pytest.raises(ModelNotFoundError, match="python -m ml.cxr.packaging .*best.pt --name NAME"):
         resolve(str(checkpoint))
     with pytest.raises(ModelNotFoundError, match=r"no model card .*missing.json beside .*missing.pt$"):
         resolve(str(tmp_path / "missing.pt"))

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from ml.data import CXRSegmentationDataset, read_manifest
+from ml.cxr.data import CXRSegmentationDataset, read_manifest
 from ml.networks import build_network
 from ml.training import TrainConfig, Trainer
 
@@ -235,7 +235,7 @@ def test_sample_by_needs_a_dataset_and_case_dice_keeps_dataset_order(synthetic_m
 
 
 def test_hard_examples_left_empty_means_uniform_sampling() -> None:
-    from ml.training.cxr import hard_example_setting
+    from ml.cxr.train import hard_example_setting
 
     assert hard_example_setting({"hard_examples": None, "hard_examples_power": None}) == (0.0, 1.0)
     assert hard_example_setting({}) == (0.0, 1.0)
@@ -259,7 +259,7 @@ def test_sample_by_refuses_weights_that_do_not_fit(synthetic_manifest: Path, tmp
 
 
 def test_hard_example_weights_follow_the_starting_models_dice_deficit(synthetic_manifest: Path, tmp_path: Path) -> None:
-    from ml.training.cxr import hard_example_weights
+    from ml.cxr.train import hard_example_weights
     from ml.training.trainer import TrainingConfigError, per_case_dice
 
     train, val = _data(synthetic_manifest)
@@ -314,7 +314,7 @@ def test_a_bad_hard_examples_setting_is_refused_before_the_run_folder_exists(
         synthetic_manifest: Path, tmp_path: Path, key: str, value: object, message: str) -> None:
     import yaml
 
-    from ml.training.cxr import train_from_config
+    from ml.cxr.train import train_from_config
     from ml.training.trainer import TrainingConfigError
 
     config = tmp_path / "hard.yaml"
@@ -338,7 +338,7 @@ def test_a_resumed_hard_example_run_continues_the_unbroken_one(synthetic_manifes
     from torch.utils.data import WeightedRandomSampler
 
     from ml.networks import build_network
-    from ml.training.cxr import train_from_config
+    from ml.cxr.train import train_from_config
 
     kwargs = {"channels": [4, 8], "strides": [2]}
     torch.manual_seed(5)

@@ -32,7 +32,7 @@ def tiny_cxr_card(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_cxr_version(db: Any, tiny_cxr_card: Path) -> ModelVersion:
     """The tiny model registered and promoted to X-ray champion."""
-    from ml.registry import ModelCard
+    from ml import ModelCard
 
     (version,) = services.sync_registry([ModelCard.from_file(tiny_cxr_card)])
     return services.promote(version)

@@ -213,7 +213,7 @@ def test_modality_mismatch_is_refused(project, tiny_cxr_version, ct_version_with
 def test_registry_keeps_exactly_one_champion_per_modality(db, tmp_path):
     from django.db import IntegrityError, transaction
 
-    from ml.registry import ModelCard
+    from ml import ModelCard
 
     cards = [ModelCard.from_file(write_tiny_cxr_model(tmp_path / n, name=n, seed=i)) for i, n in enumerate(["m-a", "m-b"])]
     versions = services.sync_registry(cards)
@@ -233,7 +233,7 @@ def test_registry_keeps_exactly_one_champion_per_modality(db, tmp_path):
 def test_shipped_cards_are_registered_by_the_command(db):
     from django.core.management import call_command
 
-    from ml.registry import list_cards
+    from ml import list_cards
 
     call_command("sync_model_registry")
     shipped = list_cards()

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.realdata, pytest.mark.django_db]
 
 
 def _shipped(modality: str) -> bool:
-    from ml.registry import list_cards
+    from ml import list_cards
 
     return any(card.modality == modality for card in list_cards())
 
@@ -57,7 +57,7 @@ def test_shipped_xray_model_proposes_both_lungs_on_the_right_sides(project, shar
 def test_real_ct_dicom_series_gets_a_plausible_proposal(project, shared_data: Path, ct_version_without_weights,
                                                         django_capture_on_commit_callbacks):
     """With a shipped CT model it must run (no fallback); without one the classical fallback is checked."""
-    from ml.registry import resolve
+    from ml import resolve
 
     shipped = _shipped("ct")
     if shipped:

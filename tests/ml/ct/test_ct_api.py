@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from ml.ct import api
 from ml.ct.inference import upsample_labels
 from ml.ct.phantom import make_phantom
-from ml.ct.preprocess import Box, crop, pool_slices, to_model_grid, uncrop, z_factor
+from ml.ct.preprocessing import Box, crop, pool_slices, to_model_grid, uncrop, z_factor
 from ml.registry import resolve
 
 

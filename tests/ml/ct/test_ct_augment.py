@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ml.ct.augment import augment_batch, random_consolidation
-from ml.ct.preprocess import HU_WINDOW
+from ml.ct.preprocessing import HU_WINDOW
 
 SIZE = 64
 

@@ -26,7 +26,7 @@ CASES = ["nsclc_lung1_001", "nsclc_lung1_002", "cip_copdgene_10002K", "imlab_uii
          "imlab_uiip_id003", "imlab_uiip_id004"]
 KNOWN_SHORTFALL = {
     "nsclc_lung1_002": "held-out NSCLC case: right lung Dice ~0.94; the reference counts the dense collapsed "
-                       "lung behind the tumour as lung in some slices, the model does not; see ml/README.md, CT results",
+                       "lung behind the tumour as lung in some slices, the model does not; see docs/ml-experiments.md, 'CT: what still falls short'",
 }
 _PREDICTORS: dict[str, CTPredictor] = {}
 

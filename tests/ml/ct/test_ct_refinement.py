@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ml.ct.inference import HU_REFINEMENT, HURefinement, upsample_labels
-from ml.ct.preprocess import Box
+from ml.ct.preprocessing import Box
 
 
 def test_fixed_threshold_is_used_whatever_the_spacing() -> None:

@@ -14,8 +14,8 @@ import torch
 import yaml
 
 from ml.ct import api
-from ml.ct.export import ExportError, export_checkpoint
-from ml.ct.export import main as export_main
+from ml.ct.packaging import ExportError, export_checkpoint
+from ml.ct.packaging import main as export_main
 from ml.ct.phantom import make_phantom
 from ml.ct.train import TrainConfigError, train
 

@@ -43,8 +43,8 @@ def onnx_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_onnx_and_torch_label_maps_identical_on_external_test_images(onnx_export: Path, shared_data: Path) -> None:
-    from ml.data import load_image, read_manifest
-    from ml.inference import CXRPredictor, OnnxBackend
+    from ml.cxr.data import load_image, read_manifest
+    from ml.cxr.inference import CXRPredictor, OnnxBackend
 
     torch_pred = CXRPredictor.from_registry("cxr", device="cpu", backend="torch")
     onnx_pred = CXRPredictor.from_registry(str(onnx_export), backend="onnx", num_threads=1)

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ml.data import ManifestError, load_image, load_labels, read_manifest
-from ml.inference import CXRPredictor
+from ml.cxr.data import ManifestError, load_image, load_labels, read_manifest
+from ml.cxr.inference import CXRPredictor
 from ml.metrics import MetricTable, dice, per_label_metrics, summarize, write_json
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def evaluate_predictor(predictor: CXRPredictor | Any, cases: Iterable[Any], out_
 
     Args:
         predictor: loaded model.
-        cases: :class:`ml.data.Case` items.
+        cases: :class:`ml.cxr.data.Case` items.
         out_dir: folder for ``per_case.csv`` and ``summary.json`` (not written when None).
         progress: show a progress bar.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ml.postprocess import PostprocessConfig, fix_sides, largest_component, postprocess
+from ml.cxr.postprocess import PostprocessConfig, fix_sides, largest_component, postprocess
 
 
 def two_lungs() -> np.ndarray:
@@ -103,8 +103,8 @@ def test_blank_images_in_the_baseline_and_in_training_data(synthetic_manifest) -
     import pytest
     from PIL import Image
 
-    from ml.baseline import ClassicalPredictor
-    from ml.data import CXRSegmentationDataset, ManifestError, read_manifest
+    from ml.cxr.classical import ClassicalPredictor
+    from ml.cxr.data import CXRSegmentationDataset, ManifestError, read_manifest
 
     assert not ClassicalPredictor().predict(np.zeros((70, 50), np.uint8)).labels.any()
     Image.fromarray(np.full((64, 64), 9, np.uint8)).save(synthetic_manifest.parent / "synth" / "images" / "c3.png")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml.preprocessing import (
+from ml.cxr.preprocessing import (
     ImageFormatError,
     letterbox,
     letterbox_labels,
@@ -41,7 +41,7 @@ def test_constant_image_gives_zeros() -> None:
 
 
 def test_prepare_image_refuses_a_blank_image() -> None:
-    from ml.preprocessing import BlankImageError, prepare_image
+    from ml.cxr.preprocessing import BlankImageError, prepare_image
 
     with pytest.raises(BlankImageError, match="blank image: every pixel has the value 7"):
         prepare_image(np.full((30, 30), 7, np.uint8), 16)

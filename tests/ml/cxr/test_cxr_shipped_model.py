@@ -15,7 +15,7 @@ pytestmark = pytest.mark.realdata
 def external_summary(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     import torch
 
-    from ml.evaluation import evaluate_model
+    from ml.cxr.evaluation import evaluate_model
 
     try:
         resolve("cxr")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ml.bench import run_bench, synthetic_cxr
+from ml.cxr.bench import run_bench, synthetic_cxr
 
 
 def test_bench_reports_all_sections(tiny_model: Path) -> None:
@@ -20,8 +20,8 @@ def test_bench_reports_all_sections(tiny_model: Path) -> None:
 
 
 def test_bench_of_a_given_file_times_that_file(tiny_model: Path, tmp_path: Path) -> None:
-    from ml.bench import write_dicom_xray
-    from ml.cli import read_input_image
+    from ml.cxr.bench import write_dicom_xray
+    from ml.cxr.data import read_input_image
 
     path = write_dicom_xray(synthetic_cxr(96)[:, :80], tmp_path / "film.dcm", spacing_mm=0.2)
     pixels, photometric, spacing = read_input_image(path)

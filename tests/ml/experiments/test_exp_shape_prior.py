@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ml import shape_prior as sp
+from ml.experiments import shape_prior as sp
 
 
 def two_lungs(grid: int = 32) -> np.ndarray:
@@ -112,7 +112,7 @@ def test_training_settings_are_checked_before_any_work() -> None:
 
 
 def test_prior_alone_and_the_wrapped_predictor(tiny_model: Path, make_case) -> None:  # noqa: ANN001
-    from ml.inference import CXRPredictor
+    from ml.cxr.inference import CXRPredictor
 
     base = CXRPredictor.from_registry(str(tiny_model), device="cpu")
     net = sp.ShapeAutoencoder(grid=32, channels=(4, 8, 8), latent=8)

@@ -10,7 +10,7 @@ margin drawn inside or outside the pleura), not in finding the lung.
 
 Usage::
 
-    python -m ml.ct.ceiling --manifest ../shared/data/ct/manifest.csv --split all --band-mm 1.5 2.5
+    python -m ml.experiments.ct_ceiling --manifest ../shared/data/ct/manifest.csv --split all --band-mm 1.5 2.5
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def case_ceilings(manifest: Path, split: str, bands_mm: list[float]) -> list[dic
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: print one JSON object per case, lung and band."""
-    parser = argparse.ArgumentParser(prog="python -m ml.ct.ceiling", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m ml.experiments.ct_ceiling", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", type=Path, required=True, help="CT manifest CSV")
     parser.add_argument("--split", default="all", help="train, val, test or all (default all)")

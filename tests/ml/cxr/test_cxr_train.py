@@ -9,11 +9,11 @@ import pytest
 import torch
 import yaml
 
-from ml.data import CXRSegmentationDataset, read_manifest
+from ml.cxr.data import CXRSegmentationDataset, read_manifest
 from ml.losses import DiceCE
 from ml.networks import build_network
 from ml.training import TrainConfig, Trainer, TrainingConfigError
-from ml.training.cxr import train_from_config
+from ml.cxr.train import train_from_config
 from ml.transforms import AugmentConfig, BatchAugment
 
 
@@ -103,7 +103,7 @@ def test_config_run_warm_starts_from_init_from(synthetic_manifest: Path, tmp_pat
 
 
 def test_comparison_budget_override_writes_a_derived_config(tmp_path: Path) -> None:
-    from ml.compare import with_budget
+    from ml.experiments.compare import with_budget
 
     derived = with_budget(Path("ml/configs/compare_unet.yaml"), tmp_path, max_minutes=12)
     cfg = yaml.safe_load(derived.read_text())
@@ -115,7 +115,7 @@ def test_comparison_budget_override_writes_a_derived_config(tmp_path: Path) -> N
 
 
 def test_comparison_epoch_budget_drops_the_wall_clock(tmp_path: Path) -> None:
-    from ml.compare import main, with_budget
+    from ml.experiments.compare import main, with_budget
 
     derived = with_budget(Path("ml/configs/compare_resunet_ds.yaml"), tmp_path, epochs=15)
     cfg = yaml.safe_load(derived.read_text())
@@ -150,7 +150,7 @@ def test_a_resumed_run_continues_the_unbroken_one(synthetic_manifest: Path, tmp_
 
 
 def test_evenly_spaced_subset() -> None:
-    from ml.data import evenly_spaced
+    from ml.cxr.data import evenly_spaced
 
     assert evenly_spaced(list(range(10)), 4) == [0, 2, 5, 7]
     assert evenly_spaced([1, 2], 5) == [1, 2]

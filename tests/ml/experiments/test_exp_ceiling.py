@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml.ceiling import main, round_trip
+from ml.experiments.ceiling import main, round_trip
 from ml.metrics import dice
 
 
@@ -53,7 +53,7 @@ def test_cli_needs_a_manifest(capsys) -> None:
 
 
 def test_ceiling_over_a_manifest_split(synthetic_manifest) -> None:
-    from ml.ceiling import resolution_ceiling
+    from ml.experiments.ceiling import resolution_ceiling
 
     found = resolution_ceiling(synthetic_manifest, "test", [16, 64])
     assert set(found) == {"16", "64"}

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from ml.export import export_model
-from ml.inference import CXRPredictor, OnnxBackend, TorchBackend
+from ml.cxr.inference import CXRPredictor, OnnxBackend, TorchBackend
 from ml.registry import load_model
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def run_bench(model: str = "cxr", threads: int = 2, repeats: int = 20, batch: in
 
 def _end_to_end(predictor: CXRPredictor, path: Path, repeats: int) -> dict[str, Any]:
     """File on disk → full-size label map, read as ``ml predict`` reads it."""
-    from ml.cli import read_input_image
+    from ml.cxr.data import read_input_image
 
     def run() -> Any:
         pixels, photometric, spacing = read_input_image(path)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml.inference import CXRPredictor, OnnxBackend, flip_back
-from ml.preprocessing import ImageFormatError
+from ml.cxr.inference import CXRPredictor, OnnxBackend, flip_back
+from ml.cxr.preprocessing import ImageFormatError
 
 
 @pytest.fixture()
@@ -62,8 +62,8 @@ def test_blank_images_get_an_empty_mask(predictor: CXRPredictor, image: np.ndarr
 def test_a_blank_case_in_an_evaluation_scores_as_a_missed_pair_of_lungs(predictor: CXRPredictor, tmp_path: Path) -> None:
     from PIL import Image
 
-    from ml.data import Case
-    from ml.evaluation import evaluate_predictor
+    from ml.cxr.data import Case
+    from ml.cxr.evaluation import evaluate_predictor
 
     labels = np.zeros((64, 64), np.uint8)
     labels[10:50, 8:28], labels[10:50, 36:56] = 1, 2
@@ -112,8 +112,8 @@ def test_difference_resampling_equals_argmax_of_resampled_probs() -> None:
     import torch
     import torch.nn.functional as F
 
-    from ml.inference import resample_labels, softmax_np
-    from ml.preprocessing import letterbox_geometry
+    from ml.cxr.inference import resample_labels, softmax_np
+    from ml.cxr.preprocessing import letterbox_geometry
 
     rng = np.random.default_rng(0)
     probs = softmax_np(rng.normal(size=(1, 3, 64, 64)).astype(np.float32) * 3)[0]
@@ -129,8 +129,8 @@ def test_windowed_resampling_matches_full_interpolation_on_a_lung_layout() -> No
     import torch
     import torch.nn.functional as F
 
-    from ml.inference import resample_labels, softmax_np
-    from ml.preprocessing import letterbox_geometry
+    from ml.cxr.inference import resample_labels, softmax_np
+    from ml.cxr.preprocessing import letterbox_geometry
 
     logits = np.zeros((1, 3, 64, 64), np.float32)
     logits[0, 0] = 4.0

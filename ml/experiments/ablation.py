@@ -1,4 +1,4 @@
-"""What test-time flips and each post-processing step buy (``python -m ml.ablation``).
+"""What test-time flips and each post-processing step buy (``python -m ml.experiments.ablation``).
 
 The network runs once per image on the image and its mirror; every variant (raw argmax,
 post-processing steps, flip TTA with the right/left channels swapped back) is then applied to
@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ml.data import load_image, load_labels, read_manifest
-from ml.evaluation import case_metrics
-from ml.inference import CXRPredictor, flip_back, labels_from_probs, softmax_np
+from ml.cxr.data import load_image, load_labels, read_manifest
+from ml.cxr.evaluation import case_metrics
+from ml.cxr.inference import CXRPredictor, flip_back, labels_from_probs, softmax_np
 from ml.metrics import summarize, write_json
-from ml.postprocess import PostprocessConfig
-from ml.preprocessing import prepare_image
+from ml.cxr.postprocess import PostprocessConfig
+from ml.cxr.preprocessing import prepare_image
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def run(model: str, manifest: Path, split: str, limit: int | None = None) -> dic
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: prints and writes a JSON of variant → statistics per split."""
-    parser = argparse.ArgumentParser(prog="python -m ml.ablation", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ml.experiments.ablation", description=__doc__)
     parser.add_argument("--model", default="cxr")
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--splits", nargs="+", default=["val"])

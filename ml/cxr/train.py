@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ml.config import load_config, resolve_path
-from ml.data import CXRSegmentationDataset, evenly_spaced, read_manifest
+from ml.cxr.data import CXRSegmentationDataset, evenly_spaced, read_manifest
 from ml.networks import build_network, count_parameters
 from ml.registry import sha256_file
 from ml.training.trainer import TrainConfig, Trainer, TrainingConfigError, seed_everything, write_atomic

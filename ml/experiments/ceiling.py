@@ -9,7 +9,7 @@ what the model itself gets wrong.
 
 Usage::
 
-    python -m ml.ceiling --manifest ../shared/data/cxr/manifest.csv --split test --sizes 256 384
+    python -m ml.experiments.ceiling --manifest ../shared/data/cxr/manifest.csv --split test --sizes 256 384
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from ml.data import load_labels, read_manifest
-from ml.evaluation import case_metrics
+from ml.cxr.data import load_labels, read_manifest
+from ml.cxr.evaluation import case_metrics
 from ml.metrics import summarize
-from ml.preprocessing import letterbox, unletterbox_probs
+from ml.cxr.preprocessing import letterbox, unletterbox_probs
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def resolution_ceiling(manifest: Path, split: str, sizes: Sequence[int], limit: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: print the ceiling per size as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m ml.ceiling", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m ml.experiments.ceiling", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", type=Path, required=True, help="CXR manifest CSV")
     parser.add_argument("--split", default="test", help="split to read (default test)")

@@ -1,4 +1,4 @@
-"""Architecture comparison at an equal training budget (``python -m ml.compare``).
+"""Architecture comparison at an equal training budget (``python -m ml.experiments.compare``).
 
 For each config: train (``ml/configs/compare_*.yaml``: same data, augmentation, loss, optimiser,
 wall-clock budget), package the best checkpoint under ``<out>/weights/`` (not shipped), evaluate
@@ -20,16 +20,16 @@ import numpy as np
 import torch
 import yaml
 
-from ml.baseline import ClassicalPredictor
-from ml.bench import _time_ms
+from ml.cxr.classical import ClassicalPredictor
+from ml.cxr.bench import _time_ms
 from ml.config import load_config, resolve_path
-from ml.data import read_manifest
-from ml.evaluation import evaluate_predictor
-from ml.inference import CXRPredictor
+from ml.cxr.data import read_manifest
+from ml.cxr.evaluation import evaluate_predictor
+from ml.cxr.inference import CXRPredictor
 from ml.metrics import write_json
-from ml.packaging import package_checkpoint
+from ml.cxr.packaging import package_checkpoint
 from ml.registry import load_model
-from ml.training.cxr import train_from_config
+from ml.cxr.train import train_from_config
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def markdown_table(results: dict[str, Any], splits: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(prog="python -m ml.compare", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ml.experiments.compare", description=__doc__)
     parser.add_argument("--configs", nargs="+", type=Path,
                         default=[Path(f"ml/configs/compare_{a}.yaml") for a in ("unet", "resunet", "attention_unet")])
     parser.add_argument("--manifest", type=Path, default=resolve_path("../shared/data/cxr/manifest.csv"))

@@ -13,9 +13,9 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from ml.inference import PredictionResult
-from ml.postprocess import PostprocessConfig
-from ml.preprocessing import BlankImageError, prepare_image, unletterbox_labels
+from ml.cxr.inference import PredictionResult
+from ml.cxr.postprocess import PostprocessConfig
+from ml.cxr.preprocessing import BlankImageError, prepare_image, unletterbox_labels
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -73,7 +73,7 @@ def classical_lungs(canvas: np.ndarray, valid: np.ndarray, margin: float = 0.06)
 
 
 class ClassicalPredictor:
-    """Same ``predict`` interface as :class:`ml.inference.CXRPredictor`, no network."""
+    """Same ``predict`` interface as :class:`ml.cxr.inference.CXRPredictor`, no network."""
 
     name = "classical_threshold"
     tta_flip = False

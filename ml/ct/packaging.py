@@ -2,9 +2,9 @@
 
 Usage::
 
-    python -m ml.ct.export --checkpoint runs/ct_loco_nsclc002/best.pt --name ct_unet192_a --alias ct
-    python -m ml.ct.export --refresh-postprocessing --name ct_unet192   # after a post-processing change
-    python -m ml.ct.export --attach-metrics runs/train_ct/eval --name runs/candidates/ct_unet192.pt
+    python -m ml.ct.packaging --checkpoint runs/ct_loco_nsclc002/best.pt --name ct_unet192_a --alias ct
+    python -m ml.ct.packaging --refresh-postprocessing --name ct_unet192   # after a post-processing change
+    python -m ml.ct.packaging --attach-metrics runs/train_ct/eval --name runs/candidates/ct_unet192.pt
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ml.config import resolve_path
 from ml.ct.data import read_manifest
 from ml.ct.inference import HU_REFINEMENT, KEEP_FRAGMENTS_ML, RIM_THRESHOLD_RANGE_HU, HURefinement
 from ml.ct.network import ARCHITECTURE, network_kwargs
-from ml.ct.preprocess import HU_WINDOW
+from ml.ct.preprocessing import HU_WINDOW
 from ml.ct.report import read_per_case
 from ml.packaging import headline, update_card
 from ml.registry import WEIGHTS_DIR, ModelCard, RegistryError, write_card
@@ -231,7 +231,7 @@ def attach_metrics(name: str, eval_dir: Path) -> ModelCard:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: export a checkpoint, refresh a card's post-processing, or attach an evaluation to it."""
-    parser = argparse.ArgumentParser(prog="python -m ml.ct.export", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ml.ct.packaging", description=__doc__)
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--checkpoint", type=Path, help="training checkpoint to export as NAME")
     action.add_argument("--refresh-postprocessing", action="store_true",

@@ -13,9 +13,9 @@ model canvas as a product of experts, ``log p = log p_model + beta * log p_prior
 prior is unsure (along a plausible border) the model decides; where it is sure (far inside or
 far outside any plausible lung) it can overrule an implausible leak or gap.
 
-The measurement (nothing here is shipped; see ml/README, "What a learned shape prior buys")::
+The measurement (nothing here is shipped; see docs/ml-experiments.md, "X-ray: a learned shape prior")::
 
-    python -m ml.shape_prior --model cxr --manifest ../shared/data/cxr/manifest.csv --out runs/shape_prior
+    python -m ml.experiments.shape_prior --model cxr --manifest ../shared/data/cxr/manifest.csv --out runs/shape_prior
 
 trains the prior on the ``train`` split's reference masks, picks the strength ``beta`` on the
 400-case validation subset that training selects on, and scores the chosen strength and
@@ -41,11 +41,11 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from ml.data import Case, evenly_spaced, load_labels, read_manifest
-from ml.evaluation import evaluate_predictor
-from ml.inference import CXRPredictor
+from ml.cxr.data import Case, evenly_spaced, load_labels, read_manifest
+from ml.cxr.evaluation import evaluate_predictor
+from ml.cxr.inference import CXRPredictor
 from ml.metrics import read_csv_rows, summarize, write_json
-from ml.preprocessing import letterbox_labels
+from ml.cxr.preprocessing import letterbox_labels
 from ml.registry import sha256_file
 from ml.training.trainer import per_case_dice, save_atomic, write_atomic
 
@@ -462,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ml.cli import _positive_int
 
     parser = argparse.ArgumentParser(
-        prog="python -m ml.shape_prior",
+        prog="python -m ml.experiments.shape_prior",
         description="Measure what a learned lung-shape prior (a denoising autoencoder on the training "
                     "masks, combined with the model as a product of experts) buys a chest X-ray model.")
     parser.add_argument("--model", default="cxr", help="model name, alias or weights path (default: cxr)")

@@ -1,4 +1,4 @@
-"""Chest X-ray manifests and datasets.
+"""Chest X-ray manifests, datasets, and reading one input file (PNG/JPEG/TIFF or DICOM).
 
 A manifest is a CSV with at least the columns ``dataset, case, split`` (see
 ``../shared/data/cxr/manifest.csv``). The data root is the manifest's folder; the image of a
@@ -19,7 +19,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ml.preprocessing import ImageFormatError, letterbox_labels, prepare_image
+from ml.cxr.preprocessing import ImageFormatError, letterbox_labels, prepare_image
+from ml.formats import VOLUME_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
@@ -202,3 +203,39 @@ class CXRSegmentationDataset(Dataset):
         image = torch.from_numpy(self.images[index].astype(np.float32) / 255.0)[None]
         label = torch.from_numpy(self.labels[index].astype(np.int64))
         return {"image": image, "label": label, "index": index}
+
+
+NOT_XRAY_MODALITIES = frozenset({"CT", "MR", "PT", "NM", "US", "SEG", "RTSTRUCT", "RTDOSE", "RTPLAN", "SR"})
+"""DICOM modalities the X-ray model must not be given (cross-sectional images, non-images)."""
+
+
+def read_input_image(path: Path) -> tuple[np.ndarray, str, tuple[float, float] | None]:
+    """Read a PNG/JPEG/TIFF or DICOM chest X-ray: (array, photometric, pixel spacing in mm or None).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ImageFormatError: a folder or CT volume (use a CT model), or a file that is not a
+            readable image or DICOM.
+    """
+    if path.is_dir() or path.name.lower().endswith(VOLUME_SUFFIXES):
+        raise ImageFormatError(f"{path} is a folder or a volume file, not a chest X-ray image: "
+                               "for a CT series or volume use --model ct")
+    if not path.exists():
+        raise FileNotFoundError(f"image not found: {path}")
+    if path.suffix.lower() in {".dcm", ".dicom"} or path.suffix == "":
+        import pydicom
+
+        try:
+            ds = pydicom.dcmread(path)
+            pixels = ds.pixel_array
+        except (pydicom.errors.InvalidDicomError, AttributeError, RuntimeError, ValueError) as error:
+            raise ImageFormatError(f"{path}: not a readable DICOM image ({error})") from error
+        modality = str(getattr(ds, "Modality", "")).upper()
+        if modality in NOT_XRAY_MODALITIES:
+            raise ImageFormatError(f"{path} is a {modality} image, not a chest X-ray: "
+                                   + ("for a CT series use --model ct with its folder" if modality == "CT"
+                                      else "no model here segments it"))
+        spacing = getattr(ds, "PixelSpacing", None) or getattr(ds, "ImagerPixelSpacing", None)
+        return (pixels, str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")),
+                (float(spacing[0]), float(spacing[1])) if spacing else None)
+    return load_image(path), "MONOCHROME2", None

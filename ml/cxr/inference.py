@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from ml.postprocess import PostprocessConfig, fix_sides, postprocess
-from ml.preprocessing import BlankImageError, LetterboxGeometry, prepare_image
+from ml.cxr.postprocess import PostprocessConfig, fix_sides, postprocess
+from ml.cxr.preprocessing import BlankImageError, LetterboxGeometry, prepare_image
 from ml.registry import SOURCE_SHA256_KEY, ModelCard, WeightsIntegrityError, load_model, resolve, verify_weights
 
 logger = logging.getLogger(__name__)
@@ -290,7 +290,7 @@ class CXRPredictor:
             (every pixel the same value) gets an empty mask with confidence 0.
 
         Raises:
-            ml.preprocessing.ImageFormatError: the array is not a usable image.
+            ml.cxr.preprocessing.ImageFormatError: the array is not a usable image.
         """
         t0 = time.perf_counter()
         try:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ml.ct.ceiling import boundary_ceiling, main
+from ml.experiments.ct_ceiling import boundary_ceiling, main
 from ml.ct.phantom import make_phantom
 
 
