@@ -133,6 +133,7 @@ class PixelGeometry:
     frames: int
     samples: int
     bits_allocated: int
+    subsampled_422: bool = False  # PhotometricInterpretation YBR_FULL_422: 2 bytes per 3 samples
 
     @property
     def frame_pixels(self) -> int:
@@ -141,8 +142,9 @@ class PixelGeometry:
 
     @property
     def encoded_bytes(self) -> int:
-        """Bytes of uncompressed (native) pixel data, all frames (1-bit data packed)."""
-        return -(-self.frame_pixels * self.samples * self.frames * self.bits_allocated // 8)
+        """Bytes of uncompressed (native) pixel data, all frames (1-bit data packed; PS3.5 8.1.1)."""
+        length = -(-self.frame_pixels * self.samples * self.frames * self.bits_allocated // 8)
+        return length // 3 * 2 if self.subsampled_422 else length
 
     @property
     def decoded_bytes(self) -> int:
@@ -256,10 +258,19 @@ def check_jpeg_frame(name: str, geometry: PixelGeometry, index: int, frame: byte
             name, f"JPEG frame {index + 1} is {width}x{height} with {components} component(s), but the DICOM "
             f"header declares {geometry.describe()}",
         )
-    if geometry.frame_pixels > JPEG_BASELINE_MAX_PIXELS_PER_BYTE * len(frame):
+    check_jpeg_size(name, f"JPEG frame {index + 1}", width, height, len(frame))
+
+
+def check_jpeg_size(name: str, what: str, width: int, height: int, length: int) -> None:
+    """A baseline JPEG of ``length`` bytes cannot hold more than 256 pixels per byte.
+
+    Raises:
+        InconsistentPixelDataError: The declared size is impossible for the data held.
+    """
+    if width * height > JPEG_BASELINE_MAX_PIXELS_PER_BYTE * length:
         raise InconsistentPixelDataError(
-            name, f"JPEG frame {index + 1} holds {len(frame)} bytes, too few for {width}x{height} pixels "
-            "(baseline JPEG holds at most 256 pixels per byte): truncated or forged",
+            name, f"{what} declares {width}x{height} pixels but holds {length} bytes, too few for baseline JPEG "
+            f"(at most {JPEG_BASELINE_MAX_PIXELS_PER_BYTE} pixels per byte): truncated or forged",
         )
 
 

@@ -60,6 +60,7 @@ from .limits import (
     PixelGeometry,
     JPEG_BASELINE_MARKERS,
     check_jpeg_frame,
+    check_jpeg_size,
     check_native_length,
     check_png_header,
     check_ratio,
@@ -167,6 +168,7 @@ def _pixel_geometry(name: str, ds: Dataset) -> PixelGeometry:
         geometry = PixelGeometry(
             rows=int(ds.Rows), columns=int(ds.Columns), frames=int(frames_value if frames_value not in (None, "") else 1),
             samples=int(ds.get("SamplesPerPixel", 1) or 1), bits_allocated=int(ds.get("BitsAllocated", 0) or 0),
+            subsampled_422=str(ds.get("PhotometricInterpretation", "") or "") == "YBR_FULL_422",
         )
         bits_stored = int(ds.get("BitsStored", geometry.bits_allocated) or geometry.bits_allocated)
     except (TypeError, ValueError, AttributeError) as exc:
@@ -269,11 +271,8 @@ def _check_image_declaration(name: str, data: bytes, image: Image.Image, budget:
         check_png_header(name, data)
     elif image.format == "JPEG":
         header = jpeg_frame_header(data)
-        if header is not None and header[0] in JPEG_BASELINE_MARKERS and width * height > 256 * len(data):
-            raise InconsistentPixelDataError(
-                name, f"the JPEG declares {width}x{height} pixels but holds {len(data)} bytes, too few for "
-                "baseline JPEG (at most 256 pixels per byte): truncated or forged"
-            )
+        if header is not None and header[0] in JPEG_BASELINE_MARKERS:  # progressive JPEG has no such bound
+            check_jpeg_size(name, "the JPEG", width, height, len(data))
     mode = ImageMode.getmode(image.mode)
     sample_bytes = np.dtype(mode.typestr).itemsize
     budget.charge_decoded(name, width * height * (sample_bytes * len(mode.bands) + 1))
