@@ -72,6 +72,7 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED_MODALITIES = frozenset({"CR", "DX", "CT"})
 SUPPORTED_TRANSFER_SYNTAXES = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, RLELossless, JPEGBaseline8Bit})
+REQUIRED_PIXEL_ATTRIBUTES = ("SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated")
 PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 IMAGE_FORMATS = ("PNG", "JPEG")
 INFLATE_CHUNK = 1024 * 1024
@@ -146,7 +147,7 @@ def _check_and_decode_pixels(name: str, ds: Dataset, transfer_syntax: str, budge
     """Check the declared pixel layout against the pixel data, then decode frame by frame."""
     geometry = _pixel_geometry(name, ds)
     budget.check_image(name, geometry.rows, geometry.columns, "frame")
-    value = next(ds[keyword].value for keyword in PIXEL_DATA_KEYWORDS if keyword in ds)
+    value = next(ds[keyword].value for keyword in PIXEL_DATA_KEYWORDS if keyword in ds) or b""
     if transfer_syntax in (RLELossless, JPEGBaseline8Bit):
         _check_encapsulated(name, geometry, transfer_syntax, value)
     else:
@@ -162,12 +163,15 @@ def _check_and_decode_pixels(name: str, ds: Dataset, transfer_syntax: str, budge
 
 
 def _pixel_geometry(name: str, ds: Dataset) -> PixelGeometry:
-    """The declared pixel layout; refuses values no decoder accepts."""
+    """The declared pixel layout; refuses missing or impossible values no decoder accepts."""
+    missing = [keyword for keyword in REQUIRED_PIXEL_ATTRIBUTES if ds.get(keyword) in (None, "")]
+    if missing:
+        raise InconsistentPixelDataError(name, f"the image pixel description lacks {', '.join(missing)}")
     try:
         frames_value = ds.get("NumberOfFrames", 1)
         geometry = PixelGeometry(
             rows=int(ds.Rows), columns=int(ds.Columns), frames=int(frames_value if frames_value not in (None, "") else 1),
-            samples=int(ds.get("SamplesPerPixel", 1) or 1), bits_allocated=int(ds.get("BitsAllocated", 0) or 0),
+            samples=int(ds.SamplesPerPixel), bits_allocated=int(ds.BitsAllocated),
             subsampled_422=str(ds.get("PhotometricInterpretation", "") or "") == "YBR_FULL_422",
         )
         bits_stored = int(ds.get("BitsStored", geometry.bits_allocated) or geometry.bits_allocated)

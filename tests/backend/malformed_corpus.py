@@ -60,12 +60,15 @@ def _save(ds: object) -> bytes:
 
 
 def _dicom(transfer_syntax: str | None = None, **attributes: object) -> bytes:
-    """The factory's 8x8 16-bit CT with ``attributes`` overwritten (pixel data kept unless given)."""
+    """The factory's 8x8 16-bit CT with ``attributes`` overwritten (``None`` deletes one)."""
     ds = dcmread(io.BytesIO(make_dicom()))
     if transfer_syntax is not None:
         ds.file_meta.TransferSyntaxUID = transfer_syntax
     for keyword, value in attributes.items():
-        setattr(ds, keyword, value)
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
     return _save(ds)
 
 
@@ -215,6 +218,10 @@ CASES: tuple[Case, ...] = (
          400, "inconsistent_pixel_data", lambda: native_dicom(BitsAllocated=8, BitsStored=8, HighBit=7)),
     Case("dicom_bits_allocated_12", "bits12.dcm", "BitsAllocated=12 (no decoder accepts it)",
          400, "inconsistent_pixel_data", lambda: native_dicom(BitsAllocated=12)),
+    Case("dicom_empty_pixel_data", "empty-pixels.dcm", "8x8 16-bit image with a zero-length Pixel Data element",
+         400, "truncated_dicom", lambda: native_dicom(PixelData=b"")),
+    Case("dicom_no_bits_allocated", "no-bits.dcm", "pixel data without BitsAllocated (pixel size unknown)",
+         400, "inconsistent_pixel_data", lambda: native_dicom(BitsAllocated=None)),
     Case("dicom_truncated_pixels", "cut-pixels.dcm", "a 64x64 file cut 500 bytes into its pixel data",
          400, "truncated_dicom", lambda: make_dicom(rows=64, columns=64)[:-500]),
     Case("dicom_truncated_header", "cut-header.dcm", "a file cut inside its data set (300 bytes kept)",
