@@ -107,6 +107,13 @@ class ImageTooLargeError(IngestError):
     code = "image_too_large"
 
 
+class RequestTooLargeError(IngestError):
+    """The upload request as a whole is larger than ``PLEURA_UPLOAD_MAX_REQUEST_BYTES``."""
+
+    status_code = 413
+    code = "request_too_large"
+
+
 class UploadBudgetError(IngestError):
     """The request as a whole inflates or decodes more than its budget."""
 

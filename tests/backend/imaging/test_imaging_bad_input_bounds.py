@@ -179,3 +179,14 @@ def test_scaled_and_float_nifti_keep_their_values(project: Any) -> None:
             ds = pydicom.dcmread(instance.file.open("rb"))
             hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
             assert np.allclose(hu, expected[:, :, k].T, atol=tolerance), name
+
+
+def test_request_over_the_request_limit_is_refused_before_reading(
+    uploader: Callable, settings: Any, _isolated_storage: Path
+) -> None:
+    settings.PLEURA_UPLOAD_MAX_REQUEST_BYTES = 12_000  # one 64x64 file (~9.4 KB) fits, two do not
+    first, second = make_dicom(rows=64, columns=64), make_dicom(rows=64, columns=64, z=2.0)
+    response = uploader(("a.dcm", first), ("b.dcm", second))
+    assert_rejected(response, 413, "request_too_large", "(upload)", _isolated_storage)
+    assert "PLEURA_UPLOAD_MAX_REQUEST_BYTES" in response.json()["detail"]
+    assert uploader(("a.dcm", first)).status_code == 201
