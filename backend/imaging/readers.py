@@ -290,7 +290,7 @@ def _to_uint8_gray(image: Image.Image) -> np.ndarray:
     if image.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
         return np.ascontiguousarray(np.asarray(image.convert("L"), dtype=np.uint8))
     array = np.asarray(image)
-    low, high = float(min(array.min(initial=0), 0)), float(max(array.max(initial=0), 0))
+    low, high = float(array.min(initial=0)), float(array.max(initial=0))
     out = np.zeros(array.shape, dtype=np.uint8)
     if high > low:
         step = max(1, GRAY_CHUNK_PIXELS // max(array.shape[1], 1))
@@ -314,8 +314,8 @@ def nifti_to_datasets(name: str, data: bytes, options: ImageOptions) -> list[Dat
     stored, slope, intercept = _to_int16(image, shape)
     lps = np.diag([-1.0, -1.0, 1.0]) @ np.asarray(image.affine, dtype=np.float64)[:3, :]
     spacing = np.linalg.norm(lps[:, :3], axis=0)
-    if np.any(spacing <= 0):
-        raise InvalidImageError(name, "the NIfTI affine has a zero voxel size")
+    if not np.all(np.isfinite(lps)) or np.any(spacing <= 0):
+        raise InvalidImageError(name, "the NIfTI affine has a zero voxel size or values that are not finite")
     row_cosine, column_cosine = lps[:, 0] / spacing[0], lps[:, 1] / spacing[1]
     digest = sha256_hex(data)
     patient_key = f"key:{options.patient_key}" if options.patient_key else f"file:{digest}"

@@ -122,6 +122,17 @@ def nifti_header(shape: tuple[int, ...], dtype: type = np.int16) -> bytes:
     return header.binaryblock + b"\0" * 4
 
 
+def nifti_nan_affine(shape: tuple[int, int, int]) -> bytes:
+    """A NIfTI-1 of int16 zeros whose sform (the affine used) is NaN in its first row."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.int16)
+    header["vox_offset"] = 352
+    header["sform_code"] = 1
+    header["srow_x"], header["srow_y"], header["srow_z"] = [np.nan, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]
+    return header.binaryblock + b"\0" * 4 + bytes(int(np.prod(shape)) * 2)
+
+
 def nifti_gz_zeros(shape: tuple[int, int, int]) -> bytes:
     """A valid ``.nii.gz`` of int16 zeros, compressed slice by slice (never held whole)."""
     out = io.BytesIO()
@@ -244,6 +255,8 @@ CASES: tuple[Case, ...] = (
          400, "invalid_image", lambda: b"\x1f\x8b\x08\x00" + _random_bytes(4096, 3)),
     Case("nifti_4d", "series.nii", "NIfTI-1 64x64x8x5 (a 4-D series, not a volume)",
          400, "invalid_image", lambda: nifti_header((64, 64, 8, 5)) + bytes(64 * 64 * 8 * 5 * 2)),
+    Case("nifti_nan_affine", "nan.nii", "NIfTI-1 4x4x2 whose affine holds NaN (positions and spacing not finite)",
+         400, "invalid_image", lambda: nifti_nan_affine((4, 4, 2))),
     Case("nifti_complex", "complex.nii", "NIfTI-1 8x8x8 complex64 voxels",
          400, "invalid_image", lambda: nifti_header((8, 8, 8), np.complex64) + bytes(8 * 8 * 8 * 8)),
     Case("png_16bit_12000", "big16.png", "16-bit PNG 12000x12000 (144 M pixels, 288 MB raw) in 280 KB",
