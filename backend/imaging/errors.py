@@ -107,6 +107,13 @@ class ImageTooLargeError(IngestError):
     code = "image_too_large"
 
 
+class DicomTooComplexError(IngestError):
+    """A DICOM data set with more elements or sequence items than any image header needs."""
+
+    status_code = 413
+    code = "dicom_too_complex"
+
+
 class RequestTooLargeError(IngestError):
     """The upload request as a whole is larger than ``PLEURA_UPLOAD_MAX_REQUEST_BYTES``."""
 

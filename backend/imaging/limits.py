@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .errors import (
     ArchiveBombError,
+    DicomTooComplexError,
     ImageTooLargeError,
     InconsistentPixelDataError,
     TruncatedDicomError,
@@ -120,6 +121,54 @@ def check_ratio(name: str, inflated: int, compressed: int, max_ratio: int) -> No
             name, f"{compressed} compressed bytes inflate to {inflated} bytes: compression ratio over "
             f"{max_ratio}:1 (PLEURA_ZIP_MAX_RATIO; possible decompression bomb)",
         )
+
+
+# --- DICOM data set structure: parsing costs time and memory per element and sequence item ----
+
+# Parsing costs ~10 µs and up to ~700 bytes per element or sequence item (pydicom objects), so a
+# file of empty items or elements is a memory and CPU amplifier (800 KB of empty items -> 64 MiB,
+# 8 MB of empty elements -> 11 s). Image headers of CR/DX/CT, enhanced multi-frame included
+# (about 10 items per frame, nested in sequences: not top-level elements), stay far below these.
+MAX_DICOM_ELEMENTS = 10_000  # top level only: an image header has a few hundred
+MAX_DICOM_ITEMS = 100_000
+ITEM_TAGS = (b"\xfe\xff\x00\xe0", b"\xff\xfe\xe0\x00")  # (FFFE,E000) little and big endian
+
+
+def check_dicom_items(name: str, data: bytes) -> None:
+    """Refuse a file holding more sequence items (or fragments) than ``MAX_DICOM_ITEMS``, unparsed.
+
+    Counts the item tag's bytes anywhere in the file: an upper bound on the items pydicom would
+    build (4 random bytes match once in 4 GiB).
+
+    Raises:
+        DicomTooComplexError: Naming the count and the limit.
+    """
+    count = sum(data.count(tag) for tag in ITEM_TAGS)
+    if count > MAX_DICOM_ITEMS:
+        raise DicomTooComplexError(
+            name, f"the file holds {count} sequence items, over the limit of {MAX_DICOM_ITEMS}: not an image header",
+        )
+
+
+class ElementCounter:
+    """A pydicom ``stop_when`` callback that aborts parsing after ``MAX_DICOM_ELEMENTS`` elements."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.count = 0
+
+    def __call__(self, tag: object, vr: str | None, length: int) -> bool:
+        """Count one top-level element; never stops, raises once over the limit.
+
+        Raises:
+            DicomTooComplexError: Naming the limit.
+        """
+        self.count += 1
+        if self.count > MAX_DICOM_ELEMENTS:
+            raise DicomTooComplexError(
+                self.name, f"the data set has more than {MAX_DICOM_ELEMENTS} elements: not an image header",
+            )
+        return False
 
 
 # --- Declared sizes in image headers, read before anything is decoded --------------------------

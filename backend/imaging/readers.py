@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 import highdicom
 import nibabel as nib
 import numpy as np
-import pydicom
 from nibabel.spatialimages import HeaderDataError
 from PIL import Image, ImageMode, UnidentifiedImageError
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_partial
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
     CTImageStorage,
@@ -57,9 +57,11 @@ from .errors import (
 from .limits import (
     VALID_BITS_ALLOCATED,
     DecodeBudget,
+    ElementCounter,
     PixelGeometry,
     JPEG_BASELINE_MARKERS,
     check_jpeg_frame,
+    check_dicom_items,
     check_jpeg_size,
     check_native_length,
     check_png_header,
@@ -113,8 +115,9 @@ def read_dicom(name: str, data: bytes, budget: DecodeBudget | None = None) -> Da
         raise UnsupportedTransferSyntaxError(
             name, f"transfer syntax {DeflatedExplicitVRLittleEndian} (deflated) is not supported"
         )
+    check_dicom_items(name, data)
     try:
-        ds = pydicom.dcmread(io.BytesIO(data))
+        ds = read_partial(io.BytesIO(data), stop_when=ElementCounter(name))  # dcmread, element count bounded
     except InvalidDicomError as exc:
         raise NotDicomError(
             name, "not a DICOM file: no 'DICM' marker and file meta header (expected a DICOM Part-10 file, "

@@ -93,6 +93,29 @@ def _with_sof_size(jpeg: bytes, width: int, height: int) -> bytes:
     return jpeg[: at + 5] + struct.pack(">HH", height, width) + jpeg[at + 9 :]
 
 
+def _insert_before_patient_name(data: bytes, elements: bytes) -> bytes:
+    """Explicit VR little endian ``elements`` inserted before (0010,0010) of a factory file."""
+    at = data.index(b"\x10\x00\x10\x00PN")
+    return data[:at] + elements + data[at:]
+
+
+def dicom_many_items(count: int) -> bytes:
+    """A private sequence (0009,1020) of ``count`` empty items (8 bytes each) in a valid image."""
+    items = b"\xfe\xff\x00\xe0\x00\x00\x00\x00" * count
+    sequence = b"\x09\x00\x20\x10SQ\x00\x00\xff\xff\xff\xff" + items + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    return _insert_before_patient_name(make_dicom(), sequence)
+
+
+def dicom_many_elements(count: int) -> bytes:
+    """``count`` distinct empty private LO elements (8 bytes each, groups 0011, 0013, …) in a valid image."""
+    per_group = 0xF000
+    elements = b"".join(
+        struct.pack("<HH", 0x0011 + 2 * (index // per_group), 0x1000 + index % per_group) + b"LO\x00\x00"
+        for index in range(count)
+    )
+    return _insert_before_patient_name(make_dicom(), elements)
+
+
 def rle_dicom(rows: int, columns: int, frames: int = 1) -> bytes:
     """RLE Lossless, 16-bit, declaring ``rows`` x ``columns`` (x ``frames``), one tiny frame."""
     return _dicom(RLELossless, Rows=rows, Columns=columns, NumberOfFrames=frames,
@@ -233,6 +256,10 @@ CASES: tuple[Case, ...] = (
          400, "truncated_dicom", lambda: native_dicom(PixelData=b"")),
     Case("dicom_no_bits_allocated", "no-bits.dcm", "pixel data without BitsAllocated (pixel size unknown)",
          400, "inconsistent_pixel_data", lambda: native_dicom(BitsAllocated=None)),
+    Case("dicom_many_items", "items.dcm", "a valid 8x8 image with a private sequence of 200000 empty items (1.6 MB)",
+         413, "dicom_too_complex", lambda: dicom_many_items(200_000)),
+    Case("dicom_many_elements", "elements.dcm", "a valid 8x8 image with 200000 empty private elements (1.6 MB)",
+         413, "dicom_too_complex", lambda: dicom_many_elements(200_000)),
     Case("dicom_truncated_pixels", "cut-pixels.dcm", "a 64x64 file cut 500 bytes into its pixel data",
          400, "truncated_dicom", lambda: make_dicom(rows=64, columns=64)[:-500]),
     Case("dicom_truncated_header", "cut-header.dcm", "a file cut inside its data set (300 bytes kept)",
