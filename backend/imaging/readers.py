@@ -41,7 +41,6 @@ from pydicom.uid import (
 
 from .deid import pseudonym_for, remap_uid
 from .errors import (
-    ArchiveBombError,
     EmptyFileError,
     ImageTooLargeError,
     InconsistentPixelDataError,
