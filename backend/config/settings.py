@@ -184,6 +184,17 @@ FILE_UPLOAD_HANDLERS = ["imaging.uploads.LimitedMemoryUploadHandler"]
 FILE_UPLOAD_MAX_MEMORY_SIZE = PLEURA_MAX_UPLOAD_BYTES
 DATA_UPLOAD_MAX_NUMBER_FILES = _env_int("PLEURA_MAX_UPLOAD_FILES", 5000)
 
+# --- Upload limits: what one upload may make a web worker inflate and decode ------------------
+# Declared sizes (DICOM Rows/Columns/NumberOfFrames/BitsAllocated, NIfTI dims, PNG/JPEG headers,
+# zip directories) are checked against these before anything is allocated for them
+# (imaging.limits; docs/backend.md "Bounded memory for any input"); the request body itself is
+# refused from its Content-Length. PLEURA_MAX_IMAGE_PIXELS above
+# caps one 2-D image (DICOM frame, PNG/JPEG, NIfTI slice); PLEURA_ZIP_MAX_RATIO also applies to
+# .nii.gz streams.
+PLEURA_UPLOAD_MAX_REQUEST_BYTES = _env_int("PLEURA_UPLOAD_MAX_REQUEST_BYTES", 2 * 1024 * 1024 * 1024)
+PLEURA_UPLOAD_MAX_INFLATED_BYTES = _env_int("PLEURA_UPLOAD_MAX_INFLATED_BYTES", 2 * 1024 * 1024 * 1024)
+PLEURA_UPLOAD_MAX_DECODED_BYTES = _env_int("PLEURA_UPLOAD_MAX_DECODED_BYTES", 2 * 1024 * 1024 * 1024)
+
 # --- REST API ---------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

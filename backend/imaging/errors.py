@@ -71,6 +71,8 @@ class UnsafeArchiveError(IngestError):
 
 
 class ArchiveBombError(IngestError):
+    """An archive or compressed stream inflates beyond its declared size, a ratio or a size limit."""
+
     status_code = 413
     code = "archive_too_large"
 
@@ -90,3 +92,37 @@ class MixedPatientsError(IngestError):
 
 class NoFilesError(IngestError):
     code = "no_files"
+
+
+class InconsistentPixelDataError(IngestError):
+    """The declared image size cannot match the pixel data the file holds."""
+
+    code = "inconsistent_pixel_data"
+
+
+class ImageTooLargeError(IngestError):
+    """One image (frame, slice) declares more pixels than ``PLEURA_MAX_IMAGE_PIXELS``."""
+
+    status_code = 413
+    code = "image_too_large"
+
+
+class DicomTooComplexError(IngestError):
+    """A DICOM data set with more elements or sequence items than any image header needs."""
+
+    status_code = 413
+    code = "dicom_too_complex"
+
+
+class RequestTooLargeError(IngestError):
+    """The upload request as a whole is larger than ``PLEURA_UPLOAD_MAX_REQUEST_BYTES``."""
+
+    status_code = 413
+    code = "request_too_large"
+
+
+class UploadBudgetError(IngestError):
+    """The request as a whole inflates or decodes more than its budget."""
+
+    status_code = 413
+    code = "upload_budget_exceeded"

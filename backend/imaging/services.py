@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
@@ -32,6 +31,7 @@ from .errors import (
     MixedPatientsError,
     NoFilesError,
 )
+from .limits import DecodeBudget
 from .models import BurnedInAnnotation, Instance, Patient, Project, Series, SourceFormat, Study, Upload
 from .readers import ImageOptions, image_to_dataset, nifti_to_datasets, read_dicom, sha256_hex
 from .signals import series_ingested
@@ -96,10 +96,11 @@ def ingest(
         IngestError: A subclass naming the offending file and the reason. Nothing is stored then.
     """
     limits = limits or Limits.from_settings()
-    files = expand(sources, limits)
+    budget = DecodeBudget.from_settings()  # one per upload: what it may inflate and decode
+    files = expand(sources, limits, budget)
     if not files:
         raise NoFilesError("(upload)", "no files were received")
-    prepared = _prepare_all(project, files, patient_key=patient_key, modality=modality, limits=limits, progress=progress)
+    prepared = _prepare_all(project, files, patient_key=patient_key, modality=modality, budget=budget, progress=progress)
     result = _store(project, prepared, user=user, origin=origin, num_files=len(files))
     logger.info(
         "ingested upload %s into project %s: %d instances in %d series, %d duplicates skipped",
@@ -109,13 +110,10 @@ def ingest(
 
 
 def _prepare_all(
-    project: Project, files: Sequence[SourceFile], *, patient_key: str | None, modality: str, limits: Limits,
+    project: Project, files: Sequence[SourceFile], *, patient_key: str | None, modality: str, budget: DecodeBudget,
     progress: ProgressCallback | None,
 ) -> list[PreparedInstance]:
-    options = ImageOptions(
-        secret=project.deid_secret, patient_key=patient_key, modality=modality,
-        max_image_pixels=settings.PLEURA_MAX_IMAGE_PIXELS, max_decompressed_bytes=limits.max_archive_total_bytes,
-    )
+    options = ImageOptions(secret=project.deid_secret, patient_key=patient_key, modality=modality, budget=budget)
     prepared: list[PreparedInstance] = []
     first_patient: tuple[str, str] | None = None  # (original key, file name); memory only
     for source in files:
@@ -139,7 +137,7 @@ def _prepare_one(
     """Validate, convert and de-identify one file; append to ``prepared``; return the first patient."""
     kind = kind_of(source)
     if kind == "dicom":
-        ds = read_dicom(source.name, source.data)
+        ds = read_dicom(source.name, source.data, options.budget)
         key = original_patient_key(ds)
         if first_patient is None:
             first_patient = (key, source.name)

@@ -1,7 +1,8 @@
 """Input files for ingest: upload names + bytes, from uploads, paths and .zip archives.
 
-Archive members are checked before extraction: no absolute or ``..`` names, bounded member
-count, bounded total size and compression ratio; reads are bounded too (headers can lie).
+Archive members are checked before extraction: no absolute or ``..`` names, no nested archives,
+bounded member count, bounded total size and compression ratio (per member and for the whole
+archive); reads are bounded too (headers can lie) and charged to the request's ``DecodeBudget``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from pathlib import Path, PurePosixPath
 from django.conf import settings
 
 from .errors import ArchiveBombError, FileTooLargeError, NotDicomError, UnsafeArchiveError
+from .limits import DecodeBudget, check_ratio
 
 logger = logging.getLogger(__name__)
 
 ZIP_MAGIC = b"PK\x03\x04"
 SKIPPED_NAMES = frozenset({"DICOMDIR", ".DS_Store", "Thumbs.db"})
-RATIO_CHECK_MIN_BYTES = 1024 * 1024
+ARCHIVE_SUFFIXES = (".zip",)
 
 
 @dataclass(frozen=True)
@@ -70,13 +72,17 @@ def check_size(name: str, size: int, limits: Limits) -> None:
         raise FileTooLargeError(name, f"the file is {size} bytes, over the limit of {limits.max_file_bytes} bytes")
 
 
-def expand(sources: Iterable[SourceFile], limits: Limits) -> list[SourceFile]:
-    """Check sizes and replace each .zip by its members (one level; nested archives rejected)."""
+def expand(sources: Iterable[SourceFile], limits: Limits, budget: DecodeBudget | None = None) -> list[SourceFile]:
+    """Check sizes and replace each .zip by its members (one level; nested archives rejected).
+
+    Inflated member bytes are charged to ``budget`` (a fresh one from settings when omitted).
+    """
+    budget = budget if budget is not None else DecodeBudget.from_settings()
     out: list[SourceFile] = []
     for source in sources:
         check_size(source.name, len(source.data), limits)
         if kind_of(source) == "zip":
-            out.extend(read_zip(source, limits))
+            out.extend(read_zip(source, limits, budget))
         else:
             out.append(source)
     return out
@@ -92,7 +98,7 @@ def _safe_member_name(archive: str, member: str) -> str:
     return normalized
 
 
-def read_zip(source: SourceFile, limits: Limits) -> list[SourceFile]:
+def read_zip(source: SourceFile, limits: Limits, budget: DecodeBudget) -> list[SourceFile]:
     """Members of a zip archive as ``SourceFile`` (named ``archive.zip/member``), bounded."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(source.data))
@@ -109,11 +115,14 @@ def read_zip(source: SourceFile, limits: Limits) -> list[SourceFile]:
         for info, member in members:
             if info.is_dir() or _skipped(member):
                 continue
-            data = _read_member(archive, info, f"{source.name}/{member}", limits, total)
+            name = f"{source.name}/{member}"
+            if member.lower().endswith(ARCHIVE_SUFFIXES):
+                raise NotDicomError(name, "nested archives are not supported; put the files in one .zip")
+            data = _read_member(archive, info, name, limits, total, budget)
             total += len(data)
-            member_source = SourceFile(f"{source.name}/{member}", data)
+            member_source = SourceFile(name, data)
             if kind_of(member_source) == "zip":
-                raise NotDicomError(member_source.name, "nested archives are not supported")
+                raise NotDicomError(member_source.name, "nested archives are not supported; put the files in one .zip")
             out.append(member_source)
     return out
 
@@ -124,31 +133,40 @@ def _skipped(member: str) -> bool:
 
 
 def _check_declared_sizes(source: SourceFile, infos: list[zipfile.ZipInfo], limits: Limits) -> None:
+    """Totals and ratios from the central directory, before any member is inflated.
+
+    Compressed sizes are capped at the archive's own size, so a directory that overstates them
+    cannot hide a high ratio.
+    """
     total = sum(info.file_size for info in infos)
     if total > limits.max_archive_total_bytes:
         raise ArchiveBombError(
-            source.name, f"the archive expands to {total} bytes, over the limit of {limits.max_archive_total_bytes}"
+            source.name, f"the archive expands to {total} bytes, over the limit of {limits.max_archive_total_bytes} "
+            "(PLEURA_ZIP_MAX_TOTAL_BYTES)"
         )
+    archive_size = len(source.data)
     for info in infos:
         if info.flag_bits & 0x1:
             raise NotDicomError(f"{source.name}/{info.filename}", "encrypted archive members are not supported")
         check_size(f"{source.name}/{info.filename}", info.file_size, limits)
-        if info.file_size >= RATIO_CHECK_MIN_BYTES and info.file_size > limits.max_archive_ratio * max(info.compress_size, 1):
-            raise ArchiveBombError(
-                f"{source.name}/{info.filename}",
-                f"compression ratio over {limits.max_archive_ratio}:1 (possible zip bomb)",
-            )
+        check_ratio(f"{source.name}/{info.filename}", info.file_size, min(info.compress_size, archive_size),
+                    limits.max_archive_ratio)
+    compressed = min(sum(info.compress_size for info in infos), archive_size)
+    check_ratio(source.name, total, compressed, limits.max_archive_ratio)
 
 
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, limits: Limits, total: int) -> bytes:
+def _read_member(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, limits: Limits, total: int, budget: DecodeBudget
+) -> bytes:
     """Read a member, stopping as soon as it exceeds its declared size or the limits."""
-    budget = min(info.file_size, limits.max_file_bytes, limits.max_archive_total_bytes - total)
+    room = min(info.file_size, limits.max_file_bytes, limits.max_archive_total_bytes - total)
     out = io.BytesIO()
     try:
         with archive.open(info) as stream:
             while chunk := stream.read(1024 * 1024):
+                budget.charge_inflated(name, len(chunk))
                 out.write(chunk)
-                if out.tell() > budget:
+                if out.tell() > room:
                     raise ArchiveBombError(name, "the member expands beyond its declared size or the limits")
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise NotDicomError(name, f"the archive member cannot be read ({type(exc).__name__})") from exc
