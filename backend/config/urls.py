@@ -9,7 +9,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import APIRootView, DefaultRouter
 
-from accounts.views import MembershipViewSet, me
+from accounts.views import AuditEntryViewSet, MembershipViewSet, me
 from imaging.views import (
     InstanceViewSet,
     PatientViewSet,
@@ -33,7 +33,7 @@ API_ROOT = {
     "projects": "project-list", "memberships": "membership-list", "patients": "patient-list",
     "studies": "study-list", "series": "series-list", "instances": "instance-list", "uploads": "upload-list",
     "models": "modelversion-list", "proposals": "proposaljob-list", "revisions": "maskrevision-list",
-    "qc": "qcsummary-list", "annotation/tasks": "annotation-task-queue", "me": "me",
+    "qc": "qcsummary-list", "annotation/tasks": "annotation-task-queue", "audit": "auditentry-list", "me": "me",
     "schema": "schema", "docs": "api-docs",
 }
 
@@ -46,6 +46,7 @@ router.register("studies", StudyViewSet)
 router.register("series", SeriesViewSet)
 router.register("instances", InstanceViewSet)
 router.register("uploads", UploadViewSet)
+router.register("audit", AuditEntryViewSet)
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/queue/", permanent=False)),
