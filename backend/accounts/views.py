@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import api_view
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import PermissionDenied, Throttled, ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -99,6 +101,25 @@ class AuditEntryViewSet(viewsets.ReadOnlyModelViewSet):
         if self.request.user.is_superuser:
             return entries
         return entries.filter(project_id__in=project_ids_for(self.request.user, MANAGE_ROLES))
+
+
+class ObtainAuthTokenView(ObtainAuthToken):
+    """POST ``username`` + ``password`` → ``{"token"}``; 429 while django-axes locks the login out.
+
+    The lock-out itself is decided by django-axes (its authentication backend); DRF's request
+    hides the flag from the axes middleware, so this view turns it into the same 429 answer.
+    """
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            return super().post(request, *args, **kwargs)
+        except ValidationError:
+            if getattr(request, "axes_locked_out", False):
+                raise Throttled(
+                    wait=settings.AXES_COOLOFF_TIME.total_seconds(),
+                    detail="too many failed logins for this user from this address; try again later",
+                ) from None
+            raise
 
 
 @extend_schema(responses=MeSerializer)
