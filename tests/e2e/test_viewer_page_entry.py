@@ -80,3 +80,25 @@ def test_main_entry_mounts_viewer_and_autosaves(page, viewer_server: ViewerServe
     assert page.evaluate(fire) is True, "leaving with unsaved edits would not warn"
     page.evaluate("window.viewer.markSaved()")
     assert page.evaluate(fire) is False, "leaving with everything saved would still warn"
+
+
+COMPRESSED_JS = """async () => {
+  const P = window.Pleura;
+  const imageIds = P.instanceImageIds({instances: [{sop_instance_uid: '1', url: '/dicom/xray-jpegls.dcm'}]});
+  const {viewer} = await P.mountViewer(document.getElementById('root'), {imageIds, modality: 'CR'});
+  window.viewer = viewer;
+  return imageIds;
+}"""
+
+
+def test_compressed_image_decodes_under_the_sites_policy(page, viewer_server: ViewerServer) -> None:
+    """A JPEG-LS instance goes through the CharLS WebAssembly codec (in the viewer's decode worker,
+    whose script is a static file like in production) and is shown under the site's page policy."""
+    page.goto(viewer_server.url("/page"))
+    wait_for_js(page, "window.Pleura !== undefined", timeout=30_000)
+    page.evaluate(COMPRESSED_JS)
+    state = wait_for_js(page, "['ready', 'error'].includes(document.querySelector('.pv-status')?.dataset.state)"
+                              " && document.querySelector('.pv-status').dataset.state", timeout=60_000)
+    violations = [m for m in page.console_messages if "Content Security Policy" in m]
+    assert not violations, violations
+    assert state == "ready", page.console_messages[-10:]

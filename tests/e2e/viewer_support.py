@@ -142,6 +142,17 @@ def xray_dicom() -> bytes:
     return _to_bytes(ds)
 
 
+def xray_dicom_jpegls() -> bytes:
+    """:func:`xray_dicom` compressed with lossless JPEG-LS: the browser decodes it with the CharLS
+    WebAssembly codec, which the site's Content-Security-Policy must let compile."""
+    import pydicom
+    from pydicom.uid import JPEGLSLossless
+
+    ds = pydicom.dcmread(io.BytesIO(xray_dicom()))
+    ds.compress(JPEGLSLossless, encoding_plugin="pyjpegls")
+    return _to_bytes(ds)
+
+
 def ct_series(implicit_vr: bool = False) -> list[bytes]:
     """CT Image Storage stack, stored as unsigned values with RescaleIntercept -1024, 2.5 mm apart;
     explicit VR little endian, or implicit VR as many scanners send it."""

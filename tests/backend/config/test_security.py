@@ -134,6 +134,17 @@ def test_successful_logins_never_lock(throttled: User, client: Any) -> None:
         client.logout()
 
 
+def test_api_docs_have_no_inline_script(client: Any, db: Any) -> None:
+    """Swagger UI under the policy: its set-up script is a separate file (drf-spectacular's split view)."""
+    page = client.get("/api/docs/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "<script>" not in html and "?script=" in html
+    script_url = html.split('src="')[-1].split('"')[0].replace("&amp;", "&")
+    script = client.get(script_url)
+    assert script.status_code == 200 and script["Content-Type"].startswith("application/javascript")
+
+
 def test_env_files_are_ignored_by_git_and_the_image() -> None:
     for path in (".env", "deploy/.env.production"):
         proc = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)

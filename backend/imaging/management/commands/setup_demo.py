@@ -39,5 +39,5 @@ class Command(BaseCommand):
         self.stdout.write(f"  project:  '{demo.project_name}' (id {demo.project_id})")
         self.stdout.write(f"  token:    {demo.token}  (header 'Authorization: Token {demo.token}')")
         self.stdout.write(
-            f"  import:   .venv/bin/python manage.py import_studies PATH --project {demo.project_name}"
+            f"  import:   DEBUG=1 .venv/bin/python manage.py import_studies PATH --project {demo.project_name}"
         )
