@@ -11,10 +11,22 @@ PORT ?= 8000
 
 .PHONY: venv frontend demo serve test check-services bench train-cxr train-ct lint
 
-$(VENV)/.installed: requirements.txt
+## torch==2.13.0 must be the CPU build: pip takes a local CPU wheel when its configuration offers
+## one (find-links), else the PyTorch CPU index (PyPI's torch is the multi-GB CUDA build). Then the
+## project itself, editable and without dependencies: backend/ and ml/ importable from anywhere.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_PIN := $(shell grep -E '^torch==' requirements.txt)
+
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -r requirements.txt
+	@if $(PIP) install --dry-run --no-index --no-deps "$(TORCH_PIN)" 2>/dev/null | grep -q '+cpu'; then \
+		echo "$(TORCH_PIN): local CPU wheel"; $(PIP) install -q -r requirements.txt; \
+	else \
+		echo "$(TORCH_PIN): CPU wheel index $(TORCH_CPU_INDEX)"; \
+		$(PIP) install -q --extra-index-url $(TORCH_CPU_INDEX) -r requirements.txt; \
+	fi
+	$(PIP) install -q --no-deps -e .
 	touch $@
 
 venv: $(VENV)/.installed
@@ -22,14 +34,16 @@ venv: $(VENV)/.installed
 frontend:
 	@if [ -f frontend/package.json ]; then cd frontend && npm ci --no-audit --no-fund && npm run build; fi
 
-## Embedded default: SQLite, in-process tasks, local files under $(PLEURA_DATA_DIR).
+## Embedded default: SQLite, in-process tasks, local files under $(PLEURA_DATA_DIR), DEBUG on with
+## the development key (the settings fail closed without DEBUG=1). Leaves one process running in
+## the foreground: Django's development server on $(HOST):$(PORT) (Ctrl-C stops it).
 demo: venv frontend
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py setup_demo
-	$(PY) manage.py runserver $(HOST):$(PORT)
+	DEBUG=1 $(PY) manage.py migrate --noinput
+	DEBUG=1 $(PY) manage.py setup_demo
+	DEBUG=1 $(PY) manage.py runserver $(HOST):$(PORT)
 
 serve: venv
-	$(PY) manage.py runserver $(HOST):$(PORT)
+	DEBUG=1 $(PY) manage.py runserver $(HOST):$(PORT)
 
 check-services: venv
 	$(PY) scripts/check_services.py --database-url $(TEST_DATABASE_URL) --redis-url $(TEST_REDIS_URL)
@@ -39,8 +53,10 @@ test: venv frontend check-services
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 		$(PY) -m pytest $(PYTEST_ARGS)
 
+## Benchmarks run the production settings (DEBUG off) with a throw-away key, over plain HTTP.
 bench: venv
-	$(PY) scripts/bench.py --out bench/results
+	SECRET_KEY=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))') \
+		SESSION_COOKIE_SECURE=0 CSRF_COOKIE_SECURE=0 $(PY) scripts/bench.py --out bench/results
 
 ## Retrain a shipped model from ../shared/data, as its card says, into $(CANDIDATES): weights,
 ## card with its evaluation (the hand-written history of the shipped cards, e.g. the CT targets

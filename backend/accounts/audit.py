@@ -16,6 +16,9 @@ from .models import AuditEntry
 
 logger = logging.getLogger(__name__)
 
+#: What the log keeps of a membership (user and project as ids).
+MEMBERSHIP_FIELDS = ["user", "project", "role"]
+
 
 def snapshot(instance: models.Model, fields: list[str] | None = None) -> dict[str, Any]:
     """JSON-safe copy of a model instance's concrete field values (foreign keys as ids).

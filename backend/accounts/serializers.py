@@ -1,10 +1,10 @@
-"""REST serializers for users and memberships."""
+"""REST serializers for users, memberships and the audit log."""
 
 from __future__ import annotations
 
 from rest_framework import serializers
 
-from .models import Membership, User
+from .models import AuditEntry, Membership, User
 
 
 class MembershipSerializer(serializers.ModelSerializer):
@@ -14,6 +14,15 @@ class MembershipSerializer(serializers.ModelSerializer):
         model = Membership
         fields = ["id", "username", "project", "role", "created_at"]
         read_only_fields = ["id", "created_at"]
+
+
+class MembershipRoleSerializer(MembershipSerializer):
+    """A membership's role is the only thing a change may touch (user and project stay)."""
+
+    username = serializers.SlugRelatedField(source="user", slug_field="username", read_only=True)
+
+    class Meta(MembershipSerializer.Meta):
+        read_only_fields = ["id", "username", "project", "created_at"]
 
 
 class RoleSerializer(serializers.ModelSerializer):
@@ -28,3 +37,13 @@ class MeSerializer(serializers.ModelSerializer):
     class Meta:
         model = User
         fields = ["id", "username", "email", "is_staff", "memberships"]
+
+
+class AuditEntrySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AuditEntry
+        fields = [
+            "id", "created_at", "actor_name", "action", "target_type", "target_id", "target_repr",
+            "project_id", "before", "after", "reason",
+        ]
+        read_only_fields = fields

@@ -1,9 +1,10 @@
 """Pleura settings: one module, configured from the environment.
 
-Embedded default (nothing set): SQLite file, Celery tasks executed in-process, files on local
-disk, everything under ``PLEURA_DATA_DIR`` (default ``<repo>/var``). Production mode sets
-``DATABASE_URL`` (PostgreSQL), ``REDIS_URL`` (Celery broker), ``SECRET_KEY``, ``DEBUG=0`` and
-``ALLOWED_HOSTS``; see docs/backend.md for every variable.
+Embedded default (``DEBUG=1``, as ``make demo`` and ``make serve`` set it): SQLite file, Celery
+tasks executed in-process, files on local disk, everything under ``PLEURA_DATA_DIR`` (default
+``<repo>/var``). Without ``DEBUG=1`` the settings fail closed: production mode needs a strong
+``SECRET_KEY`` and sets ``DATABASE_URL`` (PostgreSQL), ``REDIS_URL`` (Celery broker) and
+``ALLOWED_HOSTS``; see docs/backend.md for every variable and docs/deploy.md for a deployment.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from __future__ import annotations
 import json
 import mimetypes
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE, WASM_UNSAFE_EVAL
 from django.core.exceptions import ImproperlyConfigured
+
+from .security import DEVELOPMENT_SECRET_KEY, require_strong_secret_key
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -44,12 +49,12 @@ BACKEND_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = BACKEND_DIR.parent
 PLEURA_DATA_DIR = Path(os.environ.get("PLEURA_DATA_DIR") or REPO_ROOT / "var").resolve()
 
-DEBUG = _env_bool("DEBUG", True)
-SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    SECRET_KEY = "pleura-insecure-development-key-do-not-use-in-production"
+# --- Security: fail closed. DEBUG only when asked for (make demo / make serve / tests) -------
+DEBUG = _env_bool("DEBUG", False)
+if DEBUG:
+    SECRET_KEY = os.environ.get("SECRET_KEY") or DEVELOPMENT_SECRET_KEY
+else:  # a missing, published or weak key stops every process with a message saying what to do
+    SECRET_KEY = require_strong_secret_key(os.environ.get("SECRET_KEY", ""))
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
@@ -66,6 +71,8 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served from our static files: no CDN needed
+    "axes",  # login throttling (django-axes)
+    "csp",  # Content-Security-Policy header (django-csp)
     "accounts",
     "imaging",
     "modeling",
@@ -83,6 +90,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lock-out into a 429 answer
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -121,10 +130,27 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Authentication: Django's four password validators, login throttling (django-axes) -------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+     "OPTIONS": {"min_length": _env_int("PLEURA_PASSWORD_MIN_LENGTH", 12)}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes counts failed logins of /login/, /admin/login/ and /api/auth/token/ (anything that
+# calls authenticate()) per username and client address and answers 429 while locked out.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = _env_bool("PLEURA_LOGIN_THROTTLE", True)
+AXES_FAILURE_LIMIT = _env_int("PLEURA_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=_env_int("PLEURA_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -253,6 +279,12 @@ PLEURA_DEVICE = os.environ.get("PLEURA_DEVICE", "")
 PLEURA_PROPOSAL_MAX_RETRIES = _env_int("PLEURA_PROPOSAL_MAX_RETRIES", 3)
 PLEURA_PROPOSAL_RETRY_BACKOFF = _env_int("PLEURA_PROPOSAL_RETRY_BACKOFF", 5)
 
+# --- Worker processes: recycled so memory is returned; beat's state under the data folder ------
+# (the web side is in gunicorn.conf.py: max_requests). Applies to the prefork pool (the default).
+CELERY_WORKER_MAX_TASKS_PER_CHILD = _env_int("PLEURA_WORKER_MAX_TASKS_PER_CHILD", 100)
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = _env_int("PLEURA_WORKER_MAX_MEMORY_KB", 4 * 1024 * 1024)  # KiB resident
+CELERY_BEAT_SCHEDULE_FILENAME = str(PLEURA_DATA_DIR / "celerybeat-schedule")
+
 # --- Logging ----------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,
@@ -262,7 +294,34 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("PLEURA_LOG_LEVEL", "INFO")},
 }
 
+# --- Browser security headers ------------------------------------------------------------------
+# Content-Security-Policy (django-csp): scripts only from this site or with the page's nonce;
+# the viewer compiles WebAssembly codecs ('wasm-unsafe-eval') and runs web workers (self, blob:).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE, WASM_UNSAFE_EVAL],
+        "worker-src": [SELF, "blob:"],
+        "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:", "blob:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF, "blob:", "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
 if not DEBUG:
+    # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (docs/deploy.md).
     SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = _env_bool("CSRF_COOKIE_SECURE", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 31_536_000)  # sent on HTTPS answers only
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+    SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", False)
+    SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", False)

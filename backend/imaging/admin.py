@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from accounts.admin import AuditedAdminMixin
+
 from .models import Instance, Patient, Project, Series, Study, Upload
 
 
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """Projects; every change (de-identification switched off, label schema, ...) is audited."""
+
+    audit_project_field = "pk"
     list_display = ["name", "deidentify", "created_at"]
     search_fields = ["name"]
 

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from django.core.files.storage import default_storage
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
@@ -20,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts import audit
 from accounts.models import Membership, Role
 from accounts.permissions import (
     MANAGE_ROLES,
@@ -45,6 +47,8 @@ from .serializers import (
 from .sources import SourceFile
 
 logger = logging.getLogger(__name__)
+#: What the audit log keeps of a project (everything but its de-identification secret).
+PROJECT_AUDIT_FIELDS = ["name", "description", "label_schema", "deidentify"]
 WADO_CONTENT_TYPES = frozenset({"application/dicom", "application/dicom;transfer-syntax=*", "*/*", "*"})
 
 
@@ -70,8 +74,27 @@ class ProjectViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
     def perform_create(self, serializer: ProjectSerializer) -> None:
         if not self.request.user.is_staff:
             raise PermissionDenied("only site staff can create projects")
-        project = serializer.save()
-        Membership.objects.create(user=self.request.user, project=project, role=Role.ADMIN)
+        with transaction.atomic():
+            project = serializer.save()
+            membership = Membership.objects.create(user=self.request.user, project=project, role=Role.ADMIN)
+            audit.record(self.request.user, "project.create", project, project_id=project.pk,
+                         after=audit.snapshot(project, PROJECT_AUDIT_FIELDS))
+            audit.record(self.request.user, "membership.create", membership,
+                         after=audit.snapshot(membership, audit.MEMBERSHIP_FIELDS))
+
+    def perform_update(self, serializer: ProjectSerializer) -> None:
+        before = audit.snapshot(serializer.instance, PROJECT_AUDIT_FIELDS)
+        with transaction.atomic():
+            project = serializer.save()
+            old, new = audit.changed(before, audit.snapshot(project, PROJECT_AUDIT_FIELDS))
+            if old or new:
+                audit.record(self.request.user, "project.update", project, project_id=project.pk, before=old, after=new)
+
+    def perform_destroy(self, instance: Project) -> None:
+        with transaction.atomic():
+            audit.record(self.request.user, "project.delete", instance, project_id=instance.pk,
+                         before=audit.snapshot(instance, PROJECT_AUDIT_FIELDS))
+            instance.delete()
 
 
 class PatientViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from viewer_support import ct_lung_labels, ct_series, xray_lung_labels, xray_pixels
+from viewer_support import ct_lung_labels, ct_series, wait_for_js, xray_lung_labels, xray_pixels
 
 # Playwright's sync API keeps an asyncio loop running in the test thread; Django refuses database
 # calls from a thread with a running loop unless told that this (test-only) use is safe.
@@ -101,8 +101,7 @@ def open_task(page: Any, base_url: str, task_id: int) -> None:
 
 
 def wait_ready(page: Any) -> None:
-    page.wait_for_function(
-        "document.querySelector('#annotate')?.dataset.pageState && document.querySelector('#annotate').dataset.pageState !== 'loading'",
+    wait_for_js(page, "document.querySelector('#annotate')?.dataset.pageState && document.querySelector('#annotate').dataset.pageState !== 'loading'",
         timeout=READY_TIMEOUT_MS)
     state = page.evaluate("document.querySelector('#annotate').dataset.pageState")
     notice = page.locator("[data-testid=notice]").inner_text()
@@ -140,7 +139,7 @@ def brush_stroke(page: Any, image_points: list[tuple[float, float]], label: int 
     for p in client[1:]:
         page.mouse.move(*p, steps=2)
     page.mouse.up()
-    page.wait_for_function(f"{VIEWER}.getEditCount() > {before}", timeout=60_000)
+    wait_for_js(page, f"{VIEWER}.getEditCount() > {before}", timeout=60_000)
     settle(page)
     return path
 

@@ -23,6 +23,7 @@ from viewer_support import (
     mask_resource,
     page_like_django,
     xray_dicom,
+    xray_dicom_jpegls,
     xray_lung_labels,
 )
 
@@ -38,6 +39,7 @@ def viewer_dist() -> Path:
 def viewer_server(viewer_dist: Path) -> Iterator[ViewerServer]:
     resources: dict[str, Resource] = {
         "/dicom/xray.dcm": Resource(xray_dicom(), "application/dicom"),
+        "/dicom/xray-jpegls.dcm": Resource(xray_dicom_jpegls(), "application/dicom"),
         "/mask/xray": mask_resource(xray_lung_labels()),
     }
     resources["/mask/ct"] = mask_resource(ct_lung_labels())

@@ -34,7 +34,7 @@ from annotator_support import (
     settle,
     wait_ready,
 )
-from viewer_support import VIEWPORT, distance_to_path
+from viewer_support import VIEWPORT, distance_to_path, wait_for_js
 
 pytestmark = [pytest.mark.e2e]
 
@@ -85,7 +85,7 @@ def wait_done(page: Any) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     try:
-        page.wait_for_function("document.querySelector('#annotate').dataset.pageState === 'done'", timeout=DONE_TIMEOUT_MS)
+        wait_for_js(page, "document.querySelector('#annotate').dataset.pageState === 'done'", timeout=DONE_TIMEOUT_MS)
     except PlaywrightTimeout as exc:
         notice = page.get_by_test_id("notice").inner_text()
         raise AssertionError(f"action not done: notice {notice!r}; console {page.console_messages[-5:]}") from exc
@@ -330,7 +330,7 @@ def test_conflict_between_two_browser_contexts(browser, site, artifacts: Path) -
         assert "in the meantime" in dialog.inner_text()
         b.screenshot(path=str(artifacts / "annotator_conflict.png"))
         dialog.get_by_role("button", name="Keep mine as a new revision").click()
-        b.wait_for_function("document.querySelector('[data-testid=save-state]').dataset.state === 'saved'",
+        wait_for_js(b, "document.querySelector('[data-testid=save-state]').dataset.state === 'saved'",
                             timeout=60_000)
         mine = labelmap(b)
         b.get_by_role("button", name="Submit edits").click()
@@ -348,7 +348,7 @@ def test_reload_restores_the_autosaved_draft_and_leaving_warns(page, site) -> No
     open_task(page, site.url, xt.task.pk)
     brush_stroke(page, [(108, 226), (148, 226)], label=1)
     edited = labelmap(page)
-    page.wait_for_function("document.querySelector('[data-testid=save-state]').dataset.state === 'saved'", timeout=60_000)
+    wait_for_js(page, "document.querySelector('[data-testid=save-state]').dataset.state === 'saved'", timeout=60_000)
     assert page.evaluate(f"{VIEWER}.isDirty()") is False
 
     page.reload()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from viewer_support import ViewerServer, xray_lung_labels
+from viewer_support import ViewerServer, wait_for_js, xray_lung_labels
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +43,7 @@ AUTOSAVE_JS = """async () => {
 
 def test_main_entry_mounts_viewer_and_autosaves(page, viewer_server: ViewerServer, artifacts: Path) -> None:
     page.goto(viewer_server.url("/page"))
-    page.wait_for_function("window.Pleura !== undefined", timeout=30_000)
+    wait_for_js(page, "window.Pleura !== undefined", timeout=30_000)
     result = page.evaluate(MOUNT_JS)
     labels = xray_lung_labels()
     assert result["imageIds"] == [f"wadouri:{viewer_server.url('/dicom/xray.dcm')}"]
@@ -65,11 +65,13 @@ def test_main_entry_mounts_viewer_and_autosaves(page, viewer_server: ViewerServe
     page.mouse.down()
     page.mouse.move(cx + 40, cy, steps=2)
     page.mouse.up()
-    page.wait_for_function("window.viewer.isDirty()", timeout=5000)
+    wait_for_js(page, "window.viewer.isDirty()", timeout=5000)
     page.evaluate("window.autosaver.notifyEdit()")
-    page.wait_for_function("window.saves.length === 1 && !window.viewer.isDirty()", timeout=10_000)
+    wait_for_js(page, "window.saves.length === 1 && !window.viewer.isDirty()", timeout=10_000)
     assert page.evaluate("window.autosaver.state") == "saved"
     page.screenshot(path=str(artifacts / "page_entry.png"))
+    violations = [m for m in page.console_messages if "Content Security Policy" in m]
+    assert not violations, violations  # the page runs under the site's policy (viewer_support.page_like_django)
 
     page.evaluate("window.viewer.undo()")
     assert page.evaluate("window.viewer.isDirty()")
@@ -78,3 +80,25 @@ def test_main_entry_mounts_viewer_and_autosaves(page, viewer_server: ViewerServe
     assert page.evaluate(fire) is True, "leaving with unsaved edits would not warn"
     page.evaluate("window.viewer.markSaved()")
     assert page.evaluate(fire) is False, "leaving with everything saved would still warn"
+
+
+COMPRESSED_JS = """async () => {
+  const P = window.Pleura;
+  const imageIds = P.instanceImageIds({instances: [{sop_instance_uid: '1', url: '/dicom/xray-jpegls.dcm'}]});
+  const {viewer} = await P.mountViewer(document.getElementById('root'), {imageIds, modality: 'CR'});
+  window.viewer = viewer;
+  return imageIds;
+}"""
+
+
+def test_compressed_image_decodes_under_the_sites_policy(page, viewer_server: ViewerServer) -> None:
+    """A JPEG-LS instance goes through the CharLS WebAssembly codec (in the viewer's decode worker,
+    whose script is a static file like in production) and is shown under the site's page policy."""
+    page.goto(viewer_server.url("/page"))
+    wait_for_js(page, "window.Pleura !== undefined", timeout=30_000)
+    page.evaluate(COMPRESSED_JS)
+    state = wait_for_js(page, "['ready', 'error'].includes(document.querySelector('.pv-status')?.dataset.state)"
+                              " && document.querySelector('.pv-status').dataset.state", timeout=60_000)
+    violations = [m for m in page.console_messages if "Content Security Policy" in m]
+    assert not violations, violations
+    assert state == "ready", page.console_messages[-10:]

@@ -12,11 +12,14 @@ import gzip
 import io
 import mimetypes
 import os
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from csp.utils import build_policy
 
 from workbench.assets import viewer_assets  # the same manifest lookup the Django page uses
 
@@ -139,6 +142,17 @@ def xray_dicom() -> bytes:
     return _to_bytes(ds)
 
 
+def xray_dicom_jpegls() -> bytes:
+    """:func:`xray_dicom` compressed with lossless JPEG-LS: the browser decodes it with the CharLS
+    WebAssembly codec, which the site's Content-Security-Policy must let compile."""
+    import pydicom
+    from pydicom.uid import JPEGLSLossless
+
+    ds = pydicom.dcmread(io.BytesIO(xray_dicom()))
+    ds.compress(JPEGLSLossless, encoding_plugin="pyjpegls")
+    return _to_bytes(ds)
+
+
 def ct_series(implicit_vr: bool = False) -> list[bytes]:
     """CT Image Storage stack, stored as unsigned values with RescaleIntercept -1024, 2.5 mm apart;
     explicit VR little endian, or implicit VR as many scanners send it."""
@@ -180,6 +194,23 @@ class ViewerServer:
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+
+def wait_for_js(page: Any, expression: str, timeout: float = 30_000, interval_ms: float = 50) -> Any:
+    """``page.wait_for_function(expression)`` for pages under the site's Content-Security-Policy.
+
+    Playwright's in-page polling compiles the expression with ``new Function``, which a policy
+    without ``'unsafe-eval'`` forbids; ``page.evaluate`` runs it through the DevTools protocol,
+    outside the page's policy. ``timeout`` in ms, as Playwright's.
+    """
+    deadline = time.monotonic() + timeout / 1000
+    while True:
+        value = page.evaluate(expression)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} ms waiting for {expression}")
+        page.wait_for_timeout(interval_ms)
 
 
 def handler_for(resources: dict[str, Resource]) -> type[BaseHTTPRequestHandler]:
@@ -239,5 +270,6 @@ def page_like_django(manifest: dict) -> Resource:
         '<body style="margin:0"><div id="root" style="height:100vh"></div>'
         f'<script type="module" src="/static/viewer/{js}"></script></body></html>'
     )
-    return Resource(html.encode(), "text/html; charset=utf-8")
+    # served with the site's Content-Security-Policy, so the test proves the viewer runs under it
+    return Resource(html.encode(), "text/html; charset=utf-8", {"Content-Security-Policy": build_policy()})
 
