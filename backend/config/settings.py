@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served from our static files: no CDN needed
+    "django_celery_beat",  # periodic tasks (job sweep, later retraining) kept in the database
     "accounts",
     "imaging",
     "modeling",
@@ -234,13 +235,47 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
+# A request that queues work must not hang on an unreachable broker: connecting and each socket
+# operation give up after PLEURA_BROKER_TIMEOUT_S seconds, and a publish is tried at most
+# PLEURA_BROKER_PUBLISH_RETRIES + 1 times. The job row stays "pending" and the sweep sends it later.
+PLEURA_BROKER_TIMEOUT_S = float(_env_int("PLEURA_BROKER_TIMEOUT_S", 2))
+CELERY_BROKER_CONNECTION_TIMEOUT = PLEURA_BROKER_TIMEOUT_S
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": _env_int("PLEURA_BROKER_PUBLISH_RETRIES", 1),
+    "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5,
+}
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = PLEURA_BROKER_TIMEOUT_S  # result backend (same Redis)
+CELERY_REDIS_SOCKET_TIMEOUT = 30.0
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": CELERY_TASK_PUBLISH_RETRY_POLICY}
 # Redis redelivers an unacknowledged message (worker killed mid-task) after this many seconds;
-# keep it above the longest task (a CT proposal) or a slow job runs twice (harmless, wasted work).
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": _env_int("PLEURA_BROKER_VISIBILITY_TIMEOUT", 3600)}
+# the job sweep below requeues such a job within minutes, so this is only a last resort.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": _env_int("PLEURA_BROKER_VISIBILITY_TIMEOUT", 3600),
+    "socket_connect_timeout": PLEURA_BROKER_TIMEOUT_S,
+    "socket_timeout": 30.0,
+    "max_retries": _env_int("PLEURA_BROKER_PUBLISH_RETRIES", 1),
+}
+# Periodic tasks (django-celery-beat): `celery -A config beat -S django_celery_beat.schedulers:DatabaseScheduler`.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Proposal jobs (modeling): device ("" = CUDA when present, else CPU), retries and first backoff (s).
 PLEURA_DEVICE = os.environ.get("PLEURA_DEVICE", "")
 PLEURA_PROPOSAL_MAX_RETRIES = _env_int("PLEURA_PROPOSAL_MAX_RETRIES", 3)
 PLEURA_PROPOSAL_RETRY_BACKOFF = _env_int("PLEURA_PROPOSAL_RETRY_BACKOFF", 5)
+# Time limits per proposal (s): the soft limit fails the job with a clear error, the hard one kills
+# the worker child (prefork pool; the sweep fails a job running past its hard limit in any pool).
+PLEURA_CXR_SOFT_TIME_LIMIT_S = _env_int("PLEURA_CXR_SOFT_TIME_LIMIT_S", 120)
+PLEURA_CXR_TIME_LIMIT_S = _env_int("PLEURA_CXR_TIME_LIMIT_S", 180)
+PLEURA_CT_SOFT_TIME_LIMIT_S = _env_int("PLEURA_CT_SOFT_TIME_LIMIT_S", 900)
+PLEURA_CT_TIME_LIMIT_S = _env_int("PLEURA_CT_TIME_LIMIT_S", 1200)
+# A CT series with more slices than this is refused (job failed with the reason), never run.
+PLEURA_CT_MAX_SLICES = _env_int("PLEURA_CT_MAX_SLICES", 1500)
+# Job sweep (beat): every PLEURA_JOB_SWEEP_INTERVAL_S it sends jobs still waiting for the broker,
+# and requeues running jobs whose worker has given no heartbeat for PLEURA_JOB_STALE_S (a killed
+# worker); workers beat every PLEURA_JOB_HEARTBEAT_S. A job lost this many times is failed.
+PLEURA_JOB_SWEEP_INTERVAL_S = _env_int("PLEURA_JOB_SWEEP_INTERVAL_S", 60)
+PLEURA_JOB_HEARTBEAT_S = _env_int("PLEURA_JOB_HEARTBEAT_S", 30)
+PLEURA_JOB_STALE_S = _env_int("PLEURA_JOB_STALE_S", 180)
+PLEURA_JOB_MAX_ATTEMPTS = _env_int("PLEURA_JOB_MAX_ATTEMPTS", 3)
 
 # --- Logging ----------------------------------------------------------------------------------
 LOGGING = {

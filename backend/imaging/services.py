@@ -9,6 +9,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_rescale
 
@@ -32,7 +34,7 @@ from .errors import (
 )
 from .models import BurnedInAnnotation, Instance, Patient, Project, Series, SourceFormat, Study, Upload
 from .readers import ImageOptions, image_to_dataset, nifti_to_datasets, read_dicom, sha256_hex
-from .signals import series_ingested
+from .signals import series_ingested, series_stored
 from .sources import Limits, SourceFile, expand, kind_of
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,8 @@ class IngestResult:
     num_instances: int = 0
     num_duplicates: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: What downstream apps reported after commit, summed over the series, e.g. ``{"proposals": {"pending": 1}}``.
+    followups: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def ingest(
@@ -225,6 +229,12 @@ def _parse_da(value: str) -> Any:
 
 
 def _store(project: Project, prepared: list[PreparedInstance], *, user: Any, origin: str, num_files: int) -> IngestResult:
+    """Store rows and files in one transaction; files are deleted again only if it rolls back.
+
+    ``series_stored`` receivers write their follow-up rows (proposal jobs) in the same
+    transaction; the after-commit hooks are robust: a broker that cannot be reached after commit
+    never undoes a committed upload (the jobs stay pending and are sent later by the sweep).
+    """
     groups: OrderedDict[str, list[PreparedInstance]] = OrderedDict()
     for item in prepared:
         groups.setdefault(str(item.dataset.SeriesInstanceUID), []).append(item)
@@ -243,7 +253,8 @@ def _store(project: Project, prepared: list[PreparedInstance], *, user: Any, ori
                 result.created_series += int(created)
                 if added:
                     result.series.append(series)
-                    transaction.on_commit(lambda s=series, c=created: _after_commit(s, c, upload))
+                    series_stored.send(sender=Series, series=series, created=created, upload=upload)
+                    transaction.on_commit(partial(_after_commit, series, created, upload, result), robust=True)
                 if added and series.burned_in_annotation != BurnedInAnnotation.NO:
                     result.warnings.append(
                         f"series {series.series_instance_uid}: burned-in annotation "
@@ -374,18 +385,34 @@ def update_series_geometry(series: Series) -> None:
     series.save(update_fields=["num_instances", "slice_spacing"])
 
 
-def _after_commit(series: Series, created: bool, upload: Upload) -> None:
-    """Tell other apps (see ``imaging.signals``), then queue the statistics.
+def _after_commit(series: Series, created: bool, upload: Upload, result: IngestResult) -> None:
+    """Tell other apps (see ``imaging.signals``) and collect what they report, then queue the statistics.
 
-    The receivers queue the model proposals the annotators wait for; the statistics nobody waits
-    for go after them on the same queue.
+    The proposal jobs the annotators wait for were sent by their own commit hooks just before;
+    the statistics nobody waits for go after them on the same queue. A broker that cannot be
+    reached is logged, never raised: the upload is committed whole.
     """
     from .tasks import compute_series_statistics_task
 
     for receiver, response in series_ingested.send_robust(sender=Series, series=series, created=created, upload=upload):
         if isinstance(response, Exception):
             logger.error("series_ingested receiver %r failed for series %s: %r", receiver, series.pk, response)
-    compute_series_statistics_task.delay(series.pk)
+        elif isinstance(response, dict):
+            _add_counts(result.followups, response)
+    try:
+        compute_series_statistics_task.delay(series.pk)
+    except (BrokerError, OSError) as exc:
+        logger.warning("statistics of series %s not queued, the broker is unreachable (%s)", series.pk,
+                       type(exc).__name__)
+
+
+def _add_counts(total: dict[str, dict[str, int]], report: dict[str, Any]) -> None:
+    """Sum ``{"key": {"name": count}}`` reports into ``total``."""
+    for key, counts in report.items():
+        if isinstance(counts, dict):
+            bucket = total.setdefault(key, {})
+            for name, count in counts.items():
+                bucket[name] = bucket.get(name, 0) + int(count)
 
 
 def compute_series_statistics(series_id: int, max_samples: int = 2_000_000) -> dict[str, Any] | None:

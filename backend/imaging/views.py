@@ -144,6 +144,9 @@ class UploadViewSet(ProjectScopedMixin, mixins.CreateModelMixin, viewsets.ReadOn
         )
         body = UploadSerializer(result.upload, context=self.get_serializer_context()).data
         body["created_series"] = result.created_series
+        # what downstream apps report, e.g. "proposals": {"pending": 1} (the broker is unreachable:
+        # the jobs are stored and the sweep sends them once it is back)
+        body.update(result.followups)
         return Response(body, status=status.HTTP_201_CREATED)
 
 
