@@ -22,8 +22,9 @@ Keyword arguments of both: ``series`` (Series), ``created`` (bool: the series is
 
 ``series_deleting`` is sent inside the deletion transaction of a series (:func:`imaging.services.
 delete_series`), before its rows are deleted, with ``series``. Receivers delete the rows of their
-app that refer to it and would block the deletion, and return the storage names of the files they
-own (a list of str); those files are deleted after the transaction commits.
+app that refer to it and would block the deletion, and return ``{"files": [storage names],
+"removed": {model label: rows}}``: the files are deleted after the transaction commits, the counts
+go into the audit record.
 """
 
 from __future__ import annotations

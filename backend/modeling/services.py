@@ -486,14 +486,22 @@ def compute(job: ProposalJob) -> Proposal:
     return propose_ct(job.series, version.name, version.sha256, version.weights_file)
 
 
-def complete_job(job_id: int, proposal: Proposal) -> ProposalJob:
+def complete_job(job_id: int, proposal: Proposal) -> ProposalJob | None:
     """Hand the proposal to the receivers (annotation stores it) and mark the job succeeded, atomically.
 
-    A second completion of the same job (a redelivered message that ran concurrently) finds the
-    job succeeded and stores nothing.
+    A second completion of the same job (a redelivered message, or the original attempt of a job
+    the sweep requeued, finishing after all) finds the job succeeded and stores nothing. The
+    series row is locked first, as :func:`imaging.services.delete_series` does: a proposal is
+    either stored before a deletion (and deleted with it) or finds its job gone (``None``).
     """
+    series_id = ProposalJob.objects.filter(pk=job_id).values_list("series_id", flat=True).first()
     with transaction.atomic():
-        job = ProposalJob.objects.select_for_update().select_related("model_version").get(pk=job_id)
+        locked = series_id is not None and Series.objects.select_for_update().filter(pk=series_id).exists()
+        job = locked and ProposalJob.objects.select_for_update().select_related("model_version").filter(
+            pk=job_id).first()
+        if not job:
+            logger.warning("proposal job %s was deleted with its series while it ran; result dropped", job_id)
+            return None
         if job.status == JobStatus.SUCCEEDED:
             logger.info("proposal job %s completed twice; the second result is dropped", job_id)
             return job
