@@ -61,8 +61,11 @@ class ModalityMismatchError(ValueError):
     """A model version was asked to run on a target of another modality."""
 
 
-class ProposalRefusedError(ProposalInputError):
-    """A target over a configured limit (e.g. ``PLEURA_CT_MAX_SLICES``): refused, never run."""
+class ProposalTimeLimitError(ModelRunError):
+    """A proposal ran past its soft time limit (``PLEURA_CT_SOFT_TIME_LIMIT_S`` ...): failed, not retried."""
+
+    def __init__(self, limit_s: float) -> None:
+        super().__init__(f"the proposal ran over its time limit of {limit_s:g} s")
 
 
 #: What publishing to an unreachable broker raises (kombu wraps the client's connection errors).
@@ -532,13 +535,17 @@ def record_error(job_id: int, error: BaseException, final: bool) -> None:
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (ProposalInputError, ModelRunError, IntegrityError)
 
 
-def run_job(job_id: int, heartbeat_s: float | None = None) -> ProposalJob | None:
+def run_job(job_id: int, heartbeat_s: float | None = None, time_limit_s: float | None = None
+            ) -> ProposalJob | None:
     """Run one proposal job to completion (the body of the Celery tasks).
 
     Args:
         job_id: the job.
         heartbeat_s: refresh ``heartbeat_at`` this often while computing (``None``: no heartbeat,
             as in the embedded in-process mode, where no sweep runs).
+        time_limit_s: a result computed in more seconds than this is not stored: the job fails
+            with :class:`ProposalTimeLimitError`. (Celery's soft limit interrupts the work earlier
+            in the prefork pool, but library code may swallow its exception; this check cannot be.)
 
     Raises whatever the computation raised after recording it on the job, so that the task can
     decide on a retry; ``PERMANENT_ERRORS`` are recorded as final failures.
@@ -553,6 +560,8 @@ def run_job(job_id: int, heartbeat_s: float | None = None) -> ProposalJob | None
                 proposal = compute(job)
         else:
             proposal = compute(job)
+        if time_limit_s is not None and time.perf_counter() - started > time_limit_s:
+            raise ProposalTimeLimitError(time_limit_s)
         done = complete_job(job_id, proposal)
     except PERMANENT_ERRORS as exc:
         record_error(job_id, exc, final=True)

@@ -44,12 +44,11 @@ def _run(task: Task, job_id: int) -> dict[str, Any]:
     heartbeat_s = None if task.request.is_eager else settings.PLEURA_JOB_HEARTBEAT_S
     while True:
         try:
-            job = services.run_job(job_id, heartbeat_s=heartbeat_s)
+            job = services.run_job(job_id, heartbeat_s=heartbeat_s, time_limit_s=task.soft_time_limit)
         except services.PERMANENT_ERRORS:
             return {"job": job_id, "status": "failed"}
         except SoftTimeLimitExceeded:
-            soft = task.soft_time_limit
-            services.record_error(job_id, TimeoutError(f"the proposal ran over its time limit of {soft} s"), final=True)
+            services.record_error(job_id, services.ProposalTimeLimitError(task.soft_time_limit), final=True)
             return {"job": job_id, "status": "failed"}
         except TRANSIENT_ERRORS as exc:
             final = retries >= task.max_retries
