@@ -235,25 +235,27 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
-# A request that queues work must not hang on an unreachable broker: connecting and each socket
-# operation give up after PLEURA_BROKER_TIMEOUT_S seconds, and a publish is tried at most
-# PLEURA_BROKER_PUBLISH_RETRIES + 1 times. The job row stays "pending" and the sweep sends it later.
+# A request that queues work must not hang on an unreachable broker: connecting gives up after
+# PLEURA_BROKER_TIMEOUT_S seconds, a command without answer after PLEURA_BROKER_SOCKET_TIMEOUT_S,
+# and a send is tried PLEURA_BROKER_PUBLISH_RETRIES + 1 times (config.celery.publish then stops
+# trying for 30 s). The job row stays "pending" and the sweep sends it later.
 PLEURA_BROKER_TIMEOUT_S = float(_env_int("PLEURA_BROKER_TIMEOUT_S", 2))
+PLEURA_BROKER_SOCKET_TIMEOUT_S = float(_env_int("PLEURA_BROKER_SOCKET_TIMEOUT_S", 5))
 CELERY_BROKER_CONNECTION_TIMEOUT = PLEURA_BROKER_TIMEOUT_S
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
-    "max_retries": _env_int("PLEURA_BROKER_PUBLISH_RETRIES", 1),
+    "max_retries": _env_int("PLEURA_BROKER_PUBLISH_RETRIES", 0),
     "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5,
 }
 CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = PLEURA_BROKER_TIMEOUT_S  # result backend (same Redis)
-CELERY_REDIS_SOCKET_TIMEOUT = 30.0
+CELERY_REDIS_SOCKET_TIMEOUT = PLEURA_BROKER_SOCKET_TIMEOUT_S
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": CELERY_TASK_PUBLISH_RETRY_POLICY}
 # Redis redelivers an unacknowledged message (worker killed mid-task) after this many seconds;
 # the job sweep below requeues such a job within minutes, so this is only a last resort.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": _env_int("PLEURA_BROKER_VISIBILITY_TIMEOUT", 3600),
     "socket_connect_timeout": PLEURA_BROKER_TIMEOUT_S,
-    "socket_timeout": 30.0,
-    "max_retries": _env_int("PLEURA_BROKER_PUBLISH_RETRIES", 1),
+    "socket_timeout": PLEURA_BROKER_SOCKET_TIMEOUT_S,
+    "max_retries": CELERY_TASK_PUBLISH_RETRY_POLICY["max_retries"],  # kombu: connection attempts on first use
 }
 # Periodic tasks (django-celery-beat): `celery -A config beat -S django_celery_beat.schedulers:DatabaseScheduler`.
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"

@@ -19,7 +19,6 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from kombu.exceptions import OperationalError as BrokerError
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_rescale
 
@@ -394,6 +393,8 @@ def _after_commit(series: Series, created: bool, upload: Upload, result: IngestR
     the statistics nobody waits for go after them on the same queue. A broker that cannot be
     reached is logged, never raised: the upload is committed whole.
     """
+    from config.celery import publish
+
     from .tasks import compute_series_statistics_task
 
     for receiver, response in series_ingested.send_robust(sender=Series, series=series, created=created, upload=upload):
@@ -401,11 +402,8 @@ def _after_commit(series: Series, created: bool, upload: Upload, result: IngestR
             logger.error("series_ingested receiver %r failed for series %s: %r", receiver, series.pk, response)
         elif isinstance(response, dict):
             _add_counts(result.followups, response)
-    try:
-        compute_series_statistics_task.delay(series.pk)
-    except (BrokerError, OSError) as exc:
-        logger.warning("statistics of series %s not queued, the broker is unreachable (%s)", series.pk,
-                       type(exc).__name__)
+    if not publish(compute_series_statistics_task, [series.pk]):
+        logger.warning("statistics of series %s not queued (broker unreachable)", series.pk)
 
 
 def _add_counts(total: dict[str, dict[str, int]], report: dict[str, Any]) -> None:

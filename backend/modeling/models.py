@@ -129,7 +129,10 @@ class ProposalJob(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["target_key", "model_version"], name="one_job_per_target_and_model"),
         ]
-        indexes = [models.Index(fields=["series", "status"]), models.Index(fields=["status", "heartbeat_at"], name="proposaljob_status_heartbeat")]
+        indexes = [
+            models.Index(fields=["series", "status"]),
+            models.Index(fields=["status", "heartbeat_at"], name="proposaljob_status_heartbeat"),  # the sweep
+        ]
 
     def __str__(self) -> str:
         return f"proposal {self.pk}: {self.model_version_id} on {self.target_key} ({self.status})"

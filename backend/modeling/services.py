@@ -35,7 +35,6 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
-from kombu.exceptions import OperationalError as BrokerError
 
 from imaging.models import Instance, Series, Study
 
@@ -68,8 +67,6 @@ class ProposalTimeLimitError(ModelRunError):
         super().__init__(f"the proposal ran over its time limit of {limit_s:g} s")
 
 
-#: What publishing to an unreachable broker raises (kombu wraps the client's connection errors).
-BROKER_ERRORS: tuple[type[BaseException], ...] = (BrokerError, OSError)
 #: A pending job younger than this may still be being sent by the request that made it.
 DISPATCH_GRACE_S: float = 10.0
 #: Celery name of the periodic job sweep (scheduled by :mod:`modeling.schedules`).
@@ -231,15 +228,14 @@ def enqueue(job: ProposalJob) -> None:
 
 def dispatch(job_id: int, modality: str) -> bool:
     """Publish one job to its queue; ``False`` (job left ``pending``) when the broker is unreachable."""
+    from config.celery import publish
+
     from . import tasks
 
     task = tasks.propose_cxr if modality == ModelModality.CXR else tasks.propose_ct
     task_id = str(uuid.uuid4())
-    try:
-        task.apply_async(args=[job_id], task_id=task_id)
-    except BROKER_ERRORS as exc:
-        logger.warning("proposal job %s stays pending, the broker is unreachable (%s): the sweep sends it later",
-                       job_id, type(exc).__name__)
+    if not publish(task, [job_id], task_id=task_id):
+        logger.warning("proposal job %s stays pending (broker unreachable): the sweep sends it later", job_id)
         return False
     pending = Q(status=JobStatus.PENDING)
     ProposalJob.objects.filter(pk=job_id).update(

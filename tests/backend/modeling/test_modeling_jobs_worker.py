@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
+import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse, urlunparse
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -27,7 +31,15 @@ from imaging.models import Instance, Project, Upload
 from modeling.models import JobStatus, ProposalJob
 from proposal_helpers import ct_series_files
 from test_modeling_worker import import_studies
-from worker_helpers import Processes, closed_port_url, free_port, process_env, processes, wait_for  # noqa: F401
+from worker_helpers import (  # noqa: F401 (processes: fixture)
+    Processes,
+    closed_port_url,
+    free_port,
+    process_env,
+    processes,
+    redis_url,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 
@@ -65,18 +77,31 @@ def post_upload(port: int, project: Project, token: str, files: list[tuple[str, 
         time.monotonic() - started
 
 
+@pytest.fixture(params=["refused", "silent"])
+def dead_broker_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A broker URL on a closed port (connection refused), or on a port that accepts and never answers."""
+    url = redis_url()
+    if request.param == "refused":
+        yield closed_port_url(url)
+        return
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)  # the kernel completes the handshakes; nothing ever reads or answers
+        yield urlunparse(urlparse(url)._replace(netloc=f"127.0.0.1:{silent.getsockname()[1]}"))
+
+
 def test_upload_with_unreachable_broker_is_stored_whole_and_sent_by_the_sweep(
-        project, ct_version_without_weights, processes: Processes, tmp_path):
+        project, ct_version_without_weights, processes: Processes, tmp_path, dead_broker_url):
     env = process_env(tmp_path, **FAST_SWEEP)
     user = User.objects.create_user("uploader", password="pw-123456")
     Membership.objects.create(user=user, project=project, role="admin")
     token = Token.objects.create(user=user).key
     port = free_port()
-    _, web_log = processes.web({**env, "REDIS_URL": closed_port_url(env["REDIS_URL"])}, port)
+    _, web_log = processes.web({**env, "REDIS_URL": dead_broker_url}, port)
 
     files = ct_series_files(depth=12, size=32)
     status, body, seconds = post_upload(port, project, token, files)
-    print(f"upload with the broker unreachable answered {status} in {seconds:.2f} s")
+    print(f"upload with the broker unreachable ({dead_broker_url}) answered {status} in {seconds:.2f} s")
     assert status == 201, (body, web_log.read_text()[-3000:])
     assert body["proposals"] == {"pending": 1} and body["num_instances"] == 12
     job = ProposalJob.objects.get(project=project)
@@ -96,13 +121,20 @@ def test_upload_with_unreachable_broker_is_stored_whole_and_sent_by_the_sweep(
     assert "modeling.tasks.sweep_jobs" in worker_log.read_text()
 
 
-def test_killed_worker_job_is_requeued_by_the_beat_sweep_exactly_once(
-        project, ct_version_without_weights, processes: Processes, tmp_path):
+def running_ct_job(project: Project, processes: Processes, tmp_path: Path
+                   ) -> tuple[dict[str, str], subprocess.Popen, Path, ProposalJob]:
+    """A worker running a CT proposal (96 slices of 256²: seconds of work): ``(env, worker, log, job)``."""
     env = process_env(tmp_path, **FAST_SWEEP)
-    first, _ = processes.worker(env)
+    first, first_log = processes.worker(env)
     import_studies([ct_folder(tmp_path, depth=96, size=256)], project, env)
     job = wait_for(lambda: ProposalJob.objects.filter(project=project, status=JobStatus.RUNNING).first(), 240,
                    "the CT job to start")
+    return env, first, first_log, job
+
+
+def test_killed_worker_job_is_requeued_by_the_beat_sweep_exactly_once(
+        project, ct_version_without_weights, processes: Processes, tmp_path):
+    env, first, _, job = running_ct_job(project, processes, tmp_path)
     first.send_signal(signal.SIGKILL)  # mid-job: no ack, no result, no more heartbeats
     first.wait(timeout=10)
     job.refresh_from_db()
@@ -123,11 +155,7 @@ def test_killed_worker_job_is_requeued_by_the_beat_sweep_exactly_once(
 
 def test_frozen_worker_that_finishes_after_the_requeue_adds_no_second_revision(
         project, ct_version_without_weights, processes: Processes, tmp_path):
-    env = process_env(tmp_path, **FAST_SWEEP)
-    first, first_log = processes.worker(env)
-    import_studies([ct_folder(tmp_path, depth=96, size=256)], project, env)
-    job = wait_for(lambda: ProposalJob.objects.filter(project=project, status=JobStatus.RUNNING).first(), 240,
-                   "the CT job to start")
+    env, first, first_log, job = running_ct_job(project, processes, tmp_path)
     first.send_signal(signal.SIGSTOP)  # alive but silent: its heartbeat stops
     try:
         _, log = processes.worker(env)
