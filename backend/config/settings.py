@@ -278,6 +278,12 @@ PLEURA_JOB_SWEEP_INTERVAL_S = _env_int("PLEURA_JOB_SWEEP_INTERVAL_S", 60)
 PLEURA_JOB_HEARTBEAT_S = _env_int("PLEURA_JOB_HEARTBEAT_S", 30)
 PLEURA_JOB_STALE_S = _env_int("PLEURA_JOB_STALE_S", 180)
 PLEURA_JOB_MAX_ATTEMPTS = _env_int("PLEURA_JOB_MAX_ATTEMPTS", 3)
+if PLEURA_JOB_STALE_S < 2 * PLEURA_JOB_HEARTBEAT_S:
+    raise ImproperlyConfigured("PLEURA_JOB_STALE_S must be at least twice PLEURA_JOB_HEARTBEAT_S, or live jobs "
+                               "would be requeued")
+if PLEURA_CXR_SOFT_TIME_LIMIT_S > PLEURA_CXR_TIME_LIMIT_S or PLEURA_CT_SOFT_TIME_LIMIT_S > PLEURA_CT_TIME_LIMIT_S:
+    raise ImproperlyConfigured("a soft time limit (PLEURA_*_SOFT_TIME_LIMIT_S) must not exceed its hard one "
+                               "(PLEURA_*_TIME_LIMIT_S)")
 
 # --- Logging ----------------------------------------------------------------------------------
 LOGGING = {

@@ -15,13 +15,21 @@ from .models import Instance, Patient, Project, Series, Study, Upload
 ADMIN_REASON = "deleted in the Django admin"
 
 
+def admin_reason(request: HttpRequest) -> str:
+    """The reason typed on the delete confirmation page, or :data:`ADMIN_REASON` (bulk deletes have none)."""
+    return (request.POST.get("reason") or "").strip()[:2000] or ADMIN_REASON
+
+
 class CompleteDeletionMixin:
     """Admin deletion through :mod:`imaging.services`: related rows of every app, files after commit, audit.
 
     Django's own delete would stop at the ``PROTECT`` links of mask revisions and leave the stored
     files behind; the confirmation page lists what the service removes instead. The permission to
     delete the object itself is what counts: its dependent rows (instances, revisions...) go with it.
+    The confirmation page asks for the reason kept in the audit log.
     """
+
+    delete_confirmation_template = "admin/imaging/delete_confirmation.html"
 
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, set[str], list[Any]]:
         deleted, counts, _perms, _protected = super().get_deleted_objects(objs, request)  # type: ignore[misc]
@@ -54,7 +62,7 @@ class PatientAdmin(CompleteDeletionMixin, admin.ModelAdmin):
     def delete_one(self, request: HttpRequest, obj: Patient) -> None:
         """Remove each series of the patient completely (the patient goes with the last one)."""
         for series in Series.objects.filter(study__patient=obj).order_by("pk"):
-            services.delete_series(series, actor=request.user, reason=ADMIN_REASON)
+            services.delete_series(series, actor=request.user, reason=admin_reason(request))
         Patient.objects.filter(pk=obj.pk).delete()  # a patient without series
 
 
@@ -68,7 +76,7 @@ class StudyAdmin(CompleteDeletionMixin, admin.ModelAdmin):
     def delete_one(self, request: HttpRequest, obj: Study) -> None:
         """Remove each series of the study completely (the study goes with the last one)."""
         for series in obj.series.order_by("pk"):
-            services.delete_series(series, actor=request.user, reason=ADMIN_REASON)
+            services.delete_series(series, actor=request.user, reason=admin_reason(request))
         Study.objects.filter(pk=obj.pk).delete()  # a study without series
 
 
@@ -81,7 +89,7 @@ class SeriesAdmin(CompleteDeletionMixin, admin.ModelAdmin):
 
     def delete_one(self, request: HttpRequest, obj: Series) -> None:
         """Remove the series completely (files, revisions, jobs...) with an audit record."""
-        services.delete_series(obj, actor=request.user, reason=ADMIN_REASON)
+        services.delete_series(obj, actor=request.user, reason=admin_reason(request))
 
 
 @admin.register(Instance)
@@ -103,4 +111,4 @@ class UploadAdmin(CompleteDeletionMixin, admin.ModelAdmin):
 
     def delete_one(self, request: HttpRequest, obj: Upload) -> None:
         """Remove every series of the upload completely, then the upload, with audit records."""
-        services.delete_upload(obj, actor=request.user, reason=ADMIN_REASON)
+        services.delete_upload(obj, actor=request.user, reason=admin_reason(request))

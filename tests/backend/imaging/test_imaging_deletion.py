@@ -141,10 +141,10 @@ def test_django_admin_deletes_series_completely(corrected_series, client, _isola
     series = corrected_series["series"]
     url = f"/admin/imaging/series/{series.pk}/delete/"
     page = client.get(url)
-    assert page.status_code == 200 and b"protected" not in page.content.lower()
-    response = client.post(url, {"post": "yes"})
+    assert page.status_code == 200 and b"protected" not in page.content.lower() and b'name="reason"' in page.content
+    response = client.post(url, {"post": "yes", "reason": "wrong patient in the DICOM header"})
     assert response.status_code == 302, response.content[:2000]
     assert not Series.objects.exists() and not MaskRevision.objects.exists() and not ProposalJob.objects.exists()
     assert stored_files(_isolated_storage) == []
     entry = AuditEntry.objects.get(action="series.delete")
-    assert entry.actor == superuser and entry.reason == "deleted in the Django admin"
+    assert entry.actor == superuser and entry.reason == "wrong patient in the DICOM header"
