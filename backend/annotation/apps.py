@@ -10,11 +10,13 @@ class AnnotationConfig(AppConfig):
     name = "annotation"
 
     def ready(self) -> None:
+        from imaging.signals import series_deleting
         from modeling.signals import proposal_ready
 
         from . import receivers
 
         proposal_ready.connect(receivers.store_proposal, dispatch_uid="annotation.store_proposal")
+        series_deleting.connect(receivers.purge_series, dispatch_uid="annotation.purge_series")
 
         from . import workflow
         from .signals import revision_created

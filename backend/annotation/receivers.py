@@ -11,3 +11,8 @@ def store_proposal(sender: Any, job: Any, proposal: Any, **kwargs: Any) -> dict[
     """``modeling.signals.proposal_ready`` → a model :class:`MaskRevision` (idempotent per job)."""
     revision = services.record_proposal(job, proposal)
     return {"revision_id": revision.pk}
+
+
+def purge_series(sender: Any, series: Any, **kwargs: Any) -> dict[str, Any]:
+    """``imaging.signals.series_deleting`` → delete the series' revisions; report their files and rows."""
+    return services.purge_series(series)

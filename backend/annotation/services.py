@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Max
 
 from imaging.models import Instance, Series
 
 from . import labelmaps
-from .models import MaskRevision, RevisionSource, RevisionStatus
+from .models import MaskRevision, RevisionImmutableError, RevisionSource, RevisionStatus
 from .signals import revision_created
 
 logger = logging.getLogger(__name__)
@@ -159,3 +159,29 @@ def export(revision: MaskRevision, fmt: str) -> tuple[bytes, str, str]:
         grid = labelmaps.to_regular_grid(labels, revision.geometry)  # instances placed on the series' grid
         return labelmaps.encode_nifti(grid, revision.geometry, spacing), "application/gzip", f"{stem}.nii.gz"
     raise labelmaps.LabelMapError(f"unknown format {fmt!r}: use raw, png or nifti")
+
+
+def purge_series(series: Series) -> dict[str, Any]:
+    """Delete every mask revision of a series, with their QC, task actions and drafts.
+
+    The one path that deletes revisions: removing the imaging data itself
+    (:func:`imaging.services.delete_series`, through ``imaging.signals.series_deleting``). The
+    lineage's ``parent`` links are ``PROTECT``, so revisions go in rounds, those without children
+    first, each round through Django's collector (which cascades to the rows that refer to them).
+
+    Returns:
+        ``{"files": [...], "removed": {model label: rows}}``: the storage names of the label maps,
+        for the caller to delete after commit, and the rows deleted.
+    """
+    revisions = MaskRevision.objects.filter(series=series)
+    files = [name for name in revisions.values_list("labelmap", flat=True) if name]
+    removed: dict[str, int] = {}
+    while revisions.exists():
+        leaves = revisions.filter(children__isnull=True)
+        if not leaves.exists():
+            raise RevisionImmutableError(f"series {series.pk}: revision lineage has no leaf; cannot delete it")
+        _, counts = models.QuerySet.delete(leaves)  # the collector, not RevisionQuerySet.delete (which refuses)
+        for label, count in counts.items():
+            removed[label] = removed.get(label, 0) + count
+    logger.info("series %s: %d mask revision(s) deleted with the series", series.pk, len(files))
+    return {"files": files, "removed": removed}

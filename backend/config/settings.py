@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI served from our static files: no CDN needed
     "axes",  # login throttling (django-axes)
     "csp",  # Content-Security-Policy header (django-csp)
+    "django_celery_beat",  # periodic tasks (job sweep, later retraining) kept in the database
     "accounts",
     "imaging",
     "modeling",
@@ -271,19 +272,60 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
+# A request that queues work must not hang on an unreachable broker: connecting gives up after
+# PLEURA_BROKER_TIMEOUT_S seconds, a command without answer after PLEURA_BROKER_SOCKET_TIMEOUT_S,
+# and a send is tried PLEURA_BROKER_PUBLISH_RETRIES + 1 times (config.celery.publish then stops
+# trying for 30 s). The job row stays "pending" and the sweep sends it later.
+PLEURA_BROKER_TIMEOUT_S = float(_env_int("PLEURA_BROKER_TIMEOUT_S", 2))
+PLEURA_BROKER_SOCKET_TIMEOUT_S = float(_env_int("PLEURA_BROKER_SOCKET_TIMEOUT_S", 5))
+CELERY_BROKER_CONNECTION_TIMEOUT = PLEURA_BROKER_TIMEOUT_S
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": _env_int("PLEURA_BROKER_PUBLISH_RETRIES", 0),
+    "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5,
+}
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = PLEURA_BROKER_TIMEOUT_S  # result backend (same Redis)
+CELERY_REDIS_SOCKET_TIMEOUT = PLEURA_BROKER_SOCKET_TIMEOUT_S
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": CELERY_TASK_PUBLISH_RETRY_POLICY}
 # Redis redelivers an unacknowledged message (worker killed mid-task) after this many seconds;
-# keep it above the longest task (a CT proposal) or a slow job runs twice (harmless, wasted work).
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": _env_int("PLEURA_BROKER_VISIBILITY_TIMEOUT", 3600)}
+# the job sweep below requeues such a job within minutes, so this is only a last resort.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": _env_int("PLEURA_BROKER_VISIBILITY_TIMEOUT", 3600),
+    "socket_connect_timeout": PLEURA_BROKER_TIMEOUT_S,
+    "socket_timeout": PLEURA_BROKER_SOCKET_TIMEOUT_S,
+    "max_retries": CELERY_TASK_PUBLISH_RETRY_POLICY["max_retries"],  # kombu: connection attempts on first use
+}
+# Periodic tasks (django-celery-beat): `celery -A config beat -S django_celery_beat.schedulers:DatabaseScheduler`.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Proposal jobs (modeling): device ("" = CUDA when present, else CPU), retries and first backoff (s).
 PLEURA_DEVICE = os.environ.get("PLEURA_DEVICE", "")
 PLEURA_PROPOSAL_MAX_RETRIES = _env_int("PLEURA_PROPOSAL_MAX_RETRIES", 3)
 PLEURA_PROPOSAL_RETRY_BACKOFF = _env_int("PLEURA_PROPOSAL_RETRY_BACKOFF", 5)
+# Time limits per proposal (s): the soft limit fails the job with a clear error, the hard one kills
+# the worker child (prefork pool; the sweep fails a job running past its hard limit in any pool).
+PLEURA_CXR_SOFT_TIME_LIMIT_S = _env_int("PLEURA_CXR_SOFT_TIME_LIMIT_S", 120)
+PLEURA_CXR_TIME_LIMIT_S = _env_int("PLEURA_CXR_TIME_LIMIT_S", 180)
+PLEURA_CT_SOFT_TIME_LIMIT_S = _env_int("PLEURA_CT_SOFT_TIME_LIMIT_S", 900)
+PLEURA_CT_TIME_LIMIT_S = _env_int("PLEURA_CT_TIME_LIMIT_S", 1200)
+# A CT series with more slices than this is refused (job failed with the reason), never run.
+PLEURA_CT_MAX_SLICES = _env_int("PLEURA_CT_MAX_SLICES", 1500)
+# Job sweep (beat): every PLEURA_JOB_SWEEP_INTERVAL_S it sends jobs still waiting for the broker,
+# and requeues running jobs whose worker has given no heartbeat for PLEURA_JOB_STALE_S (a killed
+# worker); workers beat every PLEURA_JOB_HEARTBEAT_S. A job lost this many times is failed.
+PLEURA_JOB_SWEEP_INTERVAL_S = _env_int("PLEURA_JOB_SWEEP_INTERVAL_S", 60)
+PLEURA_JOB_HEARTBEAT_S = _env_int("PLEURA_JOB_HEARTBEAT_S", 30)
+PLEURA_JOB_STALE_S = _env_int("PLEURA_JOB_STALE_S", 180)
+PLEURA_JOB_MAX_ATTEMPTS = _env_int("PLEURA_JOB_MAX_ATTEMPTS", 3)
+if PLEURA_JOB_STALE_S < 2 * PLEURA_JOB_HEARTBEAT_S:
+    raise ImproperlyConfigured("PLEURA_JOB_STALE_S must be at least twice PLEURA_JOB_HEARTBEAT_S, or live jobs "
+                               "would be requeued")
+if PLEURA_CXR_SOFT_TIME_LIMIT_S > PLEURA_CXR_TIME_LIMIT_S or PLEURA_CT_SOFT_TIME_LIMIT_S > PLEURA_CT_TIME_LIMIT_S:
+    raise ImproperlyConfigured("a soft time limit (PLEURA_*_SOFT_TIME_LIMIT_S) must not exceed its hard one "
+                               "(PLEURA_*_TIME_LIMIT_S)")
 
-# --- Worker processes: recycled so memory is returned; beat's state under the data folder ------
+# --- Worker processes: recycled so memory is returned ---------------------------------------
 # (the web side is in gunicorn.conf.py: max_requests). Applies to the prefork pool (the default).
 CELERY_WORKER_MAX_TASKS_PER_CHILD = _env_int("PLEURA_WORKER_MAX_TASKS_PER_CHILD", 100)
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = _env_int("PLEURA_WORKER_MAX_MEMORY_KB", 4 * 1024 * 1024)  # KiB resident
-CELERY_BEAT_SCHEDULE_FILENAME = str(PLEURA_DATA_DIR / "celerybeat-schedule")
 
 # --- Logging ----------------------------------------------------------------------------------
 LOGGING = {

@@ -9,6 +9,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from django.utils import timezone
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_rescale
 
+from accounts.audit import record, snapshot
 from config.logsafe import file_ref
 
 from .deid import deidentify, original_patient_key, pseudonym_for
@@ -34,7 +36,7 @@ from .errors import (
 from .limits import DecodeBudget
 from .models import BurnedInAnnotation, Instance, Patient, Project, Series, SourceFormat, Study, Upload
 from .readers import ImageOptions, image_to_dataset, nifti_to_datasets, read_dicom, sha256_hex
-from .signals import series_ingested
+from .signals import series_deleting, series_ingested, series_stored
 from .sources import Limits, SourceFile, expand, kind_of
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,8 @@ class IngestResult:
     num_instances: int = 0
     num_duplicates: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: What downstream apps reported after commit, summed over the series, e.g. ``{"proposals": {"pending": 1}}``.
+    followups: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def ingest(
@@ -225,6 +229,12 @@ def _parse_da(value: str) -> Any:
 
 
 def _store(project: Project, prepared: list[PreparedInstance], *, user: Any, origin: str, num_files: int) -> IngestResult:
+    """Store rows and files in one transaction; files are deleted again only if it rolls back.
+
+    ``series_stored`` receivers write their follow-up rows (proposal jobs) in the same
+    transaction; the after-commit hooks are robust: a broker that cannot be reached after commit
+    never undoes a committed upload (the jobs stay pending and are sent later by the sweep).
+    """
     groups: OrderedDict[str, list[PreparedInstance]] = OrderedDict()
     for item in prepared:
         groups.setdefault(str(item.dataset.SeriesInstanceUID), []).append(item)
@@ -243,7 +253,8 @@ def _store(project: Project, prepared: list[PreparedInstance], *, user: Any, ori
                 result.created_series += int(created)
                 if added:
                     result.series.append(series)
-                    transaction.on_commit(lambda s=series, c=created: _after_commit(s, c, upload))
+                    series_stored.send(sender=Series, series=series, created=created, upload=upload)
+                    transaction.on_commit(partial(_after_commit, series, created, upload, result), robust=True)
                 if added and series.burned_in_annotation != BurnedInAnnotation.NO:
                     result.warnings.append(
                         f"series {series.series_instance_uid}: burned-in annotation "
@@ -374,18 +385,33 @@ def update_series_geometry(series: Series) -> None:
     series.save(update_fields=["num_instances", "slice_spacing"])
 
 
-def _after_commit(series: Series, created: bool, upload: Upload) -> None:
-    """Tell other apps (see ``imaging.signals``), then queue the statistics.
+def _after_commit(series: Series, created: bool, upload: Upload, result: IngestResult) -> None:
+    """Tell other apps (see ``imaging.signals``) and collect what they report, then queue the statistics.
 
-    The receivers queue the model proposals the annotators wait for; the statistics nobody waits
-    for go after them on the same queue.
+    The proposal jobs the annotators wait for were sent by their own commit hooks just before;
+    the statistics nobody waits for go after them on the same queue. A broker that cannot be
+    reached is logged, never raised: the upload is committed whole.
     """
+    from config.celery import publish
+
     from .tasks import compute_series_statistics_task
 
     for receiver, response in series_ingested.send_robust(sender=Series, series=series, created=created, upload=upload):
         if isinstance(response, Exception):
             logger.error("series_ingested receiver %r failed for series %s: %r", receiver, series.pk, response)
-    compute_series_statistics_task.delay(series.pk)
+        elif isinstance(response, dict):
+            _add_counts(result.followups, response)
+    if not publish(compute_series_statistics_task, [series.pk]):
+        logger.warning("statistics of series %s not queued (broker unreachable)", series.pk)
+
+
+def _add_counts(total: dict[str, dict[str, int]], report: dict[str, Any]) -> None:
+    """Sum ``{"key": {"name": count}}`` reports into ``total``."""
+    for key, counts in report.items():
+        if isinstance(counts, dict):
+            bucket = total.setdefault(key, {})
+            for name, count in counts.items():
+                bucket[name] = bucket.get(name, 0) + int(count)
 
 
 def compute_series_statistics(series_id: int, max_samples: int = 2_000_000) -> dict[str, Any] | None:
@@ -428,18 +454,85 @@ def compute_series_statistics(series_id: int, max_samples: int = 2_000_000) -> d
     return stats
 
 
-def delete_series(series: Series) -> None:
-    """Delete a series, its instances and (after commit) their stored files."""
-    names = list(series.instances.values_list("file", flat=True))
-    study = series.study
+@dataclass
+class DeletionReport:
+    """What :func:`delete_series` or :func:`delete_upload` removed (``removed``: rows per model label)."""
+
+    series_ids: list[int] = field(default_factory=list)
+    removed: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+
+def delete_series(series: Series, *, actor: Any = None, reason: str = "", report: DeletionReport | None = None
+                  ) -> DeletionReport:
+    """Remove a series completely, atomically, with an audit record.
+
+    Rows: the series, its instances, and (through ``series_deleting`` receivers and cascades) the
+    mask revisions, QC, annotation tasks, drafts and proposal jobs of other apps; its study and
+    patient when nothing else is left under them. Files: the instances' and the receivers' files,
+    deleted only after the transaction commits (a rollback leaves every file in place).
+
+    Args:
+        series: the series to remove.
+        actor: the user deleting it (recorded in the audit log).
+        reason: why (recorded in the audit log; e.g. "PHI in pixel data").
+        report: add to this report (several series in one transaction) instead of a new one.
+
+    Raises:
+        Series.DoesNotExist: the series was deleted meanwhile.
+    """
+    report = report if report is not None else DeletionReport()
     with transaction.atomic():
-        series.delete()
+        # The series row lock orders this deletion with a proposal being stored for it (modeling locks it too).
+        series = Series.objects.select_for_update().select_related("study__patient").get(pk=series.pk)
+        study, patient = series.study, series.study.patient
+        before = {**snapshot(series), "study_instance_uid": study.study_instance_uid, "patient": patient.pseudonym}
+        files = [name for name in series.instances.values_list("file", flat=True) if name]
+        removed: dict[str, int] = {}
+        for _receiver, response in series_deleting.send(sender=Series, series=series):
+            files += [name for name in (response or {}).get("files", []) if name]
+            removed = _merge(removed, (response or {}).get("removed", {}))
+        removed = _merge(removed, _delete_counted(series))
         if not study.series.exists():
-            patient = study.patient
-            study.delete()
+            removed = _merge(removed, _delete_counted(study))
             if not patient.studies.exists():
-                patient.delete()
-        transaction.on_commit(lambda: _delete_files(names))
+                removed = _merge(removed, _delete_counted(patient))
+        record(actor, "series.delete", target_type="imaging.series", target_id=before["id"],
+               target_repr=f"{series.modality} series {series.series_instance_uid}", project_id=series.project_id,
+               before={**before, "removed": removed, "files": len(files)}, reason=reason)
+        transaction.on_commit(partial(_delete_files, files))
+    report.series_ids.append(before["id"])
+    report.removed = _merge(report.removed, removed)
+    report.files += files
+    logger.info("series %s deleted: %s, %d file(s)", before["id"], removed, len(files))
+    return report
+
+
+def delete_upload(upload: Upload, *, actor: Any = None, reason: str = "") -> DeletionReport:
+    """Remove an upload completely: every series it added to (as :func:`delete_series`) and its record."""
+    report = DeletionReport()
+    with transaction.atomic():
+        upload = Upload.objects.select_for_update().get(pk=upload.pk)
+        before = {**snapshot(upload, [f.name for f in Upload._meta.concrete_fields]),
+                  "series": list(upload.series.values_list("pk", flat=True))}
+        for series in upload.series.order_by("pk"):
+            delete_series(series, actor=actor, reason=reason, report=report)
+        upload.delete()
+        report.removed = _merge(report.removed, {Upload._meta.label: 1})
+        record(actor, "upload.delete", target_type="imaging.upload", target_id=before["id"],
+               target_repr=f"upload {before['id']}", project_id=upload.project_id,
+               before={**before, "removed": report.removed, "files": len(report.files)}, reason=reason)
+    return report
+
+
+def _delete_counted(obj: Any) -> dict[str, int]:
+    """``obj.delete()`` (cascading); the rows removed per model label."""
+    _, per_model = obj.delete()
+    return {label: count for label, count in per_model.items() if count}
+
+
+def _merge(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {key: a.get(key, 0) + b.get(key, 0) for key in sorted({*a, *b})}
 
 
 @dataclass(frozen=True)

@@ -113,8 +113,21 @@ class StudyViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
     filterset_class = StudyFilter
 
 
+def deletion_reason(request: Request) -> str:
+    """The ``reason`` of a DELETE, from the JSON/form body or the query string (kept in the audit log)."""
+    data = request.data if hasattr(request.data, "get") else {}
+    return str(data.get("reason") or request.query_params.get("reason") or "")[:2000]
+
+
+@extend_schema(methods=["DELETE"], parameters=[
+    OpenApiParameter("reason", str, description="Why (kept in the audit log); also accepted in the body"),
+])
 class SeriesViewSet(ProjectScopedMixin, mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
-    """Series with geometry and statistics; project admins may delete a series."""
+    """Series with geometry and statistics; project admins may delete a series completely.
+
+    DELETE removes the series, its instances, mask revisions, QC, tasks, drafts and proposal jobs,
+    and their stored files after commit, with an audit record (``series.delete``) holding ``reason``.
+    """
 
     queryset = Series.objects.select_related("study")
     serializer_class = SeriesSerializer
@@ -122,7 +135,7 @@ class SeriesViewSet(ProjectScopedMixin, mixins.DestroyModelMixin, viewsets.ReadO
     ordering_fields = ["created_at", "series_number"]
 
     def perform_destroy(self, instance: Series) -> None:
-        services.delete_series(instance)
+        services.delete_series(instance, actor=self.request.user, reason=deletion_reason(self.request))
 
 
 class InstanceViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
@@ -133,8 +146,16 @@ class InstanceViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
     filterset_class = InstanceFilter
 
 
-class UploadViewSet(ProjectScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
-    """Uploads: POST multipart ``project`` + ``files`` (DICOM, .zip, PNG/JPEG, NIfTI)."""
+@extend_schema(methods=["DELETE"], parameters=[
+    OpenApiParameter("reason", str, description="Why (kept in the audit log); also accepted in the body"),
+])
+class UploadViewSet(ProjectScopedMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin,
+                    viewsets.ReadOnlyModelViewSet):
+    """Uploads: POST multipart ``project`` + ``files`` (DICOM, .zip, PNG/JPEG, NIfTI).
+
+    DELETE (project admins) removes every series the upload added to, completely (as a series
+    DELETE), and the upload record, with audit records (``series.delete``, ``upload.delete``).
+    """
 
     queryset = Upload.objects.select_related("created_by").prefetch_related("series")
     serializer_class = UploadSerializer
@@ -167,7 +188,13 @@ class UploadViewSet(ProjectScopedMixin, mixins.CreateModelMixin, viewsets.ReadOn
         )
         body = UploadSerializer(result.upload, context=self.get_serializer_context()).data
         body["created_series"] = result.created_series
+        # what downstream apps report, e.g. "proposals": {"pending": 1} (the broker is unreachable:
+        # the jobs are stored and the sweep sends them once it is back)
+        body.update(result.followups)
         return Response(body, status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, instance: Upload) -> None:
+        services.delete_upload(instance, actor=self.request.user, reason=deletion_reason(self.request))
 
 
 class IgnoreAcceptNegotiation(BaseContentNegotiation):

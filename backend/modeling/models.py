@@ -76,6 +76,9 @@ class ModelVersion(models.Model):
 
 
 class JobStatus(models.TextChoices):
+    """Life of a job (docs/proposals.md): pending → queued → running → succeeded / failed."""
+
+    PENDING = "pending", "Waiting for the broker"
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     RETRYING = "retrying", "Waiting to retry"
@@ -99,7 +102,7 @@ class ProposalJob(models.Model):
     target_key = models.CharField(max_length=40)
     modality = models.CharField(max_length=8, choices=ModelModality.choices)
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="proposal_jobs")
-    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0, help_text="Times a worker started this job")
     error = models.TextField(blank=True, help_text="Last error (kept after success for the record)")
     method = models.CharField(max_length=20, blank=True, help_text="'model' or 'classical' (fallback)")
@@ -115,6 +118,10 @@ class ProposalJob(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Last sign of life: when it was made pending or queued, then every heartbeat of its running worker",
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -122,7 +129,10 @@ class ProposalJob(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["target_key", "model_version"], name="one_job_per_target_and_model"),
         ]
-        indexes = [models.Index(fields=["series", "status"])]
+        indexes = [
+            models.Index(fields=["series", "status"]),
+            models.Index(fields=["status", "heartbeat_at"], name="proposaljob_status_heartbeat"),  # the sweep
+        ]
 
     def __str__(self) -> str:
         return f"proposal {self.pk}: {self.model_version_id} on {self.target_key} ({self.status})"

@@ -25,7 +25,7 @@ class ProposalJobSerializer(serializers.ModelSerializer):
         model = ProposalJob
         fields = ["id", "project", "study", "series", "instance", "target_key", "modality", "model_version",
                   "model_name", "status", "attempts", "error", "method", "fallback_reason", "revision_id", "queue",
-                  "worker", "duration_s", "timings", "created_at", "started_at", "finished_at"]
+                  "worker", "duration_s", "timings", "created_at", "started_at", "heartbeat_at", "finished_at"]
         read_only_fields = fields
 
 

@@ -1,10 +1,12 @@
-"""Celery tasks of modeling: thin wrappers over :func:`modeling.services.run_job`.
+"""Celery tasks of modeling: thin wrappers over :mod:`modeling.services`.
 
-Two task names, one per modality, so that ``PLEURA_TASK_ROUTES`` can send CT to a ``gpu`` queue
-and X-ray to ``cpu`` (default queue: ``cpu``). Every task is ``acks_late`` with
-``reject_on_worker_lost``: a worker killed mid-job leaves the message unacknowledged, and the
-broker delivers it again (Redis: after ``PLEURA_BROKER_VISIBILITY_TIMEOUT`` seconds). The job row
-makes the rerun idempotent. Database and storage errors are retried with exponential backoff.
+Two proposal task names, one per modality, so that ``PLEURA_TASK_ROUTES`` can send CT to a
+``gpu`` queue and X-ray to ``cpu`` (default queue: ``cpu``). Every proposal task is ``acks_late``
+with ``reject_on_worker_lost`` and has a soft and a hard time limit (``PLEURA_CT_SOFT_TIME_LIMIT_S``
+...; enforced by the prefork pool; the sweep enforces the hard one in any pool). A worker killed
+mid-job stops its heartbeat and :func:`sweep_jobs` (run by beat) requeues the job within
+``PLEURA_JOB_STALE_S`` + ``PLEURA_JOB_SWEEP_INTERVAL_S`` seconds; the job row makes reruns
+idempotent. Database and storage errors are retried with exponential backoff.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 from typing import Any
 
 from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
@@ -38,10 +41,14 @@ def backoff(retries: int) -> float:
 def _run(task: Task, job_id: int) -> dict[str, Any]:
     """Run the job; on a transient error retry with backoff (in-process mode: at once, in a loop)."""
     retries = task.request.retries or 0
+    heartbeat_s = None if task.request.is_eager else settings.PLEURA_JOB_HEARTBEAT_S
     while True:
         try:
-            job = services.run_job(job_id)
+            job = services.run_job(job_id, heartbeat_s=heartbeat_s, time_limit_s=task.soft_time_limit)
         except services.PERMANENT_ERRORS:
+            return {"job": job_id, "status": "failed"}
+        except SoftTimeLimitExceeded:
+            services.record_error(job_id, services.ProposalTimeLimitError(task.soft_time_limit), final=True)
             return {"job": job_id, "status": "failed"}
         except TRANSIENT_ERRORS as exc:
             final = retries >= task.max_retries
@@ -61,13 +68,21 @@ def _run(task: Task, job_id: int) -> dict[str, Any]:
         return {"job": job_id, "status": job.status, "revision_id": job.revision_id}
 
 
-@shared_task(name="modeling.tasks.propose_cxr", **_OPTIONS)
+@shared_task(name="modeling.tasks.propose_cxr", soft_time_limit=settings.PLEURA_CXR_SOFT_TIME_LIMIT_S,
+             time_limit=settings.PLEURA_CXR_TIME_LIMIT_S, **_OPTIONS)
 def propose_cxr(self: Task, job_id: int) -> dict[str, Any]:
     """Run one X-ray proposal job."""
     return _run(self, job_id)
 
 
-@shared_task(name="modeling.tasks.propose_ct", **_OPTIONS)
+@shared_task(name="modeling.tasks.propose_ct", soft_time_limit=settings.PLEURA_CT_SOFT_TIME_LIMIT_S,
+             time_limit=settings.PLEURA_CT_TIME_LIMIT_S, **_OPTIONS)
 def propose_ct(self: Task, job_id: int) -> dict[str, Any]:
     """Run one CT proposal job."""
     return _run(self, job_id)
+
+
+@shared_task(name=services.SWEEP_TASK, ignore_result=True)
+def sweep_jobs() -> dict[str, list[int]]:
+    """Requeue jobs of lost workers, fail jobs over their limits, send pending jobs (run by beat)."""
+    return services.sweep_jobs().as_dict()

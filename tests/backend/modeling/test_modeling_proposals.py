@@ -320,10 +320,8 @@ def test_stale_jobs_are_requeued_once(project, tiny_cxr_version, django_capture_
     with django_capture_on_commit_callbacks(execute=False):  # no hooks run: we queue the job by hand
         result = ingest(project, [SourceFile("chest.png", xray_png())])
     series = Series.objects.get(pk=result.series[0].pk)
-    instance = series.instances.get()
-    job = ProposalJob.objects.create(project=project, series=series, instance=instance, modality="cxr",
-                                     target_key=f"instance:{instance.pk}", model_version=tiny_cxr_version)
-    ProposalJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=2))
+    job = ProposalJob.objects.get(series=series)  # stored with the upload; its message is never sent here
+    ProposalJob.objects.filter(pk=job.pk).update(status=JobStatus.QUEUED, created_at=timezone.now() - timedelta(hours=2))
     with django_capture_on_commit_callbacks(execute=True):
         call_command("requeue_proposals", "--older-than", "3600")
     job.refresh_from_db()
