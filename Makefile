@@ -11,10 +11,11 @@ PORT ?= 8000
 
 .PHONY: venv frontend demo serve test check-services bench train-cxr train-ct lint
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-nnunet.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps -r requirements-nnunet.txt
 	touch $@
 
 venv: $(VENV)/.installed
