@@ -233,7 +233,7 @@ _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDa
           "ReferringPhysicianName", "AccessionNumber", "StudyID")
 
 
-def _with_type2(ds: Any) -> Any:
+def with_type2(ds: Any) -> Any:
     """The in-memory source dataset with empty values for missing type 2 attributes (the file is not changed)."""
     for keyword in _TYPE2:
         if keyword not in ds:
@@ -260,7 +260,7 @@ class SegWriter(Writer):
         datasets = []
         for instance in instances:
             self.archive.write_stored_file(f"dicom/{case.case_id}/{instance.sop_instance_uid}.dcm", instance.file.name)
-            datasets.append(_with_type2(pixels.read_dataset(instance, pixels=False)))
+            datasets.append(with_type2(pixels.read_dataset(instance, pixels=False)))
         seg = seg_dataset(case, datasets, labels, self.options["secret"])
         buffer = io.BytesIO()
         seg.save_as(buffer, enforce_file_format=True)
