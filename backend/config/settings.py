@@ -242,6 +242,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": _env_int("PLEURA_BROKER
 PLEURA_DEVICE = os.environ.get("PLEURA_DEVICE", "")
 PLEURA_PROPOSAL_MAX_RETRIES = _env_int("PLEURA_PROPOSAL_MAX_RETRIES", 3)
 PLEURA_PROPOSAL_RETRY_BACKOFF = _env_int("PLEURA_PROPOSAL_RETRY_BACKOFF", 5)
+# Dataset exports: threads that read and encode cases in parallel (docs/exports.md).
+PLEURA_EXPORT_THREADS = _env_int("PLEURA_EXPORT_THREADS", 2)
 
 # --- Logging ----------------------------------------------------------------------------------
 LOGGING = {

@@ -65,8 +65,8 @@ class Archive:
         self.write_bytes(name, json.dumps(value, indent=2, sort_keys=True, default=str).encode(), compress=True)
 
     def write_stored_file(self, name: str, storage_name: str) -> None:
-        """Copy a file from the storage into the archive in 1 MiB chunks."""
-        with default_storage.open(storage_name, "rb") as src, self.zf.open(self._info(name, True), "w", force_zip64=True) as dst:
+        """Copy a file from the storage into the archive in 1 MiB chunks (stored: deflating CT pixels costs more than it saves)."""
+        with default_storage.open(storage_name, "rb") as src, self.zf.open(self._info(name, False), "w", force_zip64=True) as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
 
 
@@ -103,23 +103,76 @@ def _ct_geometry(case: Case, instances: list[Any]) -> tuple[dict[str, Any], tupl
     return geometry, spacing
 
 
-def volume_of(case: Case) -> Volume:
-    """Image + labels as NIfTI writes them: CT on the series' regular grid (HU, int16), X-ray as one slice."""
+def volume_of(case: Case, instances: list[Any]) -> Volume:
+    """Image + labels as NIfTI writes them: CT on the series' regular grid (HU, int16), X-ray as one slice.
+
+    Args:
+        instances: the case's instances in label-map slice order (:func:`case_instances`).
+    """
     revision = case.revision
     labels = read_labels(revision)
     if not case.is_3d:
         spacing = revision.spacing
         affine = labelmaps.affine_ras({}, (1.0, *spacing) if spacing else None)
         return Volume(pixels.xray_uint8(revision.instance)[np.newaxis], labels[np.newaxis], affine)
-    instances = pixels.ordered_instances(revision.series)
     geometry, spacing = _ct_geometry(case, instances)
     image = pixels.to_grid(pixels.ct_volume(instances), geometry)
     return Volume(image, labelmaps.to_regular_grid(labels, geometry), labelmaps.affine_ras(geometry, spacing))
 
 
+def case_instances(case: Case) -> list[Any]:
+    """The case's instances in label-map slice order (one database query for CT; none for an X-ray)."""
+    return pixels.ordered_instances(case.revision.series) if case.is_3d else [case.revision.instance]
+
+
+@dataclass
+class Entry:
+    """One archive member: bytes, or a stored file copied at write time."""
+
+    name: str
+    data: bytes | None = None
+    storage_name: str | None = None
+    compress: bool = False
+
+
+@dataclass
+class Prepared:
+    """What a case adds to the archive: its members, its files for the manifest, index data for ``finish``."""
+
+    entries: list[Entry]
+    files: dict[str, str]
+    extra: Any = None
+
+
+def stored_label_png(case: Case) -> bytes:
+    """The stored label PNG of a 2D revision as it is (Pleura writes label maps as 8-bit grey PNG).
+
+    The bytes are checked against the revision's checksum by decoding them once.
+    """
+    revision = case.revision
+    with default_storage.open(revision.labelmap.name, "rb") as handle:
+        data = handle.read()
+    if revision.labelmap_format != "png" or labelmaps.checksum(labelmaps.decode_png(data)) != revision.checksum:
+        return png_bytes(read_labels(revision))  # re-encoded (raises LabelMapError when truly corrupt)
+    return data
+
+
+def image_and_label(case: Case, instances: list[Any]) -> tuple[bytes, bytes, str]:
+    """``(image, label, extension)``: PNG pair for an X-ray, NIfTI pair for a CT (nnU-Net and MONAI layouts)."""
+    if case.is_3d:
+        volume = volume_of(case, instances)
+        return nifti_bytes(volume.image, volume.affine), nifti_bytes(volume.labels, volume.affine), ".nii.gz"
+    return png_bytes(pixels.xray_uint8(case.revision.instance)), stored_label_png(case), ".png"
+
+
 @dataclass
 class Writer:
-    """Base of the format writers; subclasses set ``name`` and implement ``write_case``."""
+    """Base of the format writers.
+
+    ``prepare`` reads and encodes one case without touching the database (it runs in worker
+    threads); the archive members are written in case order by :meth:`write`; ``finish`` adds
+    the index files.
+    """
 
     archive: Archive
     options: dict[str, Any] = field(default_factory=dict)
@@ -148,8 +201,17 @@ class Writer:
                 f"{cls.name} needs one kind of image; the selection mixes modalities {', '.join(modalities)} "
                 "(2D X-rays and 3D CT): filter by modality")
 
-    def write_case(self, case: Case) -> dict[str, str]:
+    def prepare(self, case: Case, instances: list[Any]) -> Prepared:
+        """Read and encode one case (thread-safe, no database access)."""
         raise NotImplementedError
+
+    def write(self, case: Case, prepared: Prepared) -> None:
+        """Write a prepared case's members (in the calling thread, in case order)."""
+        for entry in prepared.entries:
+            if entry.storage_name is not None:
+                self.archive.write_stored_file(entry.name, entry.storage_name)
+            else:
+                self.archive.write_bytes(entry.name, entry.data or b"", compress=entry.compress)
 
     def finish(self, cases: list[Case], files: dict[str, dict[str, str]]) -> None:
         """Write the format's index files (none by default)."""
@@ -160,12 +222,11 @@ class NiftiWriter(Writer):
     readme = ("images/<case>.nii.gz: the image (CT: int16 HU on the series' regular grid; X-ray: uint8, one slice);\n"
               "labels/<case>.nii.gz: uint8 labels 0 background, 1 right lung, 2 left lung, same affine (RAS).")
 
-    def write_case(self, case: Case) -> dict[str, str]:
-        volume = volume_of(case)
+    def prepare(self, case: Case, instances: list[Any]) -> Prepared:
+        volume = volume_of(case, instances)
         files = {"image": f"images/{case.case_id}.nii.gz", "label": f"labels/{case.case_id}.nii.gz"}
-        self.archive.write_bytes(files["image"], nifti_bytes(volume.image, volume.affine))
-        self.archive.write_bytes(files["label"], nifti_bytes(volume.labels, volume.affine))
-        return files
+        return Prepared([Entry(files["image"], nifti_bytes(volume.image, volume.affine)),
+                         Entry(files["label"], nifti_bytes(volume.labels, volume.affine))], files)
 
 
 class PngWriter(Writer):
@@ -174,11 +235,10 @@ class PngWriter(Writer):
     readme = ("images/<case>.png: the X-ray, 8-bit grey as stored, full resolution;\n"
               "labels/<case>.png: 8-bit labels 0 background, 1 right lung, 2 left lung, same size.")
 
-    def write_case(self, case: Case) -> dict[str, str]:
+    def prepare(self, case: Case, instances: list[Any]) -> Prepared:
+        image, label, _ = image_and_label(case, instances)
         files = {"image": f"images/{case.case_id}.png", "label": f"labels/{case.case_id}.png"}
-        self.archive.write_bytes(files["image"], png_bytes(pixels.xray_uint8(case.revision.instance)))
-        self.archive.write_bytes(files["label"], png_bytes(read_labels(case.revision)))
-        return files
+        return Prepared([Entry(files["image"], image), Entry(files["label"], label)], files)
 
 
 def _algorithm_type(case: Case) -> str:
@@ -247,26 +307,20 @@ class SegWriter(Writer):
               "seg/<case>.dcm: DICOM SEG (BINARY) with segment 1 'Right Lung' and 2 'Left Lung' (SNOMED CT codes),\n"
               "referencing those instances and their frame of reference (opens in OHIF and 3D Slicer).")
 
-    def write_case(self, case: Case) -> dict[str, str]:
-        revision = case.revision
-        instances = [revision.instance] if not case.is_3d else pixels.ordered_instances(revision.series)
-        labels = read_labels(revision)
+    def prepare(self, case: Case, instances: list[Any]) -> Prepared:
+        labels = read_labels(case.revision)
         if labels.ndim == 2:
             labels = labels[np.newaxis]
         if labels.shape[0] != len(instances):
             raise IncompatibleSelectionError(
                 f"case {case.case_id}: its label map has {labels.shape[0]} slices but the series has "
                 f"{len(instances)} instances; re-run the proposal before exporting it as SEG")
-        datasets = []
-        for instance in instances:
-            self.archive.write_stored_file(f"dicom/{case.case_id}/{instance.sop_instance_uid}.dcm", instance.file.name)
-            datasets.append(with_type2(pixels.read_dataset(instance, pixels=False)))
-        seg = seg_dataset(case, datasets, labels, self.options["secret"])
+        datasets = [with_type2(pixels.read_dataset(i, pixels=False)) for i in instances]
         buffer = io.BytesIO()
-        seg.save_as(buffer, enforce_file_format=True)
+        seg_dataset(case, datasets, labels, self.options["secret"]).save_as(buffer, enforce_file_format=True)
         files = {"image": f"dicom/{case.case_id}/", "label": f"seg/{case.case_id}.dcm"}
-        self.archive.write_bytes(files["label"], buffer.getvalue(), compress=True)
-        return files
+        entries = [Entry(f"dicom/{case.case_id}/{i.sop_instance_uid}.dcm", storage_name=i.file.name) for i in instances]
+        return Prepared([*entries, Entry(files["label"], buffer.getvalue(), compress=True)], files)
 
 
 def _folds(cases: list[Case], count: int) -> list[dict[str, list[str]]]:
@@ -287,18 +341,12 @@ class NnUNetWriter(Writer):
         name = re.sub(r"[^A-Za-z0-9]", "", self.options.get("project_name", "Pleura").title()) or "Pleura"
         return f"Dataset{int(self.options.get('nnunet_id', 501)):03d}_{name}"
 
-    def write_case(self, case: Case) -> dict[str, str]:
+    def prepare(self, case: Case, instances: list[Any]) -> Prepared:
         part = "Tr" if case.split == "train" else "Ts"
         root = self._folder()
-        if case.is_3d:
-            volume = volume_of(case)
-            image, label, ext = nifti_bytes(volume.image, volume.affine), nifti_bytes(volume.labels, volume.affine), ".nii.gz"
-        else:
-            image, label, ext = png_bytes(pixels.xray_uint8(case.revision.instance)), png_bytes(read_labels(case.revision)), ".png"
+        image, label, ext = image_and_label(case, instances)
         files = {"image": f"{root}/images{part}/{case.case_id}_0000{ext}", "label": f"{root}/labels{part}/{case.case_id}{ext}"}
-        self.archive.write_bytes(files["image"], image)
-        self.archive.write_bytes(files["label"], label)
-        return files
+        return Prepared([Entry(files["image"], image), Entry(files["label"], label)], files)
 
     def finish(self, cases: list[Case], files: dict[str, dict[str, str]]) -> None:
         is_3d = cases[0].is_3d
@@ -313,8 +361,8 @@ class NnUNetWriter(Writer):
         self.archive.write_json(f"{root}/splits_final.json", _folds(cases, int(self.options.get("folds", 5))))
 
 
-def coco_annotations(case: Case, labels: np.ndarray, start_id: int) -> list[dict[str, Any]]:
-    """One COCO annotation per lung present: compressed RLE (pycocotools), area and bbox in pixels."""
+def coco_annotations(case: Case, labels: np.ndarray) -> list[dict[str, Any]]:
+    """One COCO annotation per lung present: compressed RLE (pycocotools), area and bbox in pixels (no ``id`` yet)."""
     out = []
     for value in (1, 2):
         mask = np.asfortranarray(labels == value, dtype=np.uint8)
@@ -322,7 +370,7 @@ def coco_annotations(case: Case, labels: np.ndarray, start_id: int) -> list[dict
             continue
         rle = coco_mask.encode(mask)
         x, y, w, h = (float(v) for v in coco_mask.toBbox(rle))
-        out.append({"id": start_id + len(out), "image_id": int(case.revision.pk), "category_id": value,
+        out.append({"image_id": int(case.revision.pk), "category_id": value,
                     "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
                     "area": float(coco_mask.area(rle)), "bbox": [x, y, w, h], "iscrowd": 0})
     return out
@@ -338,20 +386,23 @@ class CocoWriter(Writer):
     def __post_init__(self) -> None:
         self.entries: dict[str, dict[str, list[dict[str, Any]]]] = {
             split: {"images": [], "annotations": []} for split in ("train", "test")}
-        self.next_id = 1
 
-    def write_case(self, case: Case) -> dict[str, str]:
+    def prepare(self, case: Case, instances: list[Any]) -> Prepared:
         image = pixels.xray_uint8(case.revision.instance)
-        labels = read_labels(case.revision)
         files = {"image": f"images/{case.case_id}.png", "label": f"annotations/{case.split}.json"}
-        self.archive.write_bytes(files["image"], png_bytes(image))
+        record = {"id": int(case.revision.pk), "file_name": f"{case.case_id}.png",
+                  "height": int(image.shape[0]), "width": int(image.shape[1]), "license": 1}
+        return Prepared([Entry(files["image"], png_bytes(image))], files,
+                        (record, coco_annotations(case, read_labels(case.revision))))
+
+    def write(self, case: Case, prepared: Prepared) -> None:
+        super().write(case, prepared)
+        record, annotations = prepared.extra
         entry = self.entries[case.split]
-        entry["images"].append({"id": int(case.revision.pk), "file_name": f"{case.case_id}.png",
-                                "height": int(image.shape[0]), "width": int(image.shape[1]), "license": 1})
-        annotations = coco_annotations(case, labels, self.next_id)
-        self.next_id += len(annotations)
-        entry["annotations"].extend(annotations)
-        return files
+        entry["images"].append(record)
+        for annotation in annotations:  # ids in case order: the same selection gives the same file
+            entry["annotations"].append({"id": sum(len(e["annotations"]) for e in self.entries.values()) + 1,
+                                         **annotation})
 
     def finish(self, cases: list[Case], files: dict[str, dict[str, str]]) -> None:
         categories = [{"id": v, "name": LABELS[v], "supercategory": "lung"} for v in (1, 2)]
@@ -371,16 +422,10 @@ class MonaiWriter(Writer):
               "MONAI decathlon layout: 'training' (with 'fold') and 'test' lists of {image, label}, paths relative\n"
               "to the archive root (monai.data.load_decathlon_datalist).")
 
-    def write_case(self, case: Case) -> dict[str, str]:
-        if case.is_3d:
-            volume = volume_of(case)
-            image, label, ext = nifti_bytes(volume.image, volume.affine), nifti_bytes(volume.labels, volume.affine), ".nii.gz"
-        else:
-            image, label, ext = png_bytes(pixels.xray_uint8(case.revision.instance)), png_bytes(read_labels(case.revision)), ".png"
+    def prepare(self, case: Case, instances: list[Any]) -> Prepared:
+        image, label, ext = image_and_label(case, instances)
         files = {"image": f"images/{case.case_id}{ext}", "label": f"labels/{case.case_id}{ext}"}
-        self.archive.write_bytes(files["image"], image)
-        self.archive.write_bytes(files["label"], label)
-        return files
+        return Prepared([Entry(files["image"], image), Entry(files["label"], label)], files)
 
     def finish(self, cases: list[Case], files: dict[str, dict[str, str]]) -> None:
         training = [{**files[c.case_id], "fold": c.fold, "case_id": c.case_id} for c in cases if c.split == "train"]

@@ -49,6 +49,8 @@ class ExportJob(models.Model):
     project = models.ForeignKey("imaging.Project", on_delete=models.CASCADE, related_name="export_jobs")
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="export_jobs")
+    origin = models.CharField(max_length=10, choices=[("api", "API or page"), ("command", "export_dataset command")],
+                              default="api", help_text="Jobs from the API re-check the requester's role when they run")
     format = models.CharField(max_length=10, choices=ExportFormat.choices)
     selection = models.JSONField(help_text="The selection as validated (kind + parameters)")
     status = models.CharField(max_length=10, choices=ExportStatus.choices, default=ExportStatus.QUEUED)

@@ -12,10 +12,13 @@ import hashlib
 import logging
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any
 
+from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -126,8 +129,9 @@ def write_archive(project: Project, selection: Selection, fmt: str, cases: list[
         archive = formats.Archive(zf)
         writer = formats.writer_class(fmt)(archive, opts)
         files: dict[str, dict[str, str]] = {}
-        for index, case in enumerate(cases, start=1):
-            files[case.case_id] = writer.write_case(case)
+        for index, (case, prepared) in enumerate(_prepared(writer, cases), start=1):
+            writer.write(case, prepared)
+            files[case.case_id] = prepared.files
             if progress is not None:
                 progress(index, len(cases))
         writer.finish(cases, files)
@@ -142,6 +146,27 @@ def write_archive(project: Project, selection: Selection, fmt: str, cases: list[
                             compress=True)
         archive.write_bytes("LICENSE.txt", (licence or "No licence stated for this project.\n").encode(), compress=True)
     return ArchiveResult(digest, len(cases))
+
+
+def _prepared(writer: formats.Writer, cases: list[Case]) -> Iterator[tuple[Case, formats.Prepared]]:
+    """Cases prepared by ``PLEURA_EXPORT_THREADS`` threads, yielded in case order.
+
+    At most two cases per thread are in flight for 2D images (PNG/zlib and pydicom release the
+    GIL), one at a time for 3D series, so memory holds a bounded number of cases.
+    """
+    threads = max(1, int(getattr(settings, "PLEURA_EXPORT_THREADS", 2)))
+    window = 1 if any(c.is_3d for c in cases) else 2 * threads
+    pending: deque[tuple[Case, Future[formats.Prepared]]] = deque()
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pleura-export") as pool:
+        for case in cases:
+            instances = formats.case_instances(case)  # database reads stay in this thread
+            pending.append((case, pool.submit(writer.prepare, case, instances)))
+            if len(pending) >= window:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
 
 
 def create_export(user: Any, fmt: str, selection_data: Any, options: dict[str, Any] | None = None) -> ExportJob:
@@ -202,7 +227,8 @@ def run_export(job_id: int) -> ExportJob | None:
     job.save(update_fields=["status", "started_at", "error"])
     name = ""
     try:
-        check_may_export(job.requested_by, job.project_id)
+        if job.origin == "api":  # the operator's command-line jobs have no requester to re-check
+            check_may_export(job.requested_by, job.project_id)
         data = {k: v for k, v in job.selection.items() if k != "options"}
         selection = parse_selection(data)
         cases = resolve(selection, job.format)

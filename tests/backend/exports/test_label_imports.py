@@ -144,7 +144,8 @@ def test_rtstruct_contours_by_name_become_a_label_map(project, django_capture_on
 
 def test_nifti_label_volume_on_the_series_grid(project, django_capture_on_commit_callbacks):
     source = add_ct(project, django_capture_on_commit_callbacks, depth=4, size=16)
-    volume = formats.volume_of(Case("ct", source, "train", 0))
+    case = Case("ct", source, "train", 0)
+    volume = formats.volume_of(case, formats.case_instances(case))
     data = formats.nifti_bytes(volume.labels, volume.affine)
     (revision,) = imports.import_labels(project_id=project.pk, name="labels.nii.gz", data=data, user=None,
                                         series_id=source.series_id)

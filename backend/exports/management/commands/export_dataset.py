@@ -55,7 +55,7 @@ class Command(BaseCommand):
             if options["out"] is not None:
                 self._to_file(project, selection, options["format"], cases, options["out"], extra)
                 return
-            job = ExportJob.objects.create(project=project, format=options["format"], progress_total=len(cases),
+            job = ExportJob.objects.create(project=project, format=options["format"], progress_total=len(cases), origin="command",
                                            selection={"kind": selection.kind, **selection.to_dict(), "options": extra})
         except ExportError as exc:
             raise CommandError(str(exc)) from exc
