@@ -58,31 +58,26 @@ def configure(database_url: str, data_dir: Path) -> str:
     return kind
 
 
-def xray_pairs(count: int, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``count`` (image, labels) pairs of ``size``², cycling through the real X-rays when present."""
+def xray_pair(index: int, size: int, stems: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """X-ray ``index`` of ``size``² and its labels: the real ones (cycled) when present, else synthetic."""
     from PIL import Image
 
-    folder = SHARED / "cxr" / "covidqu"
-    stems = sorted(p.stem for p in (folder / "images").glob("*.png"))[:count] if (folder / "images").is_dir() else []
-    pairs = []
-    for index in range(count):
-        if stems:
-            stem = stems[index % len(stems)]
-            image = Image.open(folder / "images" / f"{stem}.png").convert("L").resize((size, size), Image.BILINEAR)
-            labels = Image.open(folder / "labels" / f"{stem}.png").resize((size, size), Image.NEAREST)
-            pairs.append((np.array(image), np.minimum(np.array(labels), 2).astype(np.uint8)))
-        else:
-            y, x = np.mgrid[0:size, 0:size]
-            labels = np.zeros((size, size), np.uint8)
-            for value, cx in ((1, 0.3), (2, 0.7)):
-                labels[((x - cx * size) / (0.16 * size)) ** 2 + ((y - size / 2) / (0.3 * size)) ** 2 <= 1] = value
-            noise = np.random.default_rng(index).integers(0, 30, (size, size))
-            pairs.append(((np.where(labels > 0, 60, 190) + noise).astype(np.uint8), labels))
-    return pairs
+    if stems:
+        folder = SHARED / "cxr" / "covidqu"
+        stem = stems[index % len(stems)]
+        image = Image.open(folder / "images" / f"{stem}.png").convert("L").resize((size, size), Image.BILINEAR)
+        labels = Image.open(folder / "labels" / f"{stem}.png").resize((size, size), Image.NEAREST)
+        return np.array(image), np.minimum(np.array(labels), 2).astype(np.uint8)
+    y, x = np.mgrid[0:size, 0:size]
+    labels = np.zeros((size, size), np.uint8)
+    for value, cx in ((1, 0.3), (2, 0.7)):
+        labels[((x - cx * size) / (0.16 * size)) ** 2 + ((y - size / 2) / (0.3 * size)) ** 2 <= 1] = value
+    noise = np.random.default_rng(index).integers(0, 30, (size, size))
+    return (np.where(labels > 0, 60, 190) + noise).astype(np.uint8), labels
 
 
 def ingest_xrays(project: Any, count: int, size: int) -> float:
-    """Ingest ``count`` X-rays (each its own patient) with a submitted label revision; seconds."""
+    """Ingest ``count`` X-rays (each its own patient) with a submitted label revision, 50 per upload; seconds."""
     from PIL import Image
 
     from annotation.services import create_revision
@@ -90,18 +85,20 @@ def ingest_xrays(project: Any, count: int, size: int) -> float:
     from imaging.sources import SourceFile
 
     started = time.perf_counter()
-    pairs = xray_pairs(count, size)
+    folder = SHARED / "cxr" / "covidqu" / "images"
+    stems = sorted(p.stem for p in folder.glob("*.png"))[:count] if folder.is_dir() else []
     for start in range(0, count, 50):
-        files = []
+        files, labels = [], []
         for index in range(start, min(count, start + 50)):
-            image = pairs[index][0].copy()
+            image, label = xray_pair(index, size, stems)
             image[0, :3] = (index % 256, index // 256, 7)  # every file distinct (ingest skips duplicates)
             buffer = io.BytesIO()
             Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
             files.append(SourceFile(f"cxr-{index:05d}.png", buffer.getvalue()))
+            labels.append(label)
         result = ingest(project, files)
-        for offset, series in enumerate(result.series):
-            create_revision(series=series, instance=series.instances.get(), labels=pairs[start + offset][1],
+        for series, label in zip(result.series, labels):
+            create_revision(series=series, instance=series.instances.get(), labels=label,
                             source="person", status="submitted", spacing=(0.5, 0.5), method="manual")
     return time.perf_counter() - started
 
@@ -146,8 +143,11 @@ def ingest_ct(project: Any, depth: int) -> float:
 
 def measure(project_id: int, fmt: str, selection: dict[str, Any]) -> dict[str, Any]:
     """Run one export job in a forked child; its wall time, peak RSS and archive size."""
+    import gc
+
     from django.db import connections
 
+    gc.collect()
     from exports.models import ExportJob
 
     job = ExportJob.objects.create(project_id=project_id, format=fmt, origin="command",
