@@ -7,7 +7,8 @@ import re
 
 from django.core.files.storage import default_storage
 from django.db.models import QuerySet
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
@@ -108,6 +109,7 @@ class ExportJobViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
             raise PermissionDenied(str(exc)) from exc
         return job
 
+    @extend_schema(request=ExportRequestSerializer, responses={202: ExportJobSerializer})
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
         body = ExportRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -126,6 +128,9 @@ class ExportJobViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
             return Response({"detail": f"export {job.pk} is {job.status}; the archive is ready when it succeeded"
                              + (f" (error: {job.error})" if job.error else "")}, status=status.HTTP_409_CONFLICT)
         filename = f"pleura-{job.project.name}-{job.format}-{job.dataset_hash[:12]}.zip"
+        url = default_storage.url(job.archive.name)
+        if url.startswith(("https://", "http://")):  # object storage: its signed URL serves ranges itself
+            return HttpResponseRedirect(url)
         return ranged_file_response(request, job.archive.name, int(job.archive_size or 0), filename, job.archive_sha256)
 
 
@@ -135,6 +140,7 @@ class LabelImportViewSet(viewsets.ViewSet):
     permission_classes = [IsAuthenticated]
     serializer_class = LabelImportSerializer
 
+    @extend_schema(request={"multipart/form-data": LabelImportSerializer}, responses={201: None})
     def create(self, request: Request) -> Response:
         body = LabelImportSerializer(data=request.data)
         body.is_valid(raise_exception=True)
