@@ -10,6 +10,9 @@ X-rays: real 256×256 chest X-rays and their lung labels from ``../shared/data/c
 to ``--size`` (default 1024×1024; labels nearest-neighbour), or synthetic ones when the data are
 absent. CT: a synthetic 300×512×512 chest phantom (ingested as NIfTI → 300 DICOM slices).
 
+Each row also has the child's CPU time (user + system, all threads) and the machine's 1-minute load
+average when it ended: on a shared machine the wall time grows with the load, the CPU time barely.
+
 Targets (issue 22): ≤ 60 s for the 1,000 X-rays in PNG, COCO and nnU-Net; ≤ 10 s and ≤ 1 GB for
 the CT SEG. Writes one JSON file.
 
@@ -25,7 +28,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -176,7 +178,8 @@ def measure(project_id: int, fmt: str, selection: dict[str, Any]) -> dict[str, A
         report = json.loads(pipe.read() or "{}")
     _, _, usage = os.wait4(pid, 0)
     job.refresh_from_db()
-    return {"format": fmt, "cases": job.case_count, **report, "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    return {"format": fmt, "cases": job.case_count, **report, "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "load_average_1min": round(os.getloadavg()[0], 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
             "archive_mb": round((job.archive_size or 0) / 2 ** 20, 1), "dataset_hash": job.dataset_hash}
 
 
