@@ -17,7 +17,7 @@ PORT ?= 8000
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_PIN := $(shell grep -E '^torch==' requirements.txt)
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-nnunet.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	@if $(PIP) install --dry-run --no-index --no-deps "$(TORCH_PIN)" 2>/dev/null | grep -q '+cpu'; then \
@@ -26,6 +26,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 		echo "$(TORCH_PIN): CPU wheel index $(TORCH_CPU_INDEX)"; \
 		$(PIP) install -q --extra-index-url $(TORCH_CPU_INDEX) -r requirements.txt; \
 	fi
+	$(PIP) install -q --no-deps -r requirements-nnunet.txt
 	$(PIP) install -q --no-deps -e .
 	touch $@
 

@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "proposals": ["bench/bench_proposals.py", "--out", "{out}/proposals.json"],
     "viewer": ["bench/bench_viewer.py", "--out", "{out}/viewer.json"],
     "malformed": ["bench/bench_malformed.py", "--out", "{out}/malformed.json"],
+    "export": ["bench/bench_export.py", "--out", "{out}/export.json"],
 }
 
 

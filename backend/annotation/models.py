@@ -21,6 +21,7 @@ class RevisionImmutableError(Exception):
 class RevisionSource(models.TextChoices):
     MODEL = "model", "Model proposal"
     PERSON = "person", "Person"
+    IMPORT = "import", "Imported (DICOM SEG, RTSTRUCT or NIfTI)"
 
 
 class RevisionStatus(models.TextChoices):

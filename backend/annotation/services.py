@@ -145,20 +145,24 @@ def read_labels(revision: MaskRevision) -> np.ndarray:
 def export(revision: MaskRevision, fmt: str) -> tuple[bytes, str, str]:
     """A download of the label map: ``(bytes, content type, file name)`` for ``png`` or ``nifti``.
 
+    Args:
+        fmt: the ``kind`` query parameter of the download endpoint.
+
     Raises:
-        LabelMapError: unknown format, or PNG asked for a 3D label map.
+        LabelMapError: unknown kind, or PNG asked for a 3D label map.
     """
     labels = read_labels(revision)
     stem = f"{revision.target_key.replace(':', '-')}-r{revision.number}"
     spacing = tuple(revision.spacing) if revision.spacing else None
     if fmt == "png":
         if labels.ndim != 2:
-            raise labelmaps.LabelMapError("PNG is for 2D label maps; ask for format=nifti")
+            raise labelmaps.LabelMapError("PNG is for 2D label maps; ask for kind=nifti")
         return labelmaps.encode_png(labels), "image/png", f"{stem}.png"
     if fmt == "nifti":
         grid = labelmaps.to_regular_grid(labels, revision.geometry)  # instances placed on the series' grid
         return labelmaps.encode_nifti(grid, revision.geometry, spacing), "application/gzip", f"{stem}.nii.gz"
-    raise labelmaps.LabelMapError(f"unknown format {fmt!r}: use raw, png or nifti")
+    raise labelmaps.LabelMapError(
+        f"unknown kind {fmt!r}: use kind=png (2D) or kind=nifti; the raw label map is at /api/revisions/<id>/labelmap/")
 
 
 def purge_series(series: Series) -> dict[str, Any]:

@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "modeling",
     "annotation",
     "quality",
+    "exports",
     "workbench",
 ]
 
@@ -326,6 +327,9 @@ if PLEURA_CXR_SOFT_TIME_LIMIT_S > PLEURA_CXR_TIME_LIMIT_S or PLEURA_CT_SOFT_TIME
 # (the web side is in gunicorn.conf.py: max_requests). Applies to the prefork pool (the default).
 CELERY_WORKER_MAX_TASKS_PER_CHILD = _env_int("PLEURA_WORKER_MAX_TASKS_PER_CHILD", 100)
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = _env_int("PLEURA_WORKER_MAX_MEMORY_KB", 4 * 1024 * 1024)  # KiB resident
+
+# Dataset exports: threads that read and encode cases in parallel (docs/exports.md).
+PLEURA_EXPORT_THREADS = _env_int("PLEURA_EXPORT_THREADS", 2)
 
 # --- Logging ----------------------------------------------------------------------------------
 LOGGING = {

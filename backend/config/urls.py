@@ -9,6 +9,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import APIRootView, DefaultRouter
 
 from accounts.views import AuditEntryViewSet, MembershipViewSet, ObtainAuthTokenView, me
+from exports.urls import page_urlpatterns as export_pages
 from imaging.views import (
     InstanceViewSet,
     PatientViewSet,
@@ -32,7 +33,7 @@ API_ROOT = {
     "projects": "project-list", "memberships": "membership-list", "patients": "patient-list",
     "studies": "study-list", "series": "series-list", "instances": "instance-list", "uploads": "upload-list",
     "models": "modelversion-list", "proposals": "proposaljob-list", "revisions": "maskrevision-list",
-    "qc": "qcsummary-list", "annotation/tasks": "annotation-task-queue", "audit": "auditentry-list", "me": "me",
+    "qc": "qcsummary-list", "annotation/tasks": "annotation-task-queue", "exports": "exportjob-list", "audit": "auditentry-list", "me": "me",
     "schema": "schema", "docs": "api-docs",
 }
 
@@ -50,6 +51,7 @@ router.register("audit", AuditEntryViewSet)
 urlpatterns = [
     path("", RedirectView.as_view(url="/queue/", permanent=False)),
     path("", include("workbench.urls")),
+    path("", include(export_pages)),
     path("admin/", admin.site.urls),
     path("api/", PleuraAPIRoot.as_view(api_root_dict=API_ROOT), name="api-root"),
     path("api/", include(router.urls)),
@@ -57,6 +59,7 @@ urlpatterns = [
     path("api/", include("annotation.urls")),
     path("api/annotation/", include("annotation.task_urls")),
     path("api/", include("quality.urls")),
+    path("api/", include("exports.urls")),
     path("api/me/", me, name="me"),
     path("api/auth/", include("rest_framework.urls")),
     path("api/auth/token/", ObtainAuthTokenView.as_view(), name="api-token"),
