@@ -14,7 +14,9 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import logging
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,9 +123,12 @@ def tasks_for(user: Any) -> QuerySet:
     return AnnotationTask.objects.filter(project_id__in=project_ids_for(user)).select_related("series", "instance")
 
 
-def latest_revision(task: AnnotationTask) -> MaskRevision | None:
-    """The newest revision of the task's target, or ``None``."""
-    return MaskRevision.objects.filter(target_key=task.target_key).order_by("-number").first()
+def latest_revision(task: AnnotationTask, details: bool = False) -> MaskRevision | None:
+    """The newest revision of the task's target, or ``None``; ``details`` joins its author and task action."""
+    revisions = MaskRevision.objects.filter(target_key=task.target_key)
+    if details:
+        revisions = revisions.select_related("author", "task_action")
+    return revisions.order_by("-number").first()
 
 
 def task_instances(task: AnnotationTask, latest: MaskRevision | None = None) -> list[Instance]:
@@ -146,9 +151,56 @@ def task_shape(task: AnnotationTask) -> tuple[int, int, int]:
     return depth, task.series.rows, task.series.columns
 
 
+class _VolumeCache:
+    """Decoded label maps of recent revisions, least recently used out first, bounded in bytes.
+
+    Safe because a revision never changes (append-only lineage; the stored file is checked against
+    the recorded checksum, which is part of the key). Arrays are handed out read-only.
+    """
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, revision: MaskRevision) -> np.ndarray:
+        key = (revision.pk, revision.checksum)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        labels = services.read_labels(revision)
+        labels.setflags(write=False)
+        limit = int(getattr(settings, "PLEURA_REVISION_CACHE_BYTES", 128 * 1024 * 1024))
+        if labels.nbytes <= limit:
+            with self._lock:
+                if key not in self._items:
+                    self._items[key] = labels
+                    self._bytes += labels.nbytes
+                while self._bytes > limit:
+                    _, old = self._items.popitem(last=False)
+                    self._bytes -= old.nbytes
+        return labels
+
+
+_volumes = _VolumeCache()
+
+
+def revision_labels(revision: MaskRevision) -> np.ndarray:
+    """A revision's label map as stored (``(H, W)`` or ``(D, H, W)``), read-only, decoded once per process.
+
+    Raises:
+        LabelMapError: the stored file is unreadable or does not match the recorded checksum.
+    """
+    return _volumes.get(revision)
+
+
 def revision_volume(revision: MaskRevision) -> np.ndarray:
-    """A revision's label map as ``(D, H, W)`` uint8 (X-ray ``(H, W)`` → ``(1, H, W)``)."""
-    labels = services.read_labels(revision)
+    """A revision's label map as a read-only ``(D, H, W)`` uint8 array (X-ray ``(H, W)`` → ``(1, H, W)``).
+
+    Decoded once per process and kept while recently used (autosaves of a task read its parent each time).
+    """
+    labels = revision_labels(revision)
     return labels[None] if labels.ndim == 2 else labels
 
 
@@ -338,6 +390,15 @@ def _base_for(latest: MaskRevision | None) -> np.ndarray | None:
     return revision_volume(latest) if latest is not None else None
 
 
+def _changed_slices(mask: np.ndarray, parent: np.ndarray | None, candidates: Sequence[int] | None) -> list[int]:
+    """Slices of a ``(D, H, W)`` mask that differ from ``parent`` (zeros when ``None``), looking only at
+    ``candidates`` when given (an upload of some slices over the parent changes no other slice)."""
+    zs = sorted(candidates) if candidates is not None else range(mask.shape[0])
+    if parent is None:
+        return [int(z) for z in zs if mask[z].any()]
+    return [int(z) for z in zs if not np.array_equal(mask[z], parent[z])]
+
+
 def draft_labels(draft: Draft) -> np.ndarray:
     """A draft's mask ``(D, H, W)`` uint8."""
     return np.frombuffer(gzip.decompress(bytes(draft.data)), np.uint8).reshape(draft.shape).copy()
@@ -357,11 +418,12 @@ def save_draft(task_id: int, user: Any, parent_id: int | None, upload: MaskUploa
     now = timezone.now()
     with transaction.atomic():
         task, latest = _locked_task(task_id, user, parent_id, now)
-        mask = build_mask(upload, task_shape(task), _base_for(latest))
-        changed: list[int] | None = None
-        if mask.shape[0] > 1:
-            parent = revision_volume(latest) if latest is not None else np.zeros_like(mask)
-            changed = [int(z) for z in np.flatnonzero((mask != parent).reshape(mask.shape[0], -1).any(axis=1))]
+        shape = task_shape(task)
+        # the parent is needed for an upload of some slices and for the changed slices of a CT draft,
+        # not for a whole X-ray mask
+        parent = _base_for(latest) if upload.slices is not None or shape[0] > 1 else None
+        mask = build_mask(upload, shape, parent)
+        changed = _changed_slices(mask, parent, upload.slices) if mask.shape[0] > 1 else None
         draft, _ = Draft.objects.update_or_create(
             task=task, author=user,
             defaults={"parent_revision": latest, "data": gzip.compress(mask.tobytes(), compresslevel=1),
