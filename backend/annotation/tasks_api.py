@@ -111,10 +111,10 @@ def _upload(request: Request, task: AnnotationTask) -> workflow.MaskUpload:
     slices = workflow.parse_slices(request.headers.get("X-Slices"), shape[0])
     count = len(slices) if slices is not None else shape[0]
     encoding = request.headers.get("Content-Encoding") or request.headers.get("X-Mask-Encoding") or "identity"
-    data = workflow.decode_body(_body(request), encoding.strip().lower(), count * shape[1] * shape[2])
+    data, gzip_body = workflow.decode_upload(_body(request), encoding.strip().lower(), count * shape[1] * shape[2])
     return workflow.MaskUpload(shape=shape, data=data, slices=slices,
                                comment=unquote(request.headers.get("X-Comment", ""))[:2000],
-                               time_spent_s=_seconds(request.headers.get("X-Time-Spent")))
+                               time_spent_s=_seconds(request.headers.get("X-Time-Spent")), gzip_body=gzip_body)
 
 
 def _iso(value: Any) -> str | None:

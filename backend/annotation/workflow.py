@@ -43,6 +43,8 @@ ANNOTATE_ROLES: frozenset[str] = frozenset({Role.ANNOTATOR, Role.REVIEWER, Role.
 EDITABLE_STATUSES: frozenset[str] = frozenset({TaskStatus.OPEN, TaskStatus.IN_PROGRESS, TaskStatus.IN_REVIEW})
 #: Longest time an action may claim to have taken (s); larger client values are clipped.
 MAX_TIME_SPENT_S = 24 * 3600.0
+#: A client's gzip body is stored as the draft when it is at least this many times smaller than the mask.
+KEEP_GZIP_MIN_RATIO = 8
 
 
 def lease_seconds() -> int:
@@ -269,6 +271,8 @@ class MaskUpload:
     slices: list[int] | None = None
     comment: str = ""
     time_spent_s: float | None = None
+    #: the body as sent when it is exactly one gzip member of the whole mask (stored as a draft without re-encoding)
+    gzip_body: bytes | None = None
 
 
 def parse_shape(text: str | None) -> tuple[int, int, int]:
@@ -324,6 +328,13 @@ def rle_decode(body: bytes, expected: int) -> bytes:
 
 def decode_body(body: bytes, encoding: str, expected: int) -> bytes:
     """Inflate an upload body (``gzip``, ``rle-v1`` or ``identity``) to exactly ``expected`` bytes."""
+    return decode_upload(body, encoding, expected)[0]
+
+
+def decode_upload(body: bytes, encoding: str, expected: int) -> tuple[bytes, bytes | None]:
+    """:func:`decode_body`, and the body itself when it is one complete, well-compressed gzip member
+    (a whole-mask draft is stored as sent instead of compressed again)."""
+    kept: bytes | None = None
     if encoding == "gzip":
         decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
@@ -332,6 +343,8 @@ def decode_body(body: bytes, encoding: str, expected: int) -> bytes:
             raise MaskUploadError(f"the gzip body cannot be inflated: {exc}") from exc
         if not decompressor.eof and len(data) <= expected:
             raise MaskUploadError("the gzip body is truncated: send the whole compressed mask")
+        if decompressor.eof and not decompressor.unused_data and len(body) * KEEP_GZIP_MIN_RATIO <= expected:
+            kept = body
     elif encoding == "rle-v1":
         data = rle_decode(body, expected)
     elif encoding in ("", "identity"):
@@ -340,7 +353,7 @@ def decode_body(body: bytes, encoding: str, expected: int) -> bytes:
         raise MaskUploadError(f"unknown mask encoding {encoding!r}: use gzip or rle-v1")
     if len(data) != expected:
         raise MaskUploadError(f"the mask body holds {len(data)} bytes after decoding, expected {expected}")
-    return data
+    return data, kept
 
 
 def build_mask(upload: MaskUpload, expected_shape: tuple[int, int, int], base: np.ndarray | None) -> np.ndarray:
@@ -356,7 +369,7 @@ def build_mask(upload: MaskUpload, expected_shape: tuple[int, int, int], base: n
     if values.size and values.max() > max(labelmaps.LABEL_VALUES):
         raise MaskUploadError(f"mask values must be in {labelmaps.LABEL_VALUES}, found {int(values.max())}")
     if upload.slices is None:
-        return values.reshape(d, h, w).copy()
+        return values.reshape(d, h, w)  # read-only view of the upload: nothing changes a mask in place
     mask = base.copy() if base is not None else np.zeros(expected_shape, np.uint8)
     mask[upload.slices] = values.reshape(len(upload.slices), h, w)
     return mask
@@ -373,7 +386,7 @@ class SaveOutcome:
 
 def _locked_task(task_id: int, user: Any, parent_id: int | None, now: dt.datetime) -> tuple[AnnotationTask, MaskRevision | None]:
     """Lock the task row, (re)claim it, and check that ``parent_id`` is still the latest revision."""
-    task = AnnotationTask.objects.select_for_update().get(pk=task_id)
+    task = AnnotationTask.objects.select_for_update(of=("self",)).select_related("series").get(pk=task_id)
     _claim_locked(task, user, now)
     latest = latest_revision(task)
     latest_id = latest.pk if latest is not None else None
@@ -424,13 +437,15 @@ def save_draft(task_id: int, user: Any, parent_id: int | None, upload: MaskUploa
         parent = _base_for(latest) if upload.slices is not None or shape[0] > 1 else None
         mask = build_mask(upload, shape, parent)
         changed = _changed_slices(mask, parent, upload.slices) if mask.shape[0] > 1 else None
-        draft, _ = Draft.objects.update_or_create(
-            task=task, author=user,
-            defaults={"parent_revision": latest, "data": gzip.compress(mask.tobytes(), compresslevel=1),
-                      "shape": list(mask.shape), "slices": changed},
-        )
+        data = upload.gzip_body if upload.slices is None and upload.gzip_body is not None else \
+            gzip.compress(mask.tobytes(), compresslevel=1)
+        fields = {"parent_revision": latest, "data": data, "shape": list(mask.shape), "slices": changed, "saved_at": now}
+        # one UPDATE (the old mask is not read back); the task's row lock keeps a first save from racing another
+        saved_at = now
+        if not Draft.objects.filter(task=task, author=user).update(**fields):
+            saved_at = Draft.objects.create(task=task, author=user, **fields).saved_at  # auto_now sets its own time
     logger.info("saved draft of %s by %s (%s)", task, user, "whole mask" if upload.slices is None else upload.slices)
-    return SaveOutcome(None, draft.saved_at)
+    return SaveOutcome(None, saved_at)
 
 
 def _time_spent(task: AnnotationTask, claimed_at: dt.datetime | None, reported: float | None, now: dt.datetime) -> float:

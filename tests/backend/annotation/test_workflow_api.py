@@ -296,3 +296,16 @@ def test_the_revision_mask_is_revalidated_by_its_checksum_per_encoding(setup):
     plain = client.get(url, HTTP_IF_NONE_MATCH=zipped["ETag"])  # another representation: sent in full
     assert plain.status_code == 200 and plain.content == services.read_labels(revision).tobytes()
     assert plain["ETag"] != zipped["ETag"] and client.get(url, HTTP_IF_NONE_MATCH=plain["ETag"]).status_code == 304
+
+
+def test_a_whole_mask_draft_is_stored_as_sent_unless_the_gzip_is_poor(setup):
+    task, revision, annotator, client = setup
+    labels = model_labels(revision.shape)[None].copy()
+    sent = mask_upload(labels, revision.pk)
+    assert client.put(f"/api/annotation/tasks/{task.pk}/draft", **sent).status_code == 200
+    assert bytes(Draft.objects.get(task=task).data) == sent["data"]  # not inflated and deflated again
+    stored = gzip.compress(labels.tobytes(), compresslevel=0)  # valid, but no smaller than the mask
+    poor = {**sent, "data": stored}
+    assert client.put(f"/api/annotation/tasks/{task.pk}/draft", **poor).status_code == 200
+    draft = Draft.objects.get(task=task)
+    assert len(draft.data) < len(stored) and np.array_equal(workflow.draft_labels(draft), labels)
