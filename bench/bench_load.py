@@ -26,7 +26,7 @@ Everything goes to 127.0.0.1. Usage::
 
     python bench/bench_load.py --out bench/results/load.json            # the recommended server
     python bench/bench_load.py --worker-class sync --workers 3 --threads 1 --conn-max-age 0 \\
-        --out bench/results/load_sync3.json                              # the earlier production one
+        --backend-dir /tmp/old/backend --out bench/results/load_before.json  # an older checkout, as it ran
 """
 
 from __future__ import annotations
