@@ -200,6 +200,9 @@ def seed(spec: SeedSpec) -> dict[str, Any]:
     project = Project.objects.filter(name=spec.project_name).first()
     if project is not None and AnnotationTask.objects.filter(project=project).count() == _task_count(spec):
         logger.info("reusing seeded project %s", project.name)
+        for i in range(spec.annotators):  # the memberships an earlier seed with other numbers removed
+            Membership.objects.get_or_create(user=User.objects.get(username=f"load-annotator-{i:03d}"), project=project,
+                                             defaults={"role": "annotator"})
         return _seed_summary(project, spec)
     if project is not None:  # an interrupted seed: start again
         project.delete()
@@ -497,7 +500,7 @@ class Annotator(threading.Thread):
     def pick(self, queue_html: bytes) -> int | None:
         """The next of my assigned tasks after the one I did last (rows list assigned then pooled tasks)."""
         ids = [int(m) for m in re.findall(rb'<tr data-task="(\d+)"', queue_html)]
-        mine = [t for t in ids if t in self.edits] or ids
+        mine = [t for t in ids if t in self.edits]
         if not mine:
             return None
         if self.last_task in mine:
@@ -507,8 +510,12 @@ class Annotator(threading.Thread):
     def work_on_one_task(self) -> None:
         b = self.browser
         status, _, page = b.request("queue_page", "GET", "/queue/")
-        task_id = self.pick(page) if status == 200 else None
-        if task_id is None:
+        if status != 200:
+            return
+        task_id = self.pick(page)
+        if task_id is None:  # the seed gives everyone tasks: an empty queue is a failure, not a pause
+            self.browser.stats.add("queue_page", time.monotonic(), 0.0, "none of my tasks is in my queue")
+            self.stop.wait(1.0)
             return
         self.last_task = task_id
         if not self.behaviour.revisit_cache:
@@ -663,6 +670,7 @@ def main() -> int:
     parser.add_argument("--worker-class", default="gthread", choices=["sync", "gthread"])
     parser.add_argument("--threads", type=int, default=8, help="threads per gthread worker")
     parser.add_argument("--conn-max-age", type=int, default=60, help="DATABASE_CONN_MAX_AGE of the server (s)")
+    parser.add_argument("--annotators", type=int, default=50, help="seeded annotators (at least the largest --clients)")
     parser.add_argument("--xray-size", type=int, default=2048, help="X-ray rows = columns")
     parser.add_argument("--ct-slices", type=int, default=48)
     parser.add_argument("--ct-size", type=int, default=512)
@@ -679,10 +687,12 @@ def main() -> int:
                              "as when each task is new to its annotator)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if max(args.clients) > 500:
-        raise SystemExit("at most 500 clients")
+    if not 1 <= min(args.clients) <= max(args.clients) <= 500:
+        raise SystemExit("--clients must be between 1 and 500")
 
-    spec = SeedSpec(annotators=max(max(args.clients), 1), xray_per_annotator=args.xray_per_annotator,
+    if max(args.clients) > args.annotators:
+        raise SystemExit(f"--clients {max(args.clients)} needs at least as many --annotators (got {args.annotators})")
+    spec = SeedSpec(annotators=args.annotators, xray_per_annotator=args.xray_per_annotator,
                     ct_every=args.ct_every, unassigned_xray=args.unassigned, xray_size=args.xray_size,
                     ct_slices=args.ct_slices, ct_size=args.ct_size)
     ensure_database(args.database_url)
