@@ -8,8 +8,9 @@ What it does:
    ingested through the real ingest, each with a stored model proposal; annotator users, each
    assigned their own tasks (so no two simulated people fight over a lease), and a pool of
    unassigned tasks every queue lists.
-2. Starts gunicorn with ``config.wsgi:application --chdir backend`` (as deploy/Dockerfile does), with
-   the worker model given by ``--workers/--worker-class/--threads`` and ``DEBUG=0``.
+2. Starts gunicorn ``config.wsgi:application --chdir backend`` from the repository root (so a
+   ``gunicorn.conf.py`` there applies), with the worker model given by
+   ``--workers/--worker-class/--threads`` on top, ``DEBUG=0`` and ``DATABASE_CONN_MAX_AGE``.
 3. For each client count (``--clients``, default 10 30 50) runs that many simulated annotators for
    ``--duration`` seconds. Each one does what the task page's JavaScript does (frontend/src
    ``annotatePage.ts``, ``api.ts``, ``autosave.ts``): open the queue page, the task page, claim the
@@ -61,6 +62,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/pleura_bench_load"
 TARGET_P95_MS = 250.0
 HOST = "127.0.0.1"
+START_TIMEOUT_S = 180  # a production gunicorn.conf.py may collect static files before the workers start
 logger = logging.getLogger("bench.load")
 
 
@@ -320,7 +322,7 @@ def _free_port() -> int:
 
 
 def gunicorn_command(port: int, workers: int, worker_class: str, threads: int, backend: Path) -> list[str]:
-    """The production command (deploy/Dockerfile) with the worker model under test."""
+    """The production command with the worker model under test (``--chdir``: no installed project needed)."""
     cmd = [str(Path(sys.executable).with_name("gunicorn")), "config.wsgi:application", "--chdir", str(backend),
            "--bind", f"{HOST}:{port}", "--workers", str(workers), "--worker-class", worker_class, "--timeout", "300"]
     if worker_class == "gthread":
@@ -329,8 +331,11 @@ def gunicorn_command(port: int, workers: int, worker_class: str, threads: int, b
 
 
 def start_server(cmd: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
+    # from the repository root, as production starts it: a ./gunicorn.conf.py there applies, the
+    # command line's worker model on top of it
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"gunicorn exited with {proc.returncode}; see {log}")
@@ -342,7 +347,7 @@ def start_server(cmd: list[str], env: dict[str, str], port: int, log: Path) -> s
         except OSError:
             time.sleep(0.3)
     proc.terminate()
-    raise SystemExit(f"gunicorn did not answer on {HOST}:{port} within 60 s; see {log}")
+    raise SystemExit(f"gunicorn did not answer on {HOST}:{port} within {START_TIMEOUT_S} s; see {log}")
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -734,6 +739,7 @@ def main() -> int:
         "target": {"p95_ms_each_call_type": TARGET_P95_MS, "errors": 0, "clients": 30},
         "server": {"command": " ".join(["gunicorn", *cmd[1:]]).replace(str(REPO) + "/", ""),
                    "backend": str(args.backend_dir),
+                   "config_file": "gunicorn.conf.py" if (REPO / "gunicorn.conf.py").is_file() else None,
                    "env": {"DEBUG": "0", "DATABASE_CONN_MAX_AGE": str(args.conn_max_age)},
                    "workers": args.workers, "worker_class": args.worker_class,
                    "threads": args.threads if args.worker_class == "gthread" else 1},
