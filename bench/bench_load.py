@@ -716,7 +716,8 @@ def main() -> int:
 
     port = _free_port()
     cmd = gunicorn_command(port, args.workers, args.worker_class, args.threads, args.backend_dir.resolve())
-    log = args.out.with_suffix(".server.log")
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    log = args.data_dir / "gunicorn.log"  # beside the seeded files (git-ignored), not among the results
     args.out.parent.mkdir(parents=True, exist_ok=True)
     server = start_server(cmd, env, port, log)
     levels = []
