@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "viewer": ["bench/bench_viewer.py", "--out", "{out}/viewer.json"],
     "malformed": ["bench/bench_malformed.py", "--out", "{out}/malformed.json"],
     "export": ["bench/bench_export.py", "--out", "{out}/export.json"],
+    "load": ["bench/bench_load.py", "--out", "{out}/load.json"],
 }
 
 

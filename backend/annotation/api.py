@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 
 from django.db.models import QuerySet
 from django.http import HttpResponse
+from django.utils.cache import get_conditional_response, patch_vary_headers
 from django_filters import rest_framework as filters
 from rest_framework import viewsets
 from rest_framework.decorators import action
@@ -15,12 +17,14 @@ from rest_framework.request import Request
 
 from accounts.permissions import project_ids_for
 
-from . import services
+from . import services, workflow
 from .labelmaps import LabelMapError
 from .models import MaskRevision
 from .serializers import MaskRevisionSerializer
 
 logger = logging.getLogger(__name__)
+#: Revisions are immutable (append-only lineage): browsers keep a label map and revalidate it by checksum.
+REVISION_CACHE_CONTROL = "private, max-age=86400"
 
 
 class MaskRevisionFilter(filters.FilterSet):
@@ -47,11 +51,24 @@ class MaskRevisionViewSet(viewsets.ReadOnlyModelViewSet):
     def labelmap(self, request: Request, pk: str | None = None) -> HttpResponse:
         """The label map as raw C-order uint8 bytes; shape, dtype and spacing in ``X-`` headers."""
         revision = self.get_object()
+        gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
+        # a revision never changes: a browser that has it gets a 304 (one tag per encoding)
+        etag = f'"{revision.checksum}{"-gzip" if gzipped else ""}"'
+        response = get_conditional_response(request, etag=etag)
+        if response is not None:
+            response["ETag"], response["Cache-Control"] = etag, REVISION_CACHE_CONTROL
+            return response
         try:
-            labels = services.read_labels(revision)
+            labels = workflow.revision_labels(revision)  # decoded once per process; the autosaves read it too
         except LabelMapError as exc:
             raise ValidationError({"detail": str(exc)}) from exc
-        response = HttpResponse(labels.tobytes(order="C"), content_type="application/octet-stream")
+        body = labels.tobytes(order="C")
+        response = HttpResponse(content_type="application/octet-stream")
+        if gzipped:  # label maps shrink ~100x already at level 1
+            body, response["Content-Encoding"] = gzip.compress(body, compresslevel=1, mtime=0), "gzip"
+        response.content = body
+        patch_vary_headers(response, ("Accept-Encoding",))
+        response["ETag"], response["Cache-Control"] = etag, REVISION_CACHE_CONTROL
         response["X-Shape"] = ",".join(str(n) for n in labels.shape)
         response["X-Dtype"] = "uint8"
         response["X-Spacing"] = ",".join(str(s) for s in revision.spacing) if revision.spacing else ""

@@ -111,10 +111,10 @@ def _upload(request: Request, task: AnnotationTask) -> workflow.MaskUpload:
     slices = workflow.parse_slices(request.headers.get("X-Slices"), shape[0])
     count = len(slices) if slices is not None else shape[0]
     encoding = request.headers.get("Content-Encoding") or request.headers.get("X-Mask-Encoding") or "identity"
-    data = workflow.decode_body(_body(request), encoding.strip().lower(), count * shape[1] * shape[2])
+    data, gzip_body = workflow.decode_upload(_body(request), encoding.strip().lower(), count * shape[1] * shape[2])
     return workflow.MaskUpload(shape=shape, data=data, slices=slices,
                                comment=unquote(request.headers.get("X-Comment", ""))[:2000],
-                               time_spent_s=_seconds(request.headers.get("X-Time-Spent")))
+                               time_spent_s=_seconds(request.headers.get("X-Time-Spent")), gzip_body=gzip_body)
 
 
 def _iso(value: Any) -> str | None:
@@ -123,7 +123,10 @@ def _iso(value: Any) -> str | None:
 
 def _action_of(revision: Any) -> dict[str, Any]:
     """The accept/submit/reject that created ``revision`` (``action`` null for a model proposal) and why."""
-    action = TaskAction.objects.filter(revision=revision).first()
+    try:
+        action = revision.task_action  # joined by latest_revision(details=True)
+    except TaskAction.DoesNotExist:
+        action = None
     if action is None:
         return {"action": None, "reason": None, "reason_text": ""}
     return {"action": action.kind, "reason": action.get_reason_display() if action.reason else None,
@@ -132,7 +135,7 @@ def _action_of(revision: Any) -> dict[str, Any]:
 
 def task_payload(task: AnnotationTask, user: Any) -> dict[str, Any]:
     """The ``TaskPayload`` JSON of docs/viewer-api.md (plus lease and permissions)."""
-    latest = workflow.latest_revision(task)
+    latest = workflow.latest_revision(task, details=True)
     draft = workflow.get_draft(task, user)
     serializer = InstanceSerializer()
     instances = workflow.task_instances(task, latest)
@@ -192,9 +195,11 @@ def task_detail(request: Request, task_id: int) -> Response:
 @_domain_errors
 def claim(request: Request, task_id: int) -> Response:
     """Claim the task (or renew the caller's lease); 423 while someone else holds it."""
-    _task(request, task_id)
-    task = workflow.claim(task_id, request.user)
-    return Response(task_payload(_task(request, task.pk), request.user))
+    task = _task(request, task_id)
+    claimed = workflow.claim(task.pk, request.user)
+    for name in ("status", "claimed_by", "claimed_at", "lease_expires_at", "updated_at"):  # the locked row's new lease
+        setattr(task, name, getattr(claimed, name))
+    return Response(task_payload(task, request.user))
 
 
 @extend_schema(operation_id="annotation_task_release", request=None, responses={200: OpenApiTypes.OBJECT})

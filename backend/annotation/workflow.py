@@ -14,7 +14,9 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import logging
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +43,8 @@ ANNOTATE_ROLES: frozenset[str] = frozenset({Role.ANNOTATOR, Role.REVIEWER, Role.
 EDITABLE_STATUSES: frozenset[str] = frozenset({TaskStatus.OPEN, TaskStatus.IN_PROGRESS, TaskStatus.IN_REVIEW})
 #: Longest time an action may claim to have taken (s); larger client values are clipped.
 MAX_TIME_SPENT_S = 24 * 3600.0
+#: A client's gzip body is stored as the draft when it is at least this many times smaller than the mask.
+KEEP_GZIP_MIN_RATIO = 8
 
 
 def lease_seconds() -> int:
@@ -121,9 +125,12 @@ def tasks_for(user: Any) -> QuerySet:
     return AnnotationTask.objects.filter(project_id__in=project_ids_for(user)).select_related("series", "instance")
 
 
-def latest_revision(task: AnnotationTask) -> MaskRevision | None:
-    """The newest revision of the task's target, or ``None``."""
-    return MaskRevision.objects.filter(target_key=task.target_key).order_by("-number").first()
+def latest_revision(task: AnnotationTask, details: bool = False) -> MaskRevision | None:
+    """The newest revision of the task's target, or ``None``; ``details`` joins its author and task action."""
+    revisions = MaskRevision.objects.filter(target_key=task.target_key)
+    if details:
+        revisions = revisions.select_related("author", "task_action")
+    return revisions.order_by("-number").first()
 
 
 def task_instances(task: AnnotationTask, latest: MaskRevision | None = None) -> list[Instance]:
@@ -146,9 +153,56 @@ def task_shape(task: AnnotationTask) -> tuple[int, int, int]:
     return depth, task.series.rows, task.series.columns
 
 
+class _VolumeCache:
+    """Decoded label maps of recent revisions, least recently used out first, bounded in bytes.
+
+    Safe because a revision never changes (append-only lineage; the stored file is checked against
+    the recorded checksum, which is part of the key). Arrays are handed out read-only.
+    """
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, revision: MaskRevision) -> np.ndarray:
+        key = (revision.pk, revision.checksum)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        labels = services.read_labels(revision)
+        labels.setflags(write=False)
+        limit = int(getattr(settings, "PLEURA_REVISION_CACHE_BYTES", 128 * 1024 * 1024))
+        if labels.nbytes <= limit:
+            with self._lock:
+                if key not in self._items:
+                    self._items[key] = labels
+                    self._bytes += labels.nbytes
+                while self._bytes > limit:
+                    _, old = self._items.popitem(last=False)
+                    self._bytes -= old.nbytes
+        return labels
+
+
+_volumes = _VolumeCache()
+
+
+def revision_labels(revision: MaskRevision) -> np.ndarray:
+    """A revision's label map as stored (``(H, W)`` or ``(D, H, W)``), read-only, decoded once per process.
+
+    Raises:
+        LabelMapError: the stored file is unreadable or does not match the recorded checksum.
+    """
+    return _volumes.get(revision)
+
+
 def revision_volume(revision: MaskRevision) -> np.ndarray:
-    """A revision's label map as ``(D, H, W)`` uint8 (X-ray ``(H, W)`` → ``(1, H, W)``)."""
-    labels = services.read_labels(revision)
+    """A revision's label map as a read-only ``(D, H, W)`` uint8 array (X-ray ``(H, W)`` → ``(1, H, W)``).
+
+    Decoded once per process and kept while recently used (autosaves of a task read its parent each time).
+    """
+    labels = revision_labels(revision)
     return labels[None] if labels.ndim == 2 else labels
 
 
@@ -217,6 +271,8 @@ class MaskUpload:
     slices: list[int] | None = None
     comment: str = ""
     time_spent_s: float | None = None
+    #: the body as sent when it is exactly one gzip member of the whole mask (stored as a draft without re-encoding)
+    gzip_body: bytes | None = None
 
 
 def parse_shape(text: str | None) -> tuple[int, int, int]:
@@ -272,6 +328,13 @@ def rle_decode(body: bytes, expected: int) -> bytes:
 
 def decode_body(body: bytes, encoding: str, expected: int) -> bytes:
     """Inflate an upload body (``gzip``, ``rle-v1`` or ``identity``) to exactly ``expected`` bytes."""
+    return decode_upload(body, encoding, expected)[0]
+
+
+def decode_upload(body: bytes, encoding: str, expected: int) -> tuple[bytes, bytes | None]:
+    """:func:`decode_body`, and the body itself when it is one complete, well-compressed gzip member
+    (a whole-mask draft is stored as sent instead of compressed again)."""
+    kept: bytes | None = None
     if encoding == "gzip":
         decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
@@ -280,6 +343,8 @@ def decode_body(body: bytes, encoding: str, expected: int) -> bytes:
             raise MaskUploadError(f"the gzip body cannot be inflated: {exc}") from exc
         if not decompressor.eof and len(data) <= expected:
             raise MaskUploadError("the gzip body is truncated: send the whole compressed mask")
+        if decompressor.eof and not decompressor.unused_data and len(body) * KEEP_GZIP_MIN_RATIO <= expected:
+            kept = body
     elif encoding == "rle-v1":
         data = rle_decode(body, expected)
     elif encoding in ("", "identity"):
@@ -288,7 +353,7 @@ def decode_body(body: bytes, encoding: str, expected: int) -> bytes:
         raise MaskUploadError(f"unknown mask encoding {encoding!r}: use gzip or rle-v1")
     if len(data) != expected:
         raise MaskUploadError(f"the mask body holds {len(data)} bytes after decoding, expected {expected}")
-    return data
+    return data, kept
 
 
 def build_mask(upload: MaskUpload, expected_shape: tuple[int, int, int], base: np.ndarray | None) -> np.ndarray:
@@ -304,7 +369,7 @@ def build_mask(upload: MaskUpload, expected_shape: tuple[int, int, int], base: n
     if values.size and values.max() > max(labelmaps.LABEL_VALUES):
         raise MaskUploadError(f"mask values must be in {labelmaps.LABEL_VALUES}, found {int(values.max())}")
     if upload.slices is None:
-        return values.reshape(d, h, w).copy()
+        return values.reshape(d, h, w)  # read-only view of the upload: nothing changes a mask in place
     mask = base.copy() if base is not None else np.zeros(expected_shape, np.uint8)
     mask[upload.slices] = values.reshape(len(upload.slices), h, w)
     return mask
@@ -321,7 +386,7 @@ class SaveOutcome:
 
 def _locked_task(task_id: int, user: Any, parent_id: int | None, now: dt.datetime) -> tuple[AnnotationTask, MaskRevision | None]:
     """Lock the task row, (re)claim it, and check that ``parent_id`` is still the latest revision."""
-    task = AnnotationTask.objects.select_for_update().get(pk=task_id)
+    task = AnnotationTask.objects.select_for_update(of=("self",)).select_related("series").get(pk=task_id)
     _claim_locked(task, user, now)
     latest = latest_revision(task)
     latest_id = latest.pk if latest is not None else None
@@ -336,6 +401,15 @@ def _locked_task(task_id: int, user: Any, parent_id: int | None, now: dt.datetim
 def _base_for(latest: MaskRevision | None) -> np.ndarray | None:
     """What an upload of some slices applies to: the parent revision (docs/viewer-api.md)."""
     return revision_volume(latest) if latest is not None else None
+
+
+def _changed_slices(mask: np.ndarray, parent: np.ndarray | None, candidates: Sequence[int] | None) -> list[int]:
+    """Slices of a ``(D, H, W)`` mask that differ from ``parent`` (zeros when ``None``), looking only at
+    ``candidates`` when given (an upload of some slices over the parent changes no other slice)."""
+    zs = sorted(candidates) if candidates is not None else range(mask.shape[0])
+    if parent is None:
+        return [int(z) for z in zs if mask[z].any()]
+    return [int(z) for z in zs if not np.array_equal(mask[z], parent[z])]
 
 
 def draft_labels(draft: Draft) -> np.ndarray:
@@ -357,18 +431,21 @@ def save_draft(task_id: int, user: Any, parent_id: int | None, upload: MaskUploa
     now = timezone.now()
     with transaction.atomic():
         task, latest = _locked_task(task_id, user, parent_id, now)
-        mask = build_mask(upload, task_shape(task), _base_for(latest))
-        changed: list[int] | None = None
-        if mask.shape[0] > 1:
-            parent = revision_volume(latest) if latest is not None else np.zeros_like(mask)
-            changed = [int(z) for z in np.flatnonzero((mask != parent).reshape(mask.shape[0], -1).any(axis=1))]
-        draft, _ = Draft.objects.update_or_create(
-            task=task, author=user,
-            defaults={"parent_revision": latest, "data": gzip.compress(mask.tobytes(), compresslevel=1),
-                      "shape": list(mask.shape), "slices": changed},
-        )
+        shape = task_shape(task)
+        # the parent is needed for an upload of some slices and for the changed slices of a CT draft,
+        # not for a whole X-ray mask
+        parent = _base_for(latest) if upload.slices is not None or shape[0] > 1 else None
+        mask = build_mask(upload, shape, parent)
+        changed = _changed_slices(mask, parent, upload.slices) if mask.shape[0] > 1 else None
+        data = upload.gzip_body if upload.slices is None and upload.gzip_body is not None else \
+            gzip.compress(mask.tobytes(), compresslevel=1)
+        fields = {"parent_revision": latest, "data": data, "shape": list(mask.shape), "slices": changed, "saved_at": now}
+        # one UPDATE (the old mask is not read back); the task's row lock keeps a first save from racing another
+        saved_at = now
+        if not Draft.objects.filter(task=task, author=user).update(**fields):
+            saved_at = Draft.objects.create(task=task, author=user, **fields).saved_at  # auto_now sets its own time
     logger.info("saved draft of %s by %s (%s)", task, user, "whole mask" if upload.slices is None else upload.slices)
-    return SaveOutcome(None, draft.saved_at)
+    return SaveOutcome(None, saved_at)
 
 
 def _time_spent(task: AnnotationTask, claimed_at: dt.datetime | None, reported: float | None, now: dt.datetime) -> float:

@@ -9,6 +9,8 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import FileResponse
+from django.http.response import HttpResponseBase
+from django.utils.cache import get_conditional_response
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -50,6 +52,9 @@ logger = logging.getLogger(__name__)
 #: What the audit log keeps of a project (everything but its de-identification secret).
 PROJECT_AUDIT_FIELDS = ["name", "description", "label_schema", "deidentify"]
 WADO_CONTENT_TYPES = frozenset({"application/dicom", "application/dicom;transfer-syntax=*", "*/*", "*"})
+#: Browsers keep an instance for a day and then revalidate it with its ETag (a 304 without the file):
+#: private, since it is patient data behind a log-in.
+WADO_CACHE_CONTROL = "private, max-age=86400"
 
 
 class ProjectScopedMixin:
@@ -223,13 +228,19 @@ class WadoURIView(APIView):
             OpenApiParameter("contentType", str, description="application/dicom (the default here)"),
             OpenApiParameter("project", int, description="Project id, when the same UIDs exist in several of yours"),
         ],
-        responses={(200, "application/dicom"): OpenApiTypes.BINARY, 404: OpenApiResponse(description="Not found")},
+        responses={(200, "application/dicom"): OpenApiTypes.BINARY,
+                   304: OpenApiResponse(description="Not modified: If-None-Match names the instance's ETag"),
+                   404: OpenApiResponse(description="Not found")},
     )
-    def get(self, request: Request) -> FileResponse:
+    def get(self, request: Request) -> HttpResponseBase:
         instance = _wado_instance(request)
-        response = FileResponse(default_storage.open(instance.file.name, "rb"), content_type="application/dicom")
-        response["Content-Disposition"] = f'attachment; filename="{instance.sop_instance_uid}.dcm"'
-        response["Cache-Control"] = "private, max-age=3600"
+        etag = f'"{instance.sha256}"'  # stored instances never change: their digest names the bytes
+        response = get_conditional_response(request, etag=etag)  # 304 when the browser holds these bytes
+        if response is None:
+            response = FileResponse(default_storage.open(instance.file.name, "rb"), content_type="application/dicom")
+            response["Content-Disposition"] = f'attachment; filename="{instance.sop_instance_uid}.dcm"'
+        response["ETag"] = etag
+        response["Cache-Control"] = WADO_CACHE_CONTROL
         return response
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 
 import numpy as np
 import pytest
@@ -193,6 +194,12 @@ def test_ct_upload_of_some_slices_keeps_the_others_from_the_parent(project, make
     kwargs["headers"]["X-Shape"] = "3,4,5"
     assert client.put(f"/api/annotation/tasks/{task.pk}/draft", **kwargs).status_code == 200
     assert client.get(f"/api/annotation/tasks/{task.pk}/").json()["draft"]["slices"] == [1]
+    # slices sent unchanged are not listed as changed; slices not sent stay the parent's
+    both = mask_upload(np.stack([parent_labels[2], slice1[0]]), parent.pk, **{"X-Slices": "2,1"})
+    both["headers"]["X-Shape"] = "3,4,5"
+    assert client.put(f"/api/annotation/tasks/{task.pk}/draft", **both).status_code == 200
+    assert client.get(f"/api/annotation/tasks/{task.pk}/").json()["draft"]["slices"] == [1]
+    assert np.array_equal(workflow.draft_labels(Draft.objects.get(task=task))[[0, 2]], parent_labels[[0, 2]])
     bad = {**kwargs, "headers": {**kwargs["headers"], "X-Slices": "1,1"}}
     assert client.put(f"/api/annotation/tasks/{task.pk}/draft", **bad).status_code == 400
     done = client.post(f"/api/annotation/tasks/{task.pk}/submit", **kwargs).json()
@@ -258,3 +265,47 @@ def test_the_payload_tells_the_last_outcome_with_its_author_and_reason(setup):
     assert {k: body["revision"][k] for k in ("id", "number", "author", "action", "reason", "reason_text")} == {
         "id": rejected.json()["revision_id"], "number": revision.number + 1, "author": "ann", "action": "reject",
         "reason": "Other", "reason_text": "lateral view"}
+
+
+def test_revision_volumes_are_decoded_once_and_handed_out_read_only(setup):
+    task, revision, annotator, client = setup
+    first = workflow.revision_volume(revision)
+    again = workflow.revision_volume(MaskRevision.objects.get(pk=revision.pk))
+    assert np.shares_memory(first, again) and first.shape == (1, *revision.shape)
+    assert np.array_equal(first[0], services.read_labels(revision))
+    with pytest.raises(ValueError):
+        first[0, 0, 0] = 2  # a cached parent must never be changed in place by a caller
+
+
+def test_claim_answers_the_payload_in_few_queries(setup, django_assert_max_num_queries):
+    task, revision, annotator, client = setup
+    with django_assert_max_num_queries(8):
+        body = client.post(f"/api/annotation/tasks/{task.pk}/claim").json()
+    assert body["claimed_by"] == "ann" and body["revision"]["action"] is None and body["lease_expires_at"]
+
+
+def test_the_revision_mask_is_revalidated_by_its_checksum_per_encoding(setup):
+    task, revision, annotator, client = setup
+    url = f"/api/annotation/revisions/{revision.pk}/mask"
+    zipped = client.get(url, HTTP_ACCEPT_ENCODING="gzip")
+    assert zipped["Content-Encoding"] == "gzip" and "Accept-Encoding" in zipped["Vary"]
+    assert gzip.decompress(zipped.content) == services.read_labels(revision).tobytes()
+    assert zipped["Cache-Control"].startswith("private") and revision.checksum in zipped["ETag"]
+    again = client.get(url, HTTP_ACCEPT_ENCODING="gzip", HTTP_IF_NONE_MATCH=zipped["ETag"])
+    assert again.status_code == 304 and again.content == b""
+    plain = client.get(url, HTTP_IF_NONE_MATCH=zipped["ETag"])  # another representation: sent in full
+    assert plain.status_code == 200 and plain.content == services.read_labels(revision).tobytes()
+    assert plain["ETag"] != zipped["ETag"] and client.get(url, HTTP_IF_NONE_MATCH=plain["ETag"]).status_code == 304
+
+
+def test_a_whole_mask_draft_is_stored_as_sent_unless_the_gzip_is_poor(setup):
+    task, revision, annotator, client = setup
+    labels = model_labels(revision.shape)[None].copy()
+    sent = mask_upload(labels, revision.pk)
+    assert client.put(f"/api/annotation/tasks/{task.pk}/draft", **sent).status_code == 200
+    assert bytes(Draft.objects.get(task=task).data) == sent["data"]  # not inflated and deflated again
+    stored = gzip.compress(labels.tobytes(), compresslevel=0)  # valid, but no smaller than the mask
+    poor = {**sent, "data": stored}
+    assert client.put(f"/api/annotation/tasks/{task.pk}/draft", **poor).status_code == 200
+    draft = Draft.objects.get(task=task)
+    assert len(draft.data) < len(stored) and np.array_equal(workflow.draft_labels(draft), labels)

@@ -104,6 +104,22 @@ def test_wado_returns_the_stored_bytes(accept: str, filled: Project, make_member
     assert b"".join(response.streaming_content) == instance.file.open("rb").read()
 
 
+def test_wado_answers_304_to_a_browser_that_has_the_instance(filled: Project, other_project: Project,
+                                                              make_member: Callable, client_for: Callable) -> None:
+    client = client_for(make_member(filled, Role.ANNOTATOR))
+    instance = Instance.objects.filter(series__modality="CT").get()
+    url = client.get(f"/api/instances/{instance.pk}/").json()["wado_url"]
+    first = client.get(url)
+    etag = first["ETag"]
+    assert etag == f'"{instance.sha256}"' and first["Cache-Control"].startswith("private, max-age=")
+    again = client.get(url, HTTP_IF_NONE_MATCH=f'"other", W/{etag}')
+    assert again.status_code == 304 and again.content == b"" and again["ETag"] == etag
+    assert client.get(url, HTTP_IF_NONE_MATCH='"other"').status_code == 200
+    # the tag is no key: outside the instance's projects the answer stays 404
+    outsider = client_for(make_member(other_project, Role.ANNOTATOR, "outsider"))
+    assert outsider.get(url, HTTP_IF_NONE_MATCH=etag).status_code == 404
+
+
 def test_upload_without_files_is_a_clear_error(filled: Project, make_member: Callable, client_for: Callable) -> None:
     response = client_for(make_member(filled, Role.ADMIN)).post("/api/uploads/", {"project": filled.pk}, format="multipart")
     assert response.status_code == 400 and response.json()["code"] == "no_files"
