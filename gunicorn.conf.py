@@ -19,13 +19,22 @@ logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent
 
 wsgi_app = "config.wsgi:application"
-workers = int(os.environ.get("WEB_CONCURRENCY", "3"))
+# Threaded workers: annotators' calls (WADO frames, autosaves) mostly wait on the database and
+# storage, so 2 processes x 8 threads serve 30 concurrent annotators on 2 cores far better than 3
+# sync workers (docs/backend.md, "Load").
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("PLEURA_WEB_THREADS", "8"))
+# Keep database connections between requests (one per thread) unless the operator says otherwise.
+os.environ.setdefault("DATABASE_CONN_MAX_AGE", "60")
 # Uploads are de-identified in the request: allow minutes before a worker is killed.
 timeout = int(os.environ.get("PLEURA_WEB_TIMEOUT", "300"))
 graceful_timeout = 30
 # Recycle each worker after about this many requests, so memory a large upload took is returned.
-max_requests = int(os.environ.get("PLEURA_WEB_MAX_REQUESTS", "500"))
-max_requests_jitter = int(os.environ.get("PLEURA_WEB_MAX_REQUESTS_JITTER", "50"))
+# At ~40 requests/s a lower value would restart a worker (losing its label-map cache and
+# connections) every few seconds.
+max_requests = int(os.environ.get("PLEURA_WEB_MAX_REQUESTS", "2000"))
+max_requests_jitter = int(os.environ.get("PLEURA_WEB_MAX_REQUESTS_JITTER", "200"))
 accesslog = "-"
 # Access-log lines name the path only: query strings (e.g. WADO UIDs) stay out of the logs.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'

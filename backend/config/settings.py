@@ -103,6 +103,8 @@ AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/queue/"
 LOGOUT_REDIRECT_URL = "/login/"
+#: Bytes of decoded revision label maps each web process keeps (least recently used first out).
+PLEURA_REVISION_CACHE_BYTES = _env_int("PLEURA_REVISION_CACHE_BYTES", 128 * 1024 * 1024)
 #: Seconds an annotator's claim on a task lasts without activity (renewed by autosaves).
 PLEURA_TASK_LEASE_S = _env_int("PLEURA_TASK_LEASE_S", 1800)
 
