@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 
 class MaskRevisionFilter(filters.FilterSet):
     study = filters.NumberFilter(field_name="series__study_id")
+    curated = filters.BooleanFilter(method="filter_curated", label="curated (approved) revisions only, or none of them")
+
+    def filter_curated(self, queryset: QuerySet, name: str, value: bool) -> QuerySet:
+        return queryset.filter(services.curated_q()) if value else queryset.exclude(services.curated_q())
 
     class Meta:
         model = MaskRevision

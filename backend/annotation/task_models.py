@@ -20,6 +20,7 @@ class TaskStatus(models.TextChoices):
     OPEN = "open", "Open"
     IN_PROGRESS = "in_progress", "In progress"
     IN_REVIEW = "in_review", "In review"
+    RETURNED = "returned", "Returned for changes"
     DONE = "done", "Done"
     REJECTED = "rejected", "Rejected"
 

@@ -29,7 +29,8 @@ from imaging.serializers import InstanceSerializer
 from . import workflow
 from .labelmaps import LabelMapError
 from .services import TargetMismatchError
-from .task_models import AnnotationTask, TaskAction
+from .review.services import latest_return
+from .task_models import AnnotationTask, TaskAction, TaskStatus
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +161,19 @@ def task_payload(task: AnnotationTask, user: Any) -> dict[str, Any]:
         "reject_reasons": [{"code": c, "label": label} for c, label in workflow.reject_reasons()],
         # what the CT reader corrected (missing slices, gantry tilt): the annotator should know
         "series_warnings": list((latest.geometry or {}).get("warnings", [])) if latest is not None else [],
+        "returned": _returned(task),
     }
+
+
+def _returned(task: AnnotationTask) -> dict[str, Any] | None:
+    """The reviewer's comment while the task is returned to its annotator (shown on their page)."""
+    if task.status != TaskStatus.RETURNED:
+        return None
+    decision = latest_return(task)
+    if decision is None:
+        return None
+    return {"comment": decision.comment, "at": _iso(decision.created_at),
+            "reviewer": decision.reviewer.get_username() if decision.reviewer_id else None}
 
 
 def _saved(outcome: workflow.SaveOutcome, code: int) -> Response:

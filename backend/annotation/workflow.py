@@ -37,8 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: Who may edit masks (claim tasks, save drafts, accept/submit/reject).
 ANNOTATE_ROLES: frozenset[str] = frozenset({Role.ANNOTATOR, Role.REVIEWER, Role.ADMIN})
-#: Task states in which the mask may still be edited.
-EDITABLE_STATUSES: frozenset[str] = frozenset({TaskStatus.OPEN, TaskStatus.IN_PROGRESS, TaskStatus.IN_REVIEW})
+#: Task states in which annotators may still edit the mask (after a submit: only once it is returned).
+EDITABLE_STATUSES: frozenset[str] = frozenset({TaskStatus.OPEN, TaskStatus.IN_PROGRESS, TaskStatus.RETURNED})
 #: Longest time an action may claim to have taken (s); larger client values are clipped.
 MAX_TIME_SPENT_S = 24 * 3600.0
 
@@ -389,10 +389,14 @@ def _close(task: AnnotationTask, user: Any, kind: str, revision: MaskRevision, s
     task.save(update_fields=["status", "time_spent_s", "claimed_by", "lease_expires_at", "claimed_at", "updated_at"])
     Draft.objects.filter(task=task, author=user).delete()
     logger.info("%s: %s by %s → revision %s (%.0f s)", task, kind, user, revision.pk, spent)
+    from .review.routing import route_closed  # the review side decides where the closed task goes
+
+    route_closed(task, revision, kind)
 
 
-def _store(task: AnnotationTask, user: Any, latest: MaskRevision | None, mask: np.ndarray, status: str,
-           method: str, note: str = "") -> MaskRevision:
+def store_person_revision(task: AnnotationTask, user: Any, latest: MaskRevision | None, mask: np.ndarray,
+                          status: str, method: str, note: str = "") -> MaskRevision:
+    """Store ``mask`` (``(D, H, W)``) as a person's revision of the task, child of ``latest``."""
     labels = mask[0] if task.instance_id is not None else mask
     return services.create_revision(
         series=task.series, instance=task.instance, labels=labels, source=RevisionSource.PERSON, status=status,
@@ -421,7 +425,7 @@ def submit(task_id: int, user: Any, parent_id: int | None, upload: MaskUpload) -
         task, latest = _locked_task(task_id, user, parent_id, now)
         mask = build_mask(upload, task_shape(task), _base_for(latest))
         spent = _time_spent(task, task.claimed_at, upload.time_spent_s, now)
-        revision = _store(task, user, latest, mask, RevisionStatus.SUBMITTED, "manual", upload.comment)
+        revision = store_person_revision(task, user, latest, mask, RevisionStatus.SUBMITTED, "manual", upload.comment)
         _close(task, user, TaskActionKind.SUBMIT, revision, spent)
     return SaveOutcome(revision, revision.created_at)
 
@@ -434,7 +438,8 @@ def accept(task_id: int, user: Any, parent_id: int | None, time_spent_s: float |
         if latest is None:
             raise MaskUploadError("This task has no mask to accept yet; draw one and submit it instead.")
         spent = _time_spent(task, task.claimed_at, time_spent_s, now)
-        revision = _store(task, user, latest, revision_volume(latest), RevisionStatus.SUBMITTED, "accepted")
+        revision = store_person_revision(task, user, latest, revision_volume(latest), RevisionStatus.ACCEPTED,
+                                         "accepted")
         _close(task, user, TaskActionKind.ACCEPT, revision, spent)
     return SaveOutcome(revision, revision.created_at)
 
@@ -453,7 +458,7 @@ def reject(task_id: int, user: Any, parent_id: int | None, reason: str, text: st
         mask = revision_volume(latest) if latest is not None else np.zeros(task_shape(task), np.uint8)
         spent = _time_spent(task, task.claimed_at, time_spent_s, now)
         note = f"rejected: {RejectReason(reason).label}" + (f": {text}" if text else "")
-        revision = _store(task, user, latest, mask, RevisionStatus.REJECTED, "rejected", note)
+        revision = store_person_revision(task, user, latest, mask, RevisionStatus.REJECTED, "rejected", note)
         _close(task, user, TaskActionKind.REJECT, revision, spent, reason, text)
     return SaveOutcome(revision, revision.created_at)
 
@@ -485,7 +490,7 @@ def queue_for(user: Any, limit: int = 200) -> list[QueueItem]:
     tasks = (
         AnnotationTask.objects
         .filter(project_id__in=project_ids_for(user, ANNOTATE_ROLES),
-                status__in=[TaskStatus.OPEN, TaskStatus.IN_PROGRESS])
+                status__in=[TaskStatus.OPEN, TaskStatus.IN_PROGRESS, TaskStatus.RETURNED])
         .filter(Q(assignee__isnull=True) | Q(assignee=user))
         .exclude(Q(lease_expires_at__gt=now) & ~Q(claimed_by=user) & Q(claimed_by__isnull=False))
         .annotate(model_revision_id=Subquery(model_rev.values("pk")[:1]),

@@ -33,7 +33,8 @@ API_ROOT = {
     "projects": "project-list", "memberships": "membership-list", "patients": "patient-list",
     "studies": "study-list", "series": "series-list", "instances": "instance-list", "uploads": "upload-list",
     "models": "modelversion-list", "proposals": "proposaljob-list", "revisions": "maskrevision-list",
-    "qc": "qcsummary-list", "annotation/tasks": "annotation-task-queue", "me": "me",
+    "qc": "qcsummary-list", "annotation/tasks": "annotation-task-queue",
+    "review/queue": "review-queue-api", "me": "me",
     "schema": "schema", "docs": "api-docs",
 }
 
@@ -56,6 +57,7 @@ urlpatterns = [
     path("api/", include("modeling.urls")),
     path("api/", include("annotation.urls")),
     path("api/annotation/", include("annotation.task_urls")),
+    path("api/review/", include("annotation.review.urls")),
     path("api/", include("quality.urls")),
     path("api/me/", me, name="me"),
     path("api/auth/", include("rest_framework.urls")),
