@@ -11,4 +11,6 @@ urlpatterns = [
     path("logout/", views.LogoutView.as_view(), name="logout"),
     path("queue/", views.queue, name="queue"),
     path("tasks/<int:task_id>/", views.task_page, name="task-page"),
+    path("review/", views.review_queue, name="review-queue"),
+    path("review/tasks/<int:task_id>/", views.review_page, name="review-page"),
 ]

@@ -8,6 +8,7 @@
 import "./style.css";
 import * as api from "./api";
 import { mountAnnotationPage } from "./annotatePage";
+import { mountReviewPage } from "./reviewPage";
 import { Autosaver, installLeaveGuard } from "./autosave";
 import { mountViewer } from "./mount";
 import * as maskCodec from "./maskCodec";
@@ -19,6 +20,7 @@ import { createViewer, PRESETS, ViewerError } from "./viewer";
 const Pleura = {
   mountViewer,
   mountAnnotationPage,
+  mountReviewPage,
   createViewer,
   Autosaver,
   installLeaveGuard,

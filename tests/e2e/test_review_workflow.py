@@ -1,0 +1,114 @@
+"""Review stage end to end in Chromium: submit → return with a comment → the annotator sees it, fixes and
+resubmits → the reviewer approves (the revision is curated). The review page shows the final mask, the
+proposal's outline and the difference; its screenshot goes to ``docs/img/review_page.png``.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from annotator_support import READY_TIMEOUT_MS, brush_stroke, log_in, make_user, make_xray_task, open_task, settle
+from test_annotator_workflow import site, wait_done  # noqa: F401  (the live-server fixture and its wait)
+from viewer_support import VIEWPORT
+
+pytestmark = [pytest.mark.e2e]
+
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+REVIEW = "window.__pleuraReview"
+
+
+def open_review(page: Any, base_url: str, task_id: int) -> None:
+    """Open the review page from the review queue and wait until image, mask and overlays are shown."""
+    page.goto(f"{base_url}/review/")
+    page.locator(f"tr[data-task='{task_id}']").get_by_role("link").click()
+    page.wait_for_function(
+        "document.querySelector('#review')?.dataset.pageState && document.querySelector('#review').dataset.pageState !== 'loading'",
+        timeout=READY_TIMEOUT_MS)
+    state = page.evaluate("document.querySelector('#review').dataset.pageState")
+    assert state == "ready", f"{state}: {page.get_by_test_id('notice').inner_text()} {page.console_messages[-5:]}"
+    page.evaluate(f"async () => {{ {REVIEW} = await window.pleuraReview; }}")
+    settle(page)
+
+
+def wait_review_done(page: Any) -> None:
+    page.wait_for_function("document.querySelector('#review').dataset.pageState === 'done'", timeout=60_000)
+
+
+def viewport_pixels(page: Any) -> np.ndarray:
+    png = page.locator("[data-testid=viewport]").screenshot()
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def test_return_with_comment_fix_resubmit_approve(browser, site, artifacts: Path) -> None:  # noqa: F811
+    from annotation import services
+    from annotation.models import AnnotationTask, MaskRevision, RevisionStatus, TaskStatus
+
+    xt = make_xray_task(site.project)
+    make_user(site.project, "rev", role="reviewer")
+    ann = browser.new_context(viewport=VIEWPORT).new_page()
+    ann.console_messages = []
+    rev = browser.new_context(viewport=VIEWPORT).new_page()
+    rev.console_messages = []
+
+    log_in(ann, site.url, "ann")
+    open_task(ann, site.url, xt.task.pk)
+    brush_stroke(ann, [(108, 226), (148, 226)], label=2)
+    ann.get_by_role("button", name="Submit edits").click()
+    wait_done(ann)
+    first = MaskRevision.objects.filter(target_key=xt.revision.target_key).order_by("-number").first()
+
+    # the reviewer sees it in the review queue; the page shows mask, proposal outline and difference
+    log_in(rev, site.url, "rev")
+    open_review(rev, site.url, xt.task.pk)
+    details = rev.get_by_test_id("edit-measure").inner_text()
+    assert "Pixels added" in details and "Dice right / left" in details
+    with_difference = viewport_pixels(rev)
+    rev.locator("[data-overlay=difference]").uncheck()
+    settle(rev)
+    without = viewport_pixels(rev)
+    changed = np.abs(with_difference - without).sum(axis=2) > 30
+    assert changed.sum() > 50, "hiding the difference overlay changed nothing on screen"
+    rev.locator("[data-overlay=difference]").check()
+    settle(rev)
+    rev.screenshot(path=str(DOCS_IMG / "review_page.png"))
+
+    rev.get_by_role("button", name="Return to annotator…").click()
+    rev.get_by_test_id("return-comment").fill("The left base is cut off: extend it down to the diaphragm.")
+    rev.get_by_role("button", name="Return with this comment").click()
+    wait_review_done(rev)
+    first.refresh_from_db()
+    assert first.status == RevisionStatus.RETURNED
+    assert AnnotationTask.objects.get(pk=xt.task.pk).status == TaskStatus.RETURNED
+
+    # the annotator finds it in the queue, sees the comment, fixes and resubmits
+    ann.goto(f"{site.url}/queue/")
+    row = ann.locator(f"tr[data-task='{xt.task.pk}']")
+    assert "Returned for changes" in row.inner_text()
+    row.get_by_role("link").click()
+    ann.wait_for_function("document.querySelector('#annotate').dataset.pageState === 'ready'", timeout=READY_TIMEOUT_MS)
+    ann.evaluate("async () => { window.__pleuraPage = await window.pleuraPage; }")
+    outcome = ann.get_by_test_id("outcome").inner_text()
+    assert "Returned by rev" in outcome and "extend it down to the diaphragm" in outcome, outcome
+    brush_stroke(ann, [(108, 236), (148, 236)], label=2)
+    ann.get_by_role("button", name="Submit edits").click()
+    wait_done(ann)
+    second = MaskRevision.objects.filter(target_key=xt.revision.target_key).order_by("-number").first()
+    assert second.parent_id == first.pk and second.status == RevisionStatus.SUBMITTED
+
+    open_review(rev, site.url, xt.task.pk)
+    assert "extend it down" in rev.get_by_test_id("history").inner_text()
+    rev.get_by_role("button", name="Approve", exact=True).click()
+    wait_review_done(rev)
+    assert "is curated" in rev.get_by_test_id("outcome").inner_text()
+    second.refresh_from_db()
+    assert second.status == RevisionStatus.APPROVED
+    assert AnnotationTask.objects.get(pk=xt.task.pk).status == TaskStatus.DONE
+    assert list(services.curated_revisions(site.project, "cxr")) == [second]
+    rev.goto(f"{site.url}/review/")
+    assert rev.locator(f"tr[data-task='{xt.task.pk}']").count() == 0
