@@ -114,6 +114,7 @@ class MaskRevision(models.Model):
 
 
 # Tasks, drafts and task actions live in their own module (issue 6); imported here so Django registers them.
-from .task_models import AnnotationTask, Draft, RejectReason, TaskAction, TaskActionKind, TaskStatus  # noqa: E402,F401
+from .task_models import (  # noqa: E402,F401
+    AnnotationTask, Draft, KeptDraft, RejectReason, TaskAction, TaskActionKind, TaskStatus)
 # The review stage's models live in annotation.review (issue 20).
 from .review.models import DecisionKind, EditMeasure, ReviewDecision, ReviewPolicy  # noqa: E402,F401

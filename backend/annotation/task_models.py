@@ -102,3 +102,24 @@ class TaskAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} of task {self.task_id} by user {self.author_id}"
+
+
+class KeptDraft(models.Model):
+    """Someone's unsubmitted draft, kept as a non-current revision because another person saved over the task.
+
+    Its author is told on their next visit (``told_at`` set then).
+    """
+
+    task = models.ForeignKey(AnnotationTask, on_delete=models.CASCADE, related_name="kept_drafts")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="kept_drafts")
+    revision = models.OneToOneField("annotation.MaskRevision", on_delete=models.CASCADE, related_name="kept_draft")
+    saved_over_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    told_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"draft of user {self.author_id} on task {self.task_id} kept as revision {self.revision_id}"

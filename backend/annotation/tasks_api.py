@@ -63,7 +63,8 @@ def _domain_errors(view: Callable[..., Response | HttpResponse]) -> Callable[...
         try:
             return view(request, *args, **kwargs)
         except workflow.TaskConflictError as exc:
-            return _error(status.HTTP_409_CONFLICT, str(exc), current_revision=exc.current_revision)
+            return _error(status.HTTP_409_CONFLICT, str(exc), current_revision=exc.current_revision,
+                          saved_by_you=exc.saved_by_you)
         except workflow.WorkflowError as exc:
             return _error(exc.status, str(exc))
         except (LabelMapError, TargetMismatchError) as exc:
@@ -142,7 +143,7 @@ def task_payload(task: AnnotationTask, user: Any) -> dict[str, Any]:
     return {
         "id": task.pk,
         "project": task.project_id,
-        "status": task.status,
+        "status": workflow.live_status(task),
         "modality": task.series.modality,
         "instances": [{"sop_instance_uid": i.sop_instance_uid, "url": serializer.get_wado_url(i)} for i in instances],
         "shape": list(workflow.task_shape(task)),
@@ -162,6 +163,9 @@ def task_payload(task: AnnotationTask, user: Any) -> dict[str, Any]:
         # what the CT reader corrected (missing slices, gantry tilt): the annotator should know
         "series_warnings": list((latest.geometry or {}).get("warnings", [])) if latest is not None else [],
         "returned": _returned(task),
+        "kept_drafts": [{"revision_id": k.revision_id, "revision_number": k.revision.number,
+                         "saved_over_by": k.saved_over_by.get_username() if k.saved_over_by_id else None,
+                         "at": _iso(k.created_at)} for k in workflow.untold_kept_drafts(user, task)],
     }
 
 
@@ -187,8 +191,8 @@ def _saved(outcome: workflow.SaveOutcome, code: int) -> Response:
 @_domain_errors
 def queue(request: Request) -> Response:
     """The caller's queue: editable tasks ordered by QC flags, then model confidence (least first)."""
-    return Response([{"id": item.task.pk, "status": item.task.status, "modality": item.modality, "flags": item.flags,
-                      "confidence": item.confidence, "claimed_by_me": item.mine}
+    return Response([{"id": item.task.pk, "status": item.status, "modality": item.modality, "flags": item.flags,
+                      "confidence": item.confidence, "claimed_by_me": item.mine, "drafts_by": item.drafts_by}
                      for item in workflow.queue_for(request.user)])
 
 

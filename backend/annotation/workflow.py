@@ -31,7 +31,7 @@ from imaging.models import Instance
 
 from . import labelmaps, services
 from .models import MaskRevision, RevisionSource, RevisionStatus
-from .task_models import AnnotationTask, Draft, RejectReason, TaskAction, TaskActionKind, TaskStatus
+from .task_models import AnnotationTask, Draft, KeptDraft, RejectReason, TaskAction, TaskActionKind, TaskStatus
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +78,11 @@ class TaskConflictError(WorkflowError):
 
     status = 409
 
-    def __init__(self, message: str, current_revision: int | None) -> None:
+    def __init__(self, message: str, current_revision: int | None, saved_by_you: bool = False) -> None:
         super().__init__(message)
         self.current_revision = current_revision
+        #: The newer revision is the same user's (another tab or window), not someone else's.
+        self.saved_by_you = saved_by_you
 
 
 # ------------------------------------------------------------------------------ tasks
@@ -161,6 +163,13 @@ def lease_is_active(task: AnnotationTask, now: dt.datetime | None = None) -> boo
     return task.claimed_by_id is not None and task.lease_expires_at is not None and task.lease_expires_at > now
 
 
+def live_status(task: AnnotationTask, now: dt.datetime | None = None) -> str:
+    """The task's status as it is now: "in progress" only while someone holds a live lease, else open."""
+    if task.status == TaskStatus.IN_PROGRESS and not lease_is_active(task, now):
+        return TaskStatus.OPEN
+    return task.status
+
+
 def _check_may_edit(task: AnnotationTask, user: Any) -> None:
     if not has_role(user, task.project_id, ANNOTATE_ROLES):
         raise TaskForbiddenError("Your role in this project does not allow editing masks; ask the project lead.")
@@ -201,7 +210,9 @@ def claim(task_id: int, user: Any) -> AnnotationTask:
 
 
 def release(task_id: int, user: Any) -> None:
-    """Give up the user's claim (no effect when someone else holds it)."""
+    """Give up the user's claim (no effect when someone else holds it); an unfinished task is open again."""
+    AnnotationTask.objects.filter(pk=task_id, claimed_by=user, status=TaskStatus.IN_PROGRESS).update(
+        status=TaskStatus.OPEN, claimed_by=None, lease_expires_at=None, updated_at=timezone.now())
     AnnotationTask.objects.filter(pk=task_id, claimed_by=user).update(claimed_by=None, lease_expires_at=None)
 
 
@@ -326,6 +337,12 @@ def _locked_task(task_id: int, user: Any, parent_id: int | None, now: dt.datetim
     latest = latest_revision(task)
     latest_id = latest.pk if latest is not None else None
     if parent_id != latest_id:
+        if latest is not None and latest.author_id == user.pk:
+            at = timezone.localtime(latest.created_at).strftime("%H:%M:%S")
+            raise TaskConflictError(
+                f"You saved this task in another tab or window (revision {latest.number} at {at}). "
+                "Reload to continue from that version, or keep this tab's edit as a new revision on top of it.",
+                latest_id, saved_by_you=True)
         author = (latest.author.get_username() if latest is not None and latest.author_id else "the model")
         raise TaskConflictError(
             f"Someone saved this task in the meantime (revision {latest.number if latest else '–'} by {author}). "
@@ -394,9 +411,45 @@ def _close(task: AnnotationTask, user: Any, kind: str, revision: MaskRevision, s
     route_closed(task, revision, kind)
 
 
+def keep_other_drafts(task: AnnotationTask, user: Any) -> list[KeptDraft]:
+    """Keep the other users' drafts of the task as non-current revisions before ``user`` saves over it.
+
+    Each becomes a revision with status ``draft`` (child of the revision it was drawn on) and a
+    :class:`KeptDraft` notice its author sees on their next visit; the draft row is removed.
+    Call with the task row locked, before the new revision is stored (so that it stays the latest).
+    """
+    kept = []
+    for draft in Draft.objects.filter(task=task).exclude(author=user).select_related("author", "parent_revision"):
+        mask = draft_labels(draft)
+        parent = draft.parent_revision
+        revision = services.create_revision(
+            series=task.series, instance=task.instance, labels=mask[0] if task.instance_id is not None else mask,
+            source=RevisionSource.PERSON, status=RevisionStatus.DRAFT,
+            spacing=tuple(parent.spacing) if parent is not None and parent.spacing else None,
+            geometry=_inherited_geometry(parent, mask), parent=parent, author=draft.author, method="draft",
+            note=f"unsubmitted draft kept when {user.get_username()} saved over the task")
+        kept.append(KeptDraft.objects.create(task=task, author=draft.author, revision=revision, saved_over_by=user))
+        draft.delete()
+        logger.info("kept the draft of %s on %s as %s", draft.author, task, revision)
+    return kept
+
+
+def untold_kept_drafts(user: Any, task: AnnotationTask | None = None, mark_told: bool = True) -> list[KeptDraft]:
+    """The user's drafts kept since their last visit (of one task, or all), marked as told."""
+    notices = KeptDraft.objects.filter(author=user, told_at__isnull=True).select_related("revision", "saved_over_by")
+    if task is not None:
+        notices = notices.filter(task=task)
+    notices = list(notices)
+    if mark_told and notices:
+        KeptDraft.objects.filter(pk__in=[n.pk for n in notices]).update(told_at=timezone.now())
+    return notices
+
+
 def store_person_revision(task: AnnotationTask, user: Any, latest: MaskRevision | None, mask: np.ndarray,
                           status: str, method: str, note: str = "") -> MaskRevision:
-    """Store ``mask`` (``(D, H, W)``) as a person's revision of the task, child of ``latest``."""
+    """Store ``mask`` (``(D, H, W)``) as a person's revision of the task, child of ``latest``; other users'
+    drafts of the task are kept first (:func:`keep_other_drafts`)."""
+    keep_other_drafts(task, user)
     labels = mask[0] if task.instance_id is not None else mask
     return services.create_revision(
         series=task.series, instance=task.instance, labels=labels, source=RevisionSource.PERSON, status=status,
@@ -475,6 +528,14 @@ class QueueItem:
     flags: list[str] = field(default_factory=list)
     confidence: float | None = None
     mine: bool = False
+    #: Status as it is now (in progress only under a live lease).
+    status: str = TaskStatus.OPEN
+    #: Users with an unsubmitted draft of the task.
+    drafts_by: list[str] = field(default_factory=list)
+
+    @property
+    def status_label(self) -> str:
+        return TaskStatus(self.status).label
 
 
 def queue_for(user: Any, limit: int = 200) -> list[QueueItem]:
@@ -504,8 +565,13 @@ def queue_for(user: Any, limit: int = 200) -> list[QueueItem]:
     for revision_id, name in QCFlag.objects.filter(
             revision_id__in=[t.model_revision_id for t in tasks], flagged=True).values_list("revision_id", "name"):
         flags.setdefault(revision_id, []).append(name)
+    drafts: dict[int, list[str]] = {}
+    for task_id, username in Draft.objects.filter(task_id__in=[t.pk for t in tasks]).values_list(
+            "task_id", "author__username").order_by("author__username"):
+        drafts.setdefault(task_id, []).append(username)
     return [QueueItem(task=t, modality=t.series.modality, flags=flags.get(t.model_revision_id, []),
-                      confidence=t.confidence, mine=t.claimed_by_id == user.pk and lease_is_active(t, now))
+                      confidence=t.confidence, mine=t.claimed_by_id == user.pk and lease_is_active(t, now),
+                      status=live_status(t, now), drafts_by=drafts.get(t.pk, []))
             for t in tasks]
 
 
