@@ -55,6 +55,7 @@ class AnnotationTask(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     time_spent_s = models.FloatField(default=0.0, help_text="Seconds spent by annotators, summed over actions")
+    priority = models.IntegerField(default=0, help_text="Set by the project lead; higher comes first in the queue")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

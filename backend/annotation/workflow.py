@@ -541,8 +541,8 @@ class QueueItem:
 def queue_for(user: Any, limit: int = 200) -> list[QueueItem]:
     """Editable tasks of the user's projects, assigned to them or unassigned, not leased by someone else.
 
-    Ordered by QC flags of the latest model proposal (most flags first), then model confidence
-    (least confident first; unknown last), then age.
+    Ordered by the lead's priority (highest first), then QC flags of the latest model proposal (most
+    flags first), then model confidence (least confident first; unknown last), then age.
     """
     from quality.models import QCFlag  # quality is downstream; read-only use for ordering and display
 
@@ -558,7 +558,8 @@ def queue_for(user: Any, limit: int = 200) -> list[QueueItem]:
                   flagged=Subquery(model_rev.values("qc__flagged_count")[:1]),
                   confidence=Subquery(model_rev.values("confidence")[:1]))
         .select_related("series__study__patient", "project")  # the queue page names each task's study
-        .order_by(F("flagged").desc(nulls_last=True), F("confidence").asc(nulls_last=True), "created_at", "id")[:limit]
+        .order_by("-priority", F("flagged").desc(nulls_last=True), F("confidence").asc(nulls_last=True), "created_at",
+                  "id")[:limit]
     )
     tasks = list(tasks)
     flags: dict[int, list[str]] = {}

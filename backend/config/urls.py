@@ -51,6 +51,7 @@ router.register("uploads", UploadViewSet)
 urlpatterns = [
     path("", RedirectView.as_view(url="/queue/", permanent=False)),
     path("", include("workbench.urls")),
+    path("manage/", include("administration.urls")),
     path("admin/", admin.site.urls),
     path("api/", PleuraAPIRoot.as_view(api_root_dict=API_ROOT), name="api-root"),
     path("api/", include(router.urls)),
