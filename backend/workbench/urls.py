@@ -12,5 +12,6 @@ urlpatterns = [
     path("queue/", views.queue, name="queue"),
     path("tasks/<int:task_id>/", views.task_page, name="task-page"),
     path("review/", views.review_queue, name="review-queue"),
+    path("projects/<int:project_id>/dashboard/", views.dashboard, name="dashboard"),
     path("review/tasks/<int:task_id>/", views.review_page, name="review-page"),
 ]

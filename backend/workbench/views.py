@@ -70,8 +70,14 @@ def _bundle_or_error(request: HttpRequest) -> tuple[str, tuple[str, ...]] | Http
 @login_required
 def review_queue(request: HttpRequest) -> HttpResponse:
     """Tasks waiting for review in the projects where I review: QC-flagged first, then the most edited."""
+    from imaging.models import Project
+    from quality.dashboard_api import DASHBOARD_ROLES
+
+    from accounts.permissions import project_ids_for
+
     items = review_services.review_queue(request.user)
-    return render(request, "workbench/review_queue.html", {"items": items})
+    projects = Project.objects.filter(pk__in=project_ids_for(request.user, DASHBOARD_ROLES))
+    return render(request, "workbench/review_queue.html", {"items": items, "projects": projects})
 
 
 @login_required
@@ -89,3 +95,29 @@ def review_page(request: HttpRequest, task_id: int) -> HttpResponse:
     return render(request, "workbench/review_task.html", {
         "task": task, "script": script, "styles": styles,
         "page_options": {"taskId": task.pk, "queueUrl": "/review/"}})
+
+
+@login_required
+def dashboard(request: HttpRequest, project_id: int) -> HttpResponse:
+    """The quality dashboard of a project (figures drawn by the bundle from the dashboard API)."""
+    from imaging.models import Project
+    from quality.dashboard import DashboardFilter, DashboardFilterError
+    from quality.dashboard_api import DASHBOARD_ROLES, filter_options
+
+    from accounts.permissions import project_ids_for
+
+    project = get_object_or_404(Project.objects.filter(pk__in=project_ids_for(request.user)), pk=project_id)
+    if not has_role(request.user, project.pk, DASHBOARD_ROLES):
+        return render(request, "workbench/error.html",
+                      {"message": "Dashboards are for the project's reviewers, admins and ML engineers."}, status=403)
+    try:
+        DashboardFilter.parse(project.pk, request.GET)
+    except DashboardFilterError as exc:
+        return render(request, "workbench/error.html", {"message": str(exc)}, status=400)
+    assets = _bundle_or_error(request)
+    if isinstance(assets, HttpResponse):
+        return assets
+    script, styles = assets
+    return render(request, "workbench/dashboard.html", {
+        "project": project, "script": script, "styles": styles, "options": filter_options(project.pk),
+        "filters": request.GET, "page_options": {"projectId": project.pk, "query": request.GET.urlencode()}})

@@ -9,6 +9,7 @@ import "./style.css";
 import * as api from "./api";
 import { mountAnnotationPage } from "./annotatePage";
 import { mountReviewPage } from "./reviewPage";
+import { mountDashboard } from "./dashboard";
 import { Autosaver, installLeaveGuard } from "./autosave";
 import { mountViewer } from "./mount";
 import * as maskCodec from "./maskCodec";
@@ -21,6 +22,7 @@ const Pleura = {
   mountViewer,
   mountAnnotationPage,
   mountReviewPage,
+  mountDashboard,
   createViewer,
   Autosaver,
   installLeaveGuard,

@@ -1,6 +1,7 @@
 """Review stage end to end in Chromium: submit → return with a comment → the annotator sees it, fixes and
-resubmits → the reviewer approves (the revision is curated). The review page shows the final mask, the
-proposal's outline and the difference; its screenshot goes to ``docs/img/review_page.png``.
+resubmits → the reviewer approves (the revision is curated), and the quality dashboard's counts and charts
+change accordingly. The review page shows the final mask, the proposal's outline and the difference;
+screenshots go to ``docs/img/review_page.png`` and ``docs/img/dashboard.png``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,20 @@ def open_review(page: Any, base_url: str, task_id: int) -> None:
 
 def wait_review_done(page: Any) -> None:
     page.wait_for_function("document.querySelector('#review').dataset.pageState === 'done'", timeout=60_000)
+
+
+def dashboard_tables(page: Any, base_url: str, project_id: int) -> dict[str, dict[str, list[str]]]:
+    """Open the dashboard, wait until every chart is drawn, and read its tables (first column → the rest)."""
+    page.goto(f"{base_url}/projects/{project_id}/dashboard/")
+    page.wait_for_function("document.querySelector('#dashboard')?.dataset.state === 'ready'", timeout=READY_TIMEOUT_MS)
+    assert page.locator("#dashboard canvas").count() >= 8, "charts were not drawn"
+    tables = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('[data-figure]')].map((s) => [
+        s.dataset.figure,
+        Object.fromEntries([...s.querySelectorAll('tbody tr')].map((tr) => {
+            const cells = [...tr.children].map((c) => c.textContent);
+            return [cells[0], cells.slice(1)];
+        }))]))""")
+    return tables
 
 
 def viewport_pixels(page: Any) -> np.ndarray:
@@ -84,6 +99,9 @@ def test_return_with_comment_fix_resubmit_approve(browser, site, artifacts: Path
     wait_review_done(rev)
     first.refresh_from_db()
     assert first.status == RevisionStatus.RETURNED
+    before = dashboard_tables(rev, site.url, site.project.pk)
+    assert before["summary"]["Done"] == ["0"] and before["summary"]["Returned for changes"] == ["1"]
+    assert before["review_outcomes"]["ann"][:2] == ["0", "1"]  # approve, return
     assert AnnotationTask.objects.get(pk=xt.task.pk).status == TaskStatus.RETURNED
 
     # the annotator finds it in the queue, sees the comment, fixes and resubmits
@@ -112,3 +130,13 @@ def test_return_with_comment_fix_resubmit_approve(browser, site, artifacts: Path
     assert list(services.curated_revisions(site.project, "cxr")) == [second]
     rev.goto(f"{site.url}/review/")
     assert rev.locator(f"tr[data-task='{xt.task.pk}']").count() == 0
+    after = dashboard_tables(rev, site.url, site.project.pk)
+    assert after["summary"]["Done"] == ["1"] and after["summary"]["Returned for changes"] == ["0"]
+    assert after["summary"]["curated in range"] == ["1"]
+    assert after["review_outcomes"]["ann"][:2] == ["1", "1"]
+    assert after["outcomes"]["edited"] == ["2"]  # the submit and the resubmit
+    assert after["annotators"]["ann"][:2] == ["2", "0"]  # closed, accepted
+    csv = rev.evaluate(f"fetch('/api/quality/dashboard/{site.project.pk}/outcomes.csv').then((r) => r.text())")
+    assert csv.splitlines()[0] == "outcome,tasks" and "edited,2" in csv.splitlines()
+    rev.set_viewport_size({"width": 1280, "height": 1400})
+    rev.screenshot(path=str(DOCS_IMG / "dashboard.png"))
