@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "ml_ct": ["-m", "ml", "bench", "--model", "ct", "--out", "{out}/ml_ct.json"],
     "proposals": ["bench/bench_proposals.py", "--out", "{out}/proposals.json"],
     "viewer": ["bench/bench_viewer.py", "--out", "{out}/viewer.json"],
+    "dashboard": ["bench/bench_dashboard.py", "--out", "{out}/dashboard.json"],
 }
 
 

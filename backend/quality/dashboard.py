@@ -19,8 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Avg, Case, CharField, Count, Exists, F, FloatField, IntegerField, OuterRef, Q, QuerySet, \
-    Subquery, Sum, Value, When
+from django.db.models import Avg, Case, CharField, Count, F, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -308,20 +307,29 @@ def hd95_distribution(f: DashboardFilter) -> Figure:
 
 
 def qc_flags(f: DashboardFilter) -> Figure:
-    """Per QC check on model proposals: how often it was raised, and how often an edit confirmed it."""
-    closing = EditMeasure.objects.filter(proposal=OuterRef("revision"), revision__task_action__isnull=False)
+    """Per QC check on model proposals: how often it was raised, and how often an edit confirmed it.
+
+    Two grouped queries: flag counts over the proposals' flags, and (joined from the annotators'
+    edit measures to the flags of the proposal they started from) the flagged proposals that were
+    closed and those whose closing changed the mask or rejected the image.
+    """
     flags = QCFlag.objects.filter(revision__project_id=f.project_id, revision__source=RevisionSource.MODEL).filter(
-        f.q(when="revision__created_at", series="revision__series", model="revision__model_version_id")).annotate(
-        closed=Exists(closing), edited=Exists(closing.filter(Q(changed_fraction__gt=0)
-                                                             | Q(revision__task_action__kind=TaskActionKind.REJECT))))
+        f.q(when="revision__created_at", series="revision__series", model="revision__model_version_id"))
+    counts = {r["name"]: r for r in flags.values("name").annotate(  # names differ from the fields they count
+        n_proposals=Count("id"), n_flagged=Count("id", filter=Q(flagged=True)))}
+    edited = Q(changed_fraction__gt=0) | Q(revision__task_action__kind=TaskActionKind.REJECT)
+    closing = EditMeasure.objects.filter(
+        proposal__project_id=f.project_id, revision__task_action__isnull=False, proposal__qc_flags__flagged=True).filter(
+        f.q(when="proposal__created_at", series="proposal__series", model="proposal__model_version_id"))
+    confirmed = {r["proposal__qc_flags__name"]: r for r in closing.values("proposal__qc_flags__name").annotate(
+        n_closed=Count("proposal_id", distinct=True), n_confirmed=Count("proposal_id", distinct=True, filter=edited))}
     rows = []
-    for r in flags.values("name").annotate(  # aggregate names differ from the fields they count
-            n_proposals=Count("id"), n_flagged=Count("id", filter=Q(flagged=True)),
-            n_closed=Count("id", filter=Q(flagged=True, closed=True)),
-            n_confirmed=Count("id", filter=Q(flagged=True, edited=True))).order_by("name"):
-        total, raised, closed, confirmed = r["n_proposals"], r["n_flagged"], r["n_closed"], r["n_confirmed"]
-        rows.append([r["name"], total, raised, _round(raised / total) if total else None, closed, confirmed,
-                     _round(confirmed / closed) if closed else None])
+    for name in sorted(counts):
+        total, raised = counts[name]["n_proposals"], counts[name]["n_flagged"]
+        closed = confirmed.get(name, {}).get("n_closed", 0)
+        done = confirmed.get(name, {}).get("n_confirmed", 0)
+        rows.append([name, total, raised, _round(raised / total) if total else None, closed, done,
+                     _round(done / closed) if closed else None])
     return Figure("qc_flags", "QC flags on proposals",
                   ["flag", "proposals", "flagged", "flag_rate", "flagged_closed", "confirmed_by_edit", "confirmation_rate"],
                   rows, {"type": "bar", "x": "flag", "series": ["flag_rate", "confirmation_rate"]},
