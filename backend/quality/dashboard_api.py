@@ -84,10 +84,15 @@ def dashboard_csv(request: Request, project_id: int, figure: str) -> HttpRespons
         (table,) = dashboard.figures(flt, [figure])
     except dashboard.DashboardFilterError as exc:
         return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    return figure_csv(table, f"project-{project_id}-{table.name}.csv")
+
+
+def figure_csv(table: dashboard.Figure, filename: str) -> HttpResponse:
+    """A figure's table as a CSV download."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(table.columns)
     writer.writerows(table.rows)
     response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="project-{project_id}-{table.name}.csv"'
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

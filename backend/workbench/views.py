@@ -121,3 +121,20 @@ def dashboard(request: HttpRequest, project_id: int) -> HttpResponse:
     return render(request, "workbench/dashboard.html", {
         "project": project, "script": script, "styles": styles, "options": filter_options(project.pk),
         "filters": request.GET, "page_options": {"projectId": project.pk, "query": request.GET.urlencode()}})
+
+
+@login_required
+def patient_lungs(request: HttpRequest, patient_id: int) -> HttpResponse:
+    """A patient's lung volumes (CT) or areas (X-ray) per study date, with the trend chart and tables."""
+    from imaging.models import Patient
+
+    from accounts.permissions import project_ids_for
+
+    patient = get_object_or_404(Patient.objects.filter(project_id__in=project_ids_for(request.user)), pk=patient_id)
+    assets = _bundle_or_error(request)
+    if isinstance(assets, HttpResponse):
+        return assets
+    script, styles = assets
+    base = f"/api/quality/patients/{patient.pk}/lungs/"
+    return render(request, "workbench/patient_lungs.html", {
+        "patient": patient, "script": script, "styles": styles, "page_options": {"dataUrl": base, "csvBase": base}})

@@ -45,15 +45,30 @@ export function figureTable(figure: FigureTable): HTMLTableElement {
 }
 
 /** Mount the dashboard into `root`. */
-export async function mountDashboard(root: HTMLElement, options: DashboardOptions): Promise<Dashboard> {
+export function mountDashboard(root: HTMLElement, options: DashboardOptions): Promise<Dashboard> {
   const query = options.query ?? "";
   const base = `/api/quality/dashboard/${options.projectId}/`;
+  return mountFigures(root, {
+    dataUrl: `${base}${query ? `?${query}` : ""}`,
+    csvUrl: (name) => `${base}${name}.csv${query ? `?${query}` : ""}`,
+  });
+}
+
+export interface FiguresOptions {
+  /** JSON with `figures` (e.g. the dashboard API, or a patient's lung measures). */
+  dataUrl: string;
+  /** Where a figure's CSV is downloaded from. */
+  csvUrl: (figure: string) => string;
+}
+
+/** Fetch figures and show each as a chart, its table and a CSV link (the dashboard and the lung-trend page). */
+export async function mountFigures(root: HTMLElement, options: FiguresOptions): Promise<Dashboard> {
   root.dataset.state = "loading";
   const status = el("p", { class: "muted", role: "status" }, "Loading figures…");
   root.replaceChildren(status);
   try {
     const [response, charts] = await Promise.all([
-      fetch(`${base}${query ? `?${query}` : ""}`, { credentials: "same-origin", headers: { Accept: "application/json" } }),
+      fetch(options.dataUrl, { credentials: "same-origin", headers: { Accept: "application/json" } }),
       import("./charts"),
     ]);
     const body = (await response.json()) as { detail?: string; figures?: FigureTable[] };
@@ -62,7 +77,7 @@ export async function mountDashboard(root: HTMLElement, options: DashboardOption
       const section = el("section", { class: "db-figure", "data-figure": figure.name, "aria-labelledby": `db-${figure.name}` });
       const header = el("div", { class: "db-head" });
       header.append(el("h2", { id: `db-${figure.name}` }, figure.title),
-        el("a", { href: `${base}${figure.name}.csv${query ? `?${query}` : ""}`, download: "", "data-testid": `csv-${figure.name}` }, "CSV"));
+        el("a", { href: options.csvUrl(figure.name), download: "", "data-testid": `csv-${figure.name}` }, "CSV"));
       section.append(header);
       if (figure.note) section.append(el("p", { class: "muted db-note" }, figure.note));
       const chart = el("div", { class: "db-chart", role: "img", "aria-label": `${figure.title} (chart; the table below holds the numbers)` });
@@ -73,6 +88,7 @@ export async function mountDashboard(root: HTMLElement, options: DashboardOption
       return { section, chart, figure };
     });
     root.replaceChildren(...sections.map((s) => s.section));
+    if (sections.length === 0) root.replaceChildren(el("p", { class: "muted" }, "Nothing to show yet."));
     sections.forEach(({ chart, figure }) => {
       if (figure.rows.length === 0) chart.replaceChildren(el("p", { class: "muted" }, "No data under these filters."));
       else charts.renderChart(chart, figure);

@@ -9,7 +9,7 @@ import "./style.css";
 import * as api from "./api";
 import { mountAnnotationPage } from "./annotatePage";
 import { mountReviewPage } from "./reviewPage";
-import { mountDashboard } from "./dashboard";
+import { mountDashboard, mountFigures } from "./dashboard";
 import { Autosaver, installLeaveGuard } from "./autosave";
 import { mountViewer } from "./mount";
 import * as maskCodec from "./maskCodec";
@@ -23,6 +23,7 @@ const Pleura = {
   mountAnnotationPage,
   mountReviewPage,
   mountDashboard,
+  mountFigures,
   createViewer,
   Autosaver,
   installLeaveGuard,
