@@ -112,3 +112,12 @@ def test_lung_page_for_members_only(project, other_project, make_member):
     if page.status_code == 200:
         assert b"mountFigures" in page.content and f"/api/quality/patients/{patient.pk}/lungs/".encode() in page.content
     assert stranger.get(f"/patients/{patient.pk}/lungs/").status_code == 404
+
+
+def test_xray_projected_area_in_square_centimetres(project):
+    from target_factories import make_target
+
+    task, proposal = make_target(project, 1, None, 0.9)  # 200 + 200 lung pixels of 4 × 4 mm
+    (figure,) = longitudinal.figures(proposal.series.study.patient)
+    assert figure.name == "lungs_cxr" and figure.columns[4:7] == ["right_cm2", "left_cm2", "total_cm2"]
+    assert figure.rows[0][3:9] == ["latest", 32.0, 32.0, 64.0, 0.0, 0.0]
