@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpResponse
 from django_filters import rest_framework as filters
 from rest_framework import viewsets
@@ -45,7 +45,9 @@ class MaskRevisionViewSet(viewsets.ReadOnlyModelViewSet):
     ordering_fields = ["created_at", "number"]
 
     def get_queryset(self) -> QuerySet:
-        return super().get_queryset().filter(project_id__in=project_ids_for(self.request.user))
+        user = self.request.user
+        blinded = Q(first_of_double_read__status="awaiting_second") & ~Q(author_id=getattr(user, "pk", None))
+        return super().get_queryset().filter(project_id__in=project_ids_for(user)).exclude(blinded)
 
     @action(detail=True, methods=["get"])
     def labelmap(self, request: Request, pk: str | None = None) -> HttpResponse:

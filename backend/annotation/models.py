@@ -117,4 +117,5 @@ class MaskRevision(models.Model):
 from .task_models import (  # noqa: E402,F401
     AnnotationTask, Draft, KeptDraft, RejectReason, TaskAction, TaskActionKind, TaskStatus)
 # The review stage's models live in annotation.review (issue 20).
-from .review.models import DecisionKind, EditMeasure, ReviewDecision, ReviewPolicy  # noqa: E402,F401
+from .review.models import (  # noqa: E402,F401
+    DecisionKind, DoubleRead, DoubleReadStatus, EditMeasure, ReviewDecision, ReviewPolicy)

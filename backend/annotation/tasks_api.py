@@ -134,7 +134,7 @@ def _action_of(revision: Any) -> dict[str, Any]:
 
 def task_payload(task: AnnotationTask, user: Any) -> dict[str, Any]:
     """The ``TaskPayload`` JSON of docs/viewer-api.md (plus lease and permissions)."""
-    latest = workflow.latest_revision(task)
+    latest = workflow.working_revision(task)
     draft = workflow.get_draft(task, user)
     serializer = InstanceSerializer()
     instances = workflow.task_instances(task, latest)

@@ -128,6 +128,22 @@ def latest_revision(task: AnnotationTask) -> MaskRevision | None:
     return MaskRevision.objects.filter(target_key=task.target_key).order_by("-number").first()
 
 
+def blinded_reading(task: AnnotationTask) -> MaskRevision | None:
+    """The first reading of a double-read task still waiting for its second reader (hidden from others)."""
+    from .review.models import DoubleRead, DoubleReadStatus
+
+    pair = (DoubleRead.objects.filter(task=task, status=DoubleReadStatus.AWAITING_SECOND)
+            .select_related("first_revision__parent").first())
+    return pair.first_revision if pair is not None else None
+
+
+def working_revision(task: AnnotationTask) -> MaskRevision | None:
+    """The revision annotators start from: the latest, except during a double reading's second read, where
+    it is what the first reader started from (the second reader never sees the first reading)."""
+    first = blinded_reading(task)
+    return first.parent if first is not None else latest_revision(task)
+
+
 def task_instances(task: AnnotationTask, latest: MaskRevision | None = None) -> list[Instance]:
     """The task's instances in mask slice order (one for an X-ray task)."""
     if task.instance_id is not None:
@@ -177,6 +193,9 @@ def _check_may_edit(task: AnnotationTask, user: Any) -> None:
         raise TaskForbiddenError(f"This task is assigned to {task.assignee}; pick another one from your queue.")
     if task.status not in EDITABLE_STATUSES:
         raise TaskForbiddenError(f"This task is {task.get_status_display().lower()} and can no longer be edited.")
+    first = blinded_reading(task)
+    if first is not None and first.author_id == user.pk:
+        raise TaskForbiddenError("You read this task already; a second annotator reads it independently.")
 
 
 def _claim_locked(task: AnnotationTask, user: Any, now: dt.datetime) -> None:
@@ -334,7 +353,7 @@ def _locked_task(task_id: int, user: Any, parent_id: int | None, now: dt.datetim
     """Lock the task row, (re)claim it, and check that ``parent_id`` is still the latest revision."""
     task = AnnotationTask.objects.select_for_update().get(pk=task_id)
     _claim_locked(task, user, now)
-    latest = latest_revision(task)
+    latest = working_revision(task)
     latest_id = latest.pk if latest is not None else None
     if parent_id != latest_id:
         if latest is not None and latest.author_id == user.pk:
@@ -554,6 +573,7 @@ def queue_for(user: Any, limit: int = 200) -> list[QueueItem]:
                 status__in=[TaskStatus.OPEN, TaskStatus.IN_PROGRESS, TaskStatus.RETURNED])
         .filter(Q(assignee__isnull=True) | Q(assignee=user))
         .exclude(Q(lease_expires_at__gt=now) & ~Q(claimed_by=user) & Q(claimed_by__isnull=False))
+        .exclude(double_read__status="awaiting_second", double_read__first_revision__author=user)
         .annotate(model_revision_id=Subquery(model_rev.values("pk")[:1]),
                   flagged=Subquery(model_rev.values("qc__flagged_count")[:1]),
                   confidence=Subquery(model_rev.values("confidence")[:1]))

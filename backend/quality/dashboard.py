@@ -26,6 +26,7 @@ from django.utils import timezone
 from annotation.models import (
     AnnotationTask,
     DecisionKind,
+    DoubleRead,
     EditMeasure,
     MaskRevision,
     RejectReason,
@@ -347,6 +348,20 @@ def review_outcomes(f: DashboardFilter) -> Figure:
                                                                 DecisionKind.EDIT_APPROVE], "stack": True})
 
 
+def agreement(f: DashboardFilter) -> Figure:
+    """Inter-reader agreement of double-read pairs (mean lung Dice of the two readings), binned."""
+    pairs = DoubleRead.objects.filter(task__project_id=f.project_id, dice__isnull=False).filter(
+        f.q(when="compared_at", series="task__series", model="first_revision__edit_measure__proposal__model_version_id"))
+    if f.annotator_id is not None:
+        pairs = pairs.filter(Q(first_revision__author_id=f.annotator_id) | Q(second_revision__author_id=f.annotator_id))
+    counts = {r["bin"]: r for r in pairs.annotate(bin=_bins("dice", DICE_BINS)).values("bin").annotate(
+        n=Count("id"), below=Count("id", filter=Q(dice__lt=F("threshold"))))}
+    rows = [[label, counts.get(label, {}).get("n", 0), counts.get(label, {}).get("below", 0)] for label, _, _ in DICE_BINS]
+    return Figure("agreement", "Inter-reader agreement (double reading)", ["dice", "pairs", "sent_to_adjudication"], rows,
+                  {"type": "bar", "x": "dice", "series": ["pairs", "sent_to_adjudication"]},
+                  "mean of the right and left lung Dice between the two independent readings")
+
+
 def summary(f: DashboardFilter) -> Figure:
     """Headline numbers: tasks per status now, closed and curated in the range."""
     tasks = AnnotationTask.objects.filter(project_id=f.project_id)
@@ -361,7 +376,7 @@ def summary(f: DashboardFilter) -> Figure:
 
 
 FIGURES = {fn.__name__: fn for fn in (summary, backlog, throughput, annotators, time_per_task, outcomes, edit_effort,
-                                      dice_distribution, hd95_distribution, qc_flags, review_outcomes)}
+                                      dice_distribution, hd95_distribution, qc_flags, review_outcomes, agreement)}
 
 
 def figures(f: DashboardFilter, names: list[str] | None = None) -> list[Figure]:

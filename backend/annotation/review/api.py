@@ -77,8 +77,19 @@ def review_payload(task: Any, user: Any) -> dict[str, Any]:
         "final": _revision(final), "proposal": _revision(proposal), "measure": _measure(final),
         "flags": [{"name": f.name, "message": f.message} for f in flags],
         "history": [{**e, "at": _iso(e["at"])} for e in services.history(task)],
+        "double_read": _pair(services.pending_adjudication(task)),
         "can_review": has_role(user, task.project_id, services.REVIEW_ROLES),
     }
+
+
+def _pair(pair: Any) -> dict[str, Any] | None:
+    """A double-read pair waiting for adjudication: both readings and their agreement."""
+    if pair is None:
+        return None
+    return {"status": pair.status, "first": _revision(pair.first_revision), "second": _revision(pair.second_revision),
+            "dice": pair.dice, "dice_right": pair.dice_right, "dice_left": pair.dice_left,
+            "hd95_right": pair.hd95_right, "hd95_left": pair.hd95_left, "hd95_unit": pair.hd95_unit,
+            "threshold": pair.threshold}
 
 
 def _decision(decision: ReviewDecision, code: int = status.HTTP_201_CREATED) -> Response:
@@ -186,3 +197,14 @@ def policy(request: Request, project_id: int) -> Response:
             audit.record(request.user, "project.review_policy.update", updated, project_id=project_id,
                          before=changed_before, after=changed_after)
     return Response(ReviewPolicySerializer(updated).data)
+
+
+@extend_schema(operation_id="review_task_adjudicate", request=OpenApiTypes.OBJECT, responses={201: OpenApiTypes.OBJECT})
+@api_view(["POST"])
+@_domain_errors
+def adjudicate(request: Request, task_id: int) -> Response:
+    """Settle a double reading below the agreement threshold: body ``{"revision": <first or second reading>}``."""
+    task = _task(request, task_id)
+    data = _json(request)
+    return _decision(services.adjudicate(task.pk, request.user, _parent(data.get("revision")),
+                                         str(data.get("comment", ""))))

@@ -102,3 +102,34 @@ class EditMeasure(models.Model):
     def __str__(self) -> str:
         return f"revision {self.revision_id} vs proposal {self.proposal_id}: Dice {self.dice:.3f}"
 
+
+
+class DoubleReadStatus(models.TextChoices):
+    AWAITING_SECOND = "awaiting_second", "Waiting for the second reader"
+    AGREED = "agreed", "Readers agree (at or above the threshold)"
+    ADJUDICATION = "adjudication", "Waiting for adjudication"
+    ADJUDICATED = "adjudicated", "Adjudicated"
+
+
+class DoubleRead(models.Model):
+    """Two independent readings of one task: the second reader starts from the proposal and never sees the
+    first reading; agreement (per lung Dice and HD95) is computed when both are in."""
+
+    task = models.OneToOneField("annotation.AnnotationTask", on_delete=models.CASCADE, related_name="double_read")
+    first_revision = models.OneToOneField("annotation.MaskRevision", on_delete=models.CASCADE,
+                                          related_name="first_of_double_read")
+    second_revision = models.OneToOneField("annotation.MaskRevision", null=True, blank=True, on_delete=models.CASCADE,
+                                           related_name="second_of_double_read")
+    status = models.CharField(max_length=16, choices=DoubleReadStatus.choices, default=DoubleReadStatus.AWAITING_SECOND)
+    dice_right = models.FloatField(null=True, blank=True)
+    dice_left = models.FloatField(null=True, blank=True)
+    dice = models.FloatField(null=True, blank=True, help_text="Mean of the right and left lung Dice")
+    hd95_right = models.FloatField(null=True, blank=True)
+    hd95_left = models.FloatField(null=True, blank=True)
+    hd95_unit = models.CharField(max_length=4, blank=True)
+    threshold = models.FloatField(null=True, blank=True, help_text="The project's agreement threshold when compared")
+    created_at = models.DateTimeField(auto_now_add=True)
+    compared_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"double reading of task {self.task_id} ({self.status})"

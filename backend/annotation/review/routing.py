@@ -13,7 +13,7 @@ from typing import Any
 
 from ..models import MaskRevision, RevisionSource, RevisionStatus
 from ..task_models import AnnotationTask, TaskActionKind, TaskStatus
-from .models import APPROVING_KINDS, DecisionKind, ReviewDecision, ReviewPolicy
+from .models import APPROVING_KINDS, DecisionKind, DoubleRead, DoubleReadStatus, ReviewDecision, ReviewPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -24,15 +24,41 @@ def policy_for(project_id: int) -> ReviewPolicy:
     return policy
 
 
-def sample_value(project_id: int, task_id: int) -> float:
-    """A stable pseudo-random number in [0, 1) per task: the same task is always in or out of the sample."""
-    digest = hashlib.sha256(f"review:{project_id}:{task_id}".encode()).digest()
+def sample_value(project_id: int, task_id: int, purpose: str = "review") -> float:
+    """A stable pseudo-random number in [0, 1) per task and purpose: a task is always in or out of a sample."""
+    digest = hashlib.sha256(f"{purpose}:{project_id}:{task_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 def in_review_sample(task: AnnotationTask, fraction: float) -> bool:
     """Whether the task is among the ``fraction`` of tasks a reviewer sees."""
     return sample_value(task.project_id, task.pk) < fraction
+
+
+def in_double_read_sample(task: AnnotationTask, fraction: float) -> bool:
+    """Whether the task is among the ``fraction`` of tasks read by two annotators independently."""
+    return sample_value(task.project_id, task.pk, "double-read") < fraction
+
+
+def compare_readings(pair: DoubleRead, second: MaskRevision, threshold: float) -> DoubleRead:
+    """Store the second reading and the pair's agreement; below ``threshold`` (mean lung Dice) it needs adjudication."""
+    from django.utils import timezone
+
+    from modeling import agreement
+
+    from .. import services
+
+    first = pair.first_revision
+    spacing = tuple(first.spacing) if first.spacing else None
+    result = agreement.compare(services.read_labels(first), services.read_labels(second), spacing)
+    pair.second_revision = second
+    pair.dice_right, pair.dice_left, pair.dice = result.dice_right, result.dice_left, result.dice
+    pair.hd95_right, pair.hd95_left, pair.hd95_unit = result.hd95_right, result.hd95_left, result.unit
+    pair.threshold, pair.compared_at = threshold, timezone.now()
+    pair.status = DoubleReadStatus.ADJUDICATION if result.dice < threshold else DoubleReadStatus.AGREED
+    pair.save()
+    logger.info("%s: Dice %.4f (threshold %.3f) → %s", pair, result.dice, threshold, pair.status)
+    return pair
 
 
 def auto_approvable(revision: MaskRevision, policy: ReviewPolicy) -> bool:
@@ -85,12 +111,25 @@ def decide(task: AnnotationTask, reviewed: MaskRevision, kind: str, reviewer: An
 def route_closed(task: AnnotationTask, revision: MaskRevision, action_kind: str) -> None:
     """Send a task just closed by an annotator (status in review) to a reviewer or approve it automatically.
 
-    Rejections always go to a reviewer; accepted proposals that qualify are auto-approved; of the
-    rest, the project's ``review_fraction`` is reviewed and the others approved without review.
+    Rejections always go to a reviewer. A task in the project's double-reading sample opens again for
+    a second reader after its first reading; when the second is in, a pair below the agreement
+    threshold waits for adjudication, an agreeing pair goes on as a single reading would.
+    Accepted proposals that qualify are auto-approved; of the rest, the project's
+    ``review_fraction`` is reviewed and the others approved without review.
     """
     if action_kind == TaskActionKind.REJECT:
         return
     policy = policy_for(task.project_id)
+    pair = DoubleRead.objects.filter(task=task).select_related("first_revision").first()
+    if pair is None and in_double_read_sample(task, policy.double_read_fraction):
+        DoubleRead.objects.create(task=task, first_revision=revision)
+        task.status, task.assignee = TaskStatus.OPEN, None  # open again for a second, blinded reader
+        task.save(update_fields=["status", "assignee", "updated_at"])
+        logger.info("%s: first reading in (revision %s); open for a second reader", task, revision.pk)
+        return
+    if pair is not None and pair.status == DoubleReadStatus.AWAITING_SECOND:
+        if compare_readings(pair, revision, policy.agreement_threshold).status == DoubleReadStatus.ADJUDICATION:
+            return  # stays in review: a reviewer adjudicates
     if action_kind == TaskActionKind.ACCEPT and auto_approvable(revision, policy):
         decide(task, revision, DecisionKind.AUTO_APPROVE)
     elif not in_review_sample(task, policy.review_fraction):

@@ -23,7 +23,7 @@ from .. import workflow
 from ..models import MaskRevision, RevisionStatus
 from ..task_models import AnnotationTask, TaskAction, TaskStatus
 from . import measures, routing
-from .models import DecisionKind, EditMeasure, ReviewDecision
+from .models import DecisionKind, DoubleRead, DoubleReadStatus, EditMeasure, ReviewDecision
 
 logger = logging.getLogger(__name__)
 
@@ -134,16 +134,52 @@ def _locked_for_review(task_id: int, user: Any, revision_id: int | None) -> tupl
     return task, latest
 
 
+def pending_adjudication(task: AnnotationTask) -> DoubleRead | None:
+    """The task's double reading when it waits for adjudication."""
+    return (DoubleRead.objects.filter(task=task, status=DoubleReadStatus.ADJUDICATION)
+            .select_related("first_revision__author", "second_revision__author").first())
+
+
+def _adjudicated(task: AnnotationTask) -> None:
+    DoubleRead.objects.filter(task=task, status=DoubleReadStatus.ADJUDICATION).update(
+        status=DoubleReadStatus.ADJUDICATED)
+
+
 def approve(task_id: int, user: Any, revision_id: int | None) -> ReviewDecision:
-    """Approve the judged revision (it becomes curated; a rejection is confirmed instead).
+    """Approve the judged revision (it becomes curated; a rejection is confirmed instead). On a double-read
+    pair waiting for adjudication this chooses the second reading (see :func:`adjudicate`).
 
     Raises:
         TaskForbiddenError, NotInReviewError, TaskConflictError.
     """
     with transaction.atomic():
         task, latest = _locked_for_review(task_id, user, revision_id)
+        if pending_adjudication(task) is not None:
+            _adjudicated(task)
+            return routing.decide(task, latest, DecisionKind.ADJUDICATE, user)
         kind = DecisionKind.CONFIRM_REJECT if latest.status == RevisionStatus.REJECTED else DecisionKind.APPROVE
         return routing.decide(task, latest, kind, user)
+
+
+def adjudicate(task_id: int, user: Any, chosen_id: int | None, comment: str = "") -> ReviewDecision:
+    """Settle a double-read pair below the agreement threshold by choosing one reading (it becomes curated).
+
+    Raises:
+        TaskForbiddenError, NotInReviewError (no pair waiting), MaskUploadError (not one of the two readings).
+    """
+    with transaction.atomic():
+        task = AnnotationTask.objects.select_for_update().get(pk=task_id)
+        check_reviewer(task, user)
+        pair = pending_adjudication(task)
+        if pair is None or task.status != TaskStatus.IN_REVIEW:
+            raise NotInReviewError("This task has no double reading waiting for adjudication; reload it.")
+        readings = {pair.first_revision_id: pair.first_revision, pair.second_revision_id: pair.second_revision}
+        if chosen_id not in readings:
+            raise workflow.MaskUploadError("Choose one of the two readings (their revision ids), or edit and approve.")
+        _adjudicated(task)
+        chosen = readings[chosen_id]
+        return routing.decide(task, pair.second_revision, DecisionKind.ADJUDICATE, user, comment.strip()[:MAX_COMMENT],
+                              result=chosen)
 
 
 def return_to_annotator(task_id: int, user: Any, revision_id: int | None, comment: str) -> ReviewDecision:
@@ -159,6 +195,9 @@ def return_to_annotator(task_id: int, user: Any, revision_id: int | None, commen
         task, latest = _locked_for_review(task_id, user, revision_id)
         if latest.author_id is None:
             raise NotInReviewError("The latest revision has no author to return it to.")
+        if pending_adjudication(task) is not None:
+            raise NotInReviewError("A double reading below the agreement threshold is adjudicated: choose a reading "
+                                   "or edit and approve.")
         return routing.decide(task, latest, DecisionKind.RETURN, user, comment)
 
 
@@ -173,6 +212,7 @@ def edit_and_approve(task_id: int, user: Any, revision_id: int | None, upload: w
         mask = workflow.build_mask(upload, workflow.task_shape(task), workflow.revision_volume(latest))
         revision = workflow.store_person_revision(task, user, latest, mask, RevisionStatus.APPROVED, "review",
                                                   upload.comment)
+        _adjudicated(task)
         return routing.decide(task, latest, DecisionKind.EDIT_APPROVE, user, upload.comment, result=revision)
 
 

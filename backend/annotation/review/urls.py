@@ -13,5 +13,6 @@ urlpatterns = [
     path("tasks/<int:task_id>/approve", api.approve, name="review-task-approve"),
     path("tasks/<int:task_id>/return", api.return_task, name="review-task-return"),
     path("tasks/<int:task_id>/edit-approve", api.edit_approve, name="review-task-edit-approve"),
+    path("tasks/<int:task_id>/adjudicate", api.adjudicate, name="review-task-adjudicate"),
     path("policies/<int:project_id>/", api.policy, name="review-policy"),
 ]
