@@ -52,6 +52,11 @@ export interface ReviewPayload {
   flags: { name: string; message: string }[];
   history: { at: string; who: string; what: string; revision: number; comment: string }[];
   can_review: boolean;
+  /** A double reading below the agreement threshold, waiting for adjudication (else null). */
+  double_read: {
+    status: string; first: ReviewRevision; second: ReviewRevision; dice: number; dice_right: number; dice_left: number;
+    hd95_right: number; hd95_left: number; hd95_unit: string; threshold: number;
+  } | null;
 }
 
 export interface ReviewDecisionResult {
@@ -80,6 +85,7 @@ export interface ReviewPage {
 /** Colours of the overlays (Okabe–Ito: bluish green for added, reddish purple for removed, yellow outline). */
 export const OVERLAY_COLORS = {
   proposal: [240, 228, 66, 255] as [number, number, number, number],
+  firstReading: [86, 180, 233, 255] as [number, number, number, number],
   added: [0, 158, 115, 255] as [number, number, number, number],
   removed: [204, 121, 167, 255] as [number, number, number, number],
 };
@@ -131,6 +137,10 @@ export class ReviewApi {
     return this.post(`${REVIEW_ROOT}/tasks/${taskId}/approve`, { revision });
   }
 
+  adjudicate(taskId: number, revision: number): Promise<ReviewDecisionResult> {
+    return this.post(`${REVIEW_ROOT}/tasks/${taskId}/adjudicate`, { revision });
+  }
+
   returnTask(taskId: number, revision: number, comment: string): Promise<ReviewDecisionResult> {
     if (!comment.trim()) return Promise.reject(new ApiError("Say what the annotator should change.", 400));
     return this.post(`${REVIEW_ROOT}/tasks/${taskId}/return`, { revision, comment });
@@ -154,8 +164,12 @@ export class ReviewApi {
 }
 
 /** The proposal outline and the added/removed difference as viewer overlays. */
-export function reviewOverlays(proposal: Labelmap | null, difference: Labelmap | null): OverlayOptions[] {
+export function reviewOverlays(proposal: Labelmap | null, difference: Labelmap | null, firstReading: Labelmap | null = null): OverlayOptions[] {
   const overlays: OverlayOptions[] = [];
+  if (firstReading) {
+    overlays.push({ name: "first reading", labelmap: firstReading, outline: true,
+      colors: [[0, 0, 0, 0], OVERLAY_COLORS.firstReading, OVERLAY_COLORS.firstReading] });
+  }
   if (proposal) {
     overlays.push({ name: "proposal", labelmap: proposal, outline: true,
       colors: [[0, 0, 0, 0], OVERLAY_COLORS.proposal, OVERLAY_COLORS.proposal] });
@@ -195,6 +209,15 @@ function describe(task: ReviewPayload): HTMLElement {
     table.append(tr);
   });
   panel.append(table);
+  const pair = task.double_read;
+  if (pair) {
+    panel.append(el("h3", {}, "Double reading: adjudicate"));
+    const agreement = el("p", { "data-testid": "agreement" },
+      `Reading 1 by ${pair.first.author} (blue outline) and reading 2 by ${pair.second.author} (the mask) agree with mean Dice ${fmt(pair.dice)} `
+      + `(right ${fmt(pair.dice_right)}, left ${fmt(pair.dice_left)}; HD95 ${fmt(pair.hd95_right, 1)} / ${fmt(pair.hd95_left, 1)} ${pair.hd95_unit}), `
+      + `below the project's threshold ${fmt(pair.threshold)}. Choose one, or edit and approve.`);
+    panel.append(agreement);
+  }
   const legend = el("p", { class: "rv-legend" });
   legend.innerHTML = '<span class="rv-swatch" style="border:2px solid rgb(240,228,66)"></span> proposal outline '
     + '<span class="rv-swatch" style="background:rgb(0,158,115)"></span> added '
@@ -242,7 +265,7 @@ export async function mountReviewPage(root: HTMLElement, options: ReviewPageOpti
   const setPhase = (phase: ReviewPage["phase"]): void => {
     page.phase = phase;
     root.dataset.pageState = phase;
-    approve.disabled = giveBack.disabled = phase !== "ready";
+    bar.querySelectorAll("button").forEach((b) => { b.disabled = phase !== "ready"; });
   };
   const notify = (text: string, kind: "info" | "error" = "info"): void => {
     notice.textContent = text;
@@ -262,28 +285,30 @@ export async function mountReviewPage(root: HTMLElement, options: ReviewPageOpti
     const task = await api.getTask(options.taskId);
     page.task = task;
     if (!task.final) throw new ApiError("This task has no revision to review.", 404);
-    const [final, proposal, difference] = await Promise.all([
+    const [final, proposal, difference, firstReading] = await Promise.all([
       fetchMask(`/api/annotation/revisions/${task.final.id}/mask`),
       task.proposal ? fetchMask(`/api/annotation/revisions/${task.proposal.id}/mask`) : Promise.resolve(null),
       task.proposal ? api.getDifference(task.id) : Promise.resolve(null),
+      task.double_read ? fetchMask(`/api/annotation/revisions/${task.double_read.first.id}/mask`) : Promise.resolve(null),
     ]);
     body.append(describe(task));
     page.mounted = await mountViewer(viewerRoot, {
       imageIds: instanceImageIds(task), modality: task.modality, labelmap: final, readOnly: task.status !== "in_review",
-      overlays: reviewOverlays(proposal, difference),
+      overlays: reviewOverlays(proposal, difference, firstReading),
       onChange: () => {
         const edited = (page.mounted?.viewer.getEditCount() ?? 0) > 0;
-        approve.textContent = edited ? "Approve with my edits" : "Approve";
+        approve.textContent = edited ? "Approve with my edits" : task.double_read ? `Choose reading 2 (${task.double_read.second.author})` : "Approve";
         approve.dataset.edited = String(edited);
       },
     });
     page.mounted.viewer.setTool("pan");
     page.timings.shown = performance.now();
-    for (const name of ["proposal", "difference"]) {
-      if (name === "proposal" ? !proposal : !difference) continue;
-      const box = el("input", { type: "checkbox", checked: "", "data-overlay": name, id: `rv-${name}` });
+    for (const name of ["first reading", "proposal", "difference"]) {
+      if ({ "first reading": firstReading, proposal, difference }[name] === null) continue;
+      const id = `rv-${name.replace(" ", "-")}`;
+      const box = el("input", { type: "checkbox", checked: "", "data-overlay": name, id });
       box.addEventListener("change", () => page.mounted?.viewer.setOverlayVisible(name, box.checked));
-      const label = el("label", { for: `rv-${name}` }, name === "proposal" ? " proposal outline" : " difference");
+      const label = el("label", { for: id }, name === "proposal" ? " proposal outline" : ` ${name}`);
       toggles.append(box, label);
     }
     if (task.status !== "in_review") {
@@ -300,6 +325,17 @@ export async function mountReviewPage(root: HTMLElement, options: ReviewPageOpti
   }
   const task = page.task!;
   const revision = task.final!.id;
+  const pair = task.double_read;
+  let chooseFirst: HTMLButtonElement | null = null;
+  if (pair) {
+    giveBack.hidden = true;  // a pair below the threshold is settled here, not returned
+    approve.textContent = `Choose reading 2 (${pair.second.author})`;
+    chooseFirst = el("button", { type: "button", "data-action": "choose-first" }, `Choose reading 1 (${pair.first.author})`);
+    approve.after(chooseFirst);
+    chooseFirst.addEventListener("click", () => {
+      void act(() => api.adjudicate(task.id, pair.first.id), (r) => `Adjudicated: reading 1 (revision ${r.curated_revision}) is curated.`);
+    });
+  }
   const act = async (run: () => Promise<ReviewDecisionResult>, done: (r: ReviewDecisionResult) => string): Promise<void> => {
     setPhase("saving");
     try {
@@ -317,7 +353,7 @@ export async function mountReviewPage(root: HTMLElement, options: ReviewPageOpti
       void act(() => api.editAndApprove(task.id, revision, viewer.getLabelmap()),
         (r) => `Approved with your edits: revision ${r.curated_revision} is curated.`);
     } else {
-      void act(() => api.approve(task.id, revision),
+      void act(() => (pair ? api.adjudicate(task.id, pair.second.id) : api.approve(task.id, revision)),
         (r) => (r.decision === "confirm_reject" ? "Rejection confirmed." : `Approved: revision ${task.final!.number} is curated.`));
     }
   });

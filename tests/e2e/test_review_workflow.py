@@ -140,3 +140,36 @@ def test_return_with_comment_fix_resubmit_approve(browser, site, artifacts: Path
     assert csv.splitlines()[0] == "outcome,tasks" and "edited,2" in csv.splitlines()
     rev.set_viewport_size({"width": 1280, "height": 1400})
     rev.screenshot(path=str(DOCS_IMG / "dashboard.png"))
+
+
+def test_a_double_read_pair_is_adjudicated(browser, site) -> None:  # noqa: F811
+    from annotation import workflow
+    from annotation.models import DoubleRead, DoubleReadStatus, ReviewPolicy, RevisionStatus
+    from accounts.models import User
+
+    ReviewPolicy.objects.update_or_create(project=site.project, defaults={"double_read_fraction": 1.0,
+                                                                         "agreement_threshold": 0.999})
+    xt = make_xray_task(site.project)
+    make_user(site.project, "ann2")
+    make_user(site.project, "rev", role="reviewer")
+    proposal = xt.revision
+    first_labels = xt.labels[None].copy()
+    first_labels[0, 226:236, 100:160] = 2
+    first = workflow.submit(xt.task.pk, User.objects.get(username="ann"), proposal.pk,
+                            workflow.MaskUpload(shape=first_labels.shape, data=first_labels.tobytes(), time_spent_s=20)).revision
+    workflow.accept(xt.task.pk, User.objects.get(username="ann2"), proposal.pk, 10)
+    pair = DoubleRead.objects.get(task=xt.task)
+    assert pair.status == DoubleReadStatus.ADJUDICATION
+
+    rev = browser.new_context(viewport=VIEWPORT).new_page()
+    rev.console_messages = []
+    log_in(rev, site.url, "rev")
+    open_review(rev, site.url, xt.task.pk)
+    text = rev.get_by_test_id("agreement").inner_text()
+    assert "Reading 1 by ann" in text and "reading 2 by ann2" in text and "below the project's threshold" in text
+    assert not rev.get_by_role("button", name="Return to annotator…").is_visible()
+    rev.get_by_role("button", name="Choose reading 1 (ann)").click()
+    wait_review_done(rev)
+    first.refresh_from_db()
+    pair.refresh_from_db()
+    assert first.status == RevisionStatus.APPROVED and pair.status == DoubleReadStatus.ADJUDICATED

@@ -88,7 +88,8 @@ def test_a_stale_parent_gets_409_with_the_current_revision(setup, project, make_
     review_services.return_to_annotator(task.pk, make_member(project, Role.REVIEWER, "rev"), first["revision_id"], "redo")
     stale = client.put(f"/api/annotation/tasks/{task.pk}/draft", **mask_upload(labels, revision.pk))
     assert stale.status_code == 409
-    assert stale.json()["current_revision"] == first["revision_id"] and "in the meantime" in stale.json()["detail"]
+    # the same user (another tab): the message says so rather than "someone"
+    assert stale.json()["current_revision"] == first["revision_id"] and "another tab" in stale.json()["detail"]
     again = client.post(f"/api/annotation/tasks/{task.pk}/submit", **mask_upload(labels, revision.pk))
     assert again.status_code == 409
     kept = client.post(f"/api/annotation/tasks/{task.pk}/submit", **mask_upload(labels, first["revision_id"]))
