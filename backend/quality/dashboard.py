@@ -15,11 +15,13 @@ Definitions (also shown on the page):
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Avg, Case, CharField, Count, F, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
+from django.db.models import Avg, Case, CharField, Count, F, Max, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
+from django.core.cache import cache
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -42,6 +44,8 @@ from .models import QCFlag
 
 logger = logging.getLogger(__name__)
 
+#: Seconds a computed dashboard is kept; any new action, decision, revision or task change invalidates it sooner.
+CACHE_SECONDS = 300
 #: Longest date range a daily figure spans (days).
 MAX_DAYS = 366
 TIME_BINS: tuple[tuple[str, float, float | None], ...] = (
@@ -389,3 +393,27 @@ def figures(f: DashboardFilter, names: list[str] | None = None) -> list[Figure]:
     if unknown:
         raise DashboardFilterError(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}")
     return [FIGURES[n](f) for n in (names or list(FIGURES))]
+
+
+def data_version() -> str:
+    """A key that changes whenever anything a figure counts changes (newest ids and task update time).
+
+    Site-wide maxima read from primary-key indexes (and one scan of the tasks' ``updated_at``): cheap,
+    and never stale, at the price of recomputing a project's dashboard when another project changed.
+    """
+    parts = [TaskAction.objects.aggregate(v=Max("id"))["v"], ReviewDecision.objects.aggregate(v=Max("id"))["v"],
+             MaskRevision.objects.aggregate(v=Max("id"))["v"], DoubleRead.objects.aggregate(v=Max("compared_at"))["v"],
+             AnnotationTask.objects.aggregate(v=Max("updated_at"))["v"], timezone.localdate()]
+    return "|".join(str(p) for p in parts)
+
+
+def cached_figures(f: DashboardFilter, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """:func:`figures` as dicts, from the cache while the data is unchanged (:func:`data_version`)."""
+    raw = f"{f!r}:{sorted(names or [])}:{data_version()}"
+    key = f"pleura:dashboard:{hashlib.sha256(raw.encode()).hexdigest()}"  # safe for every cache backend
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    value = [figure.as_dict() for figure in figures(f, names)]
+    cache.set(key, value, CACHE_SECONDS)
+    return value

@@ -65,10 +65,10 @@ def dashboard_json(request: Request, project_id: int) -> Response:
         return refused
     try:
         flt = dashboard.DashboardFilter.parse(project_id, request.query_params)
-        figures = dashboard.figures(flt, request.query_params.getlist("figure") or None)
+        figures = dashboard.cached_figures(flt, request.query_params.getlist("figure") or None)
     except dashboard.DashboardFilterError as exc:
         return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-    return Response({"project": project_id, "figures": [f.as_dict() for f in figures],
+    return Response({"project": project_id, "figures": figures,
                      "options": filter_options(project_id)})
 
 

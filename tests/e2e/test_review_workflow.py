@@ -27,7 +27,7 @@ REVIEW = "window.__pleuraReview"
 def open_review(page: Any, base_url: str, task_id: int) -> None:
     """Open the review page from the review queue and wait until image, mask and overlays are shown."""
     page.goto(f"{base_url}/review/")
-    page.locator(f"tr[data-task='{task_id}']").get_by_role("link").click()
+    page.locator(f"tr[data-task='{task_id}']").get_by_role("link", name=f"Review task {task_id}").click()
     page.wait_for_function(
         "document.querySelector('#review')?.dataset.pageState && document.querySelector('#review').dataset.pageState !== 'loading'",
         timeout=READY_TIMEOUT_MS)

@@ -116,3 +116,23 @@ def test_dashboard_api_csv_and_permissions(project, other_project, known, make_m
     assert stranger.get(f"/api/quality/dashboard/{project.pk}/").status_code == 404
     assert stranger.get(f"/api/quality/dashboard/{project.pk}/outcomes.csv").status_code == 404
     assert client_for(None).get(f"/api/quality/dashboard/{project.pk}/").status_code in (401, 403)
+
+
+def test_the_cached_dashboard_follows_every_new_action_and_decision(project, known, client_for):
+    from annotation import workflow
+    from annotation.review import services as review
+
+    reviewer = client_for(known.reviewer)
+
+    def outcomes() -> dict[str, list]:
+        body = reviewer.get(f"/api/quality/dashboard/{project.pk}/", {"figure": ["outcomes", "review_outcomes"]}).json()
+        return {f["name"]: {r[0]: r[1:] for r in f["rows"]} for f in body["figures"]}
+
+    assert outcomes()["outcomes"]["accepted unchanged"] == [2]
+    assert outcomes()["outcomes"]["accepted unchanged"] == [2]  # served again (cached), unchanged
+    t6 = known.tasks[5]
+    latest = workflow.latest_revision(t6)
+    accepted = workflow.accept(t6.pk, known.ann1, latest.pk, 3).revision
+    assert outcomes()["outcomes"]["accepted unchanged"] == [3]
+    review.approve(t6.pk, known.reviewer, accepted.pk)
+    assert outcomes()["review_outcomes"]["ann1"][0] == 3
