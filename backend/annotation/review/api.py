@@ -174,7 +174,9 @@ def edit_approve(request: Request, task_id: int) -> Response:
 
 
 @extend_schema(methods=["GET"], operation_id="review_policy_read", responses={200: ReviewPolicySerializer})
-@extend_schema(methods=["PUT", "PATCH"], operation_id="review_policy_update", request=ReviewPolicySerializer,
+@extend_schema(methods=["PUT"], operation_id="review_policy_update", request=ReviewPolicySerializer,
+               responses={200: ReviewPolicySerializer})
+@extend_schema(methods=["PATCH"], operation_id="review_policy_partial_update", request=ReviewPolicySerializer,
                responses={200: ReviewPolicySerializer})
 @api_view(["GET", "PUT", "PATCH"])
 def policy(request: Request, project_id: int) -> Response:
