@@ -211,7 +211,7 @@ def measure_pages(project: Any, reviewer: Any, loads: int) -> dict[str, Any]:
     from annotator_support import make_xray_task
     from viewer_support import CHROMIUM, CHROMIUM_ARGS, VIEWPORT
 
-    xt = make_xray_task(project)
+    xt = make_xray_task(project, name=f"bench-chest-{time.time_ns()}.png")  # a new image on every run
     labels = xt.labels[None].copy()
     labels[0, 220:232, 100:160] = 2
     annotator = Membership.objects.filter(project=project, role="annotator").first().user
