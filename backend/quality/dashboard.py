@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Avg, Case, CharField, Count, F, Max, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
+from django.db.models import Avg, Case, CharField, Count, Exists, F, Max, OuterRef, Q, QuerySet, Sum, Value, When
 from django.core.cache import cache
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
@@ -197,11 +197,13 @@ def backlog(f: DashboardFilter) -> Figure:
     tasks = AnnotationTask.objects.filter(project_id=f.project_id)
     if f.modality:
         tasks = tasks.filter(series__modality__in=MODALITY_FAMILIES[f.modality])
-    first_action = TaskAction.objects.filter(task=OuterRef("pk")).order_by("created_at").values("created_at")[:1]
     created = dict(tasks.annotate(day=TruncDate("created_at")).values("day").annotate(n=Count("id"))
                    .values_list("day", "n"))
-    closed = dict(tasks.annotate(first=Subquery(first_action)).filter(first__isnull=False)
-                  .annotate(day=TruncDate("first")).values("day").annotate(n=Count("id")).values_list("day", "n"))
+    # each task's first closing action: an action with no earlier one of the same task (an anti-join)
+    earlier = TaskAction.objects.filter(task_id=OuterRef("task_id"), created_at__lt=OuterRef("created_at"))
+    firsts = TaskAction.objects.filter(task__in=tasks).exclude(Exists(earlier))
+    closed = dict(firsts.annotate(day=TruncDate("created_at")).values("day").annotate(n=Count("task_id", distinct=True))
+                  .values_list("day", "n"))
     days = _days(f, min(created) if created else None)
     before = days[0] if days else None
     open_before = (sum(n for d, n in created.items() if before and d < before)
