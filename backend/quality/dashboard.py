@@ -25,6 +25,7 @@ from django.core.cache import cache
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
+from accounts.models import Membership
 from annotation.models import (
     AnnotationTask,
     DecisionKind,
@@ -405,17 +406,23 @@ def data_version() -> str:
     """
     parts = [TaskAction.objects.aggregate(v=Max("id"))["v"], ReviewDecision.objects.aggregate(v=Max("id"))["v"],
              MaskRevision.objects.aggregate(v=Max("id"))["v"], DoubleRead.objects.aggregate(v=Max("compared_at"))["v"],
-             AnnotationTask.objects.aggregate(v=Max("updated_at"))["v"], timezone.localdate()]
+             AnnotationTask.objects.aggregate(v=Max("updated_at"))["v"], timezone.localdate(),
+             *Membership.objects.aggregate(v=Max("id"), n=Count("id")).values()]  # the filter's annotator list
     return "|".join(str(p) for p in parts)
 
 
-def cached_figures(f: DashboardFilter, names: list[str] | None = None) -> list[dict[str, Any]]:
-    """:func:`figures` as dicts, from the cache while the data is unchanged (:func:`data_version`)."""
-    raw = f"{f!r}:{sorted(names or [])}:{data_version()}"
-    key = f"pleura:dashboard:{hashlib.sha256(raw.encode()).hexdigest()}"  # safe for every cache backend
-    hit = cache.get(key)
+def cached(key: str, compute: Any) -> Any:
+    """``compute()``, from the cache while the data is unchanged (:func:`data_version` is part of the key)."""
+    raw = f"{key}:{data_version()}"
+    full = f"pleura:dashboard:{hashlib.sha256(raw.encode()).hexdigest()}"  # safe for every cache backend
+    hit = cache.get(full)
     if hit is not None:
         return hit
-    value = [figure.as_dict() for figure in figures(f, names)]
-    cache.set(key, value, CACHE_SECONDS)
+    value = compute()
+    cache.set(full, value, CACHE_SECONDS)
     return value
+
+
+def cached_figures(f: DashboardFilter, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """:func:`figures` as dicts, from the cache while the data is unchanged."""
+    return cached(f"figures:{f!r}:{sorted(names or [])}", lambda: [figure.as_dict() for figure in figures(f, names)])

@@ -68,8 +68,8 @@ def dashboard_json(request: Request, project_id: int) -> Response:
         figures = dashboard.cached_figures(flt, request.query_params.getlist("figure") or None)
     except dashboard.DashboardFilterError as exc:
         return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-    return Response({"project": project_id, "figures": figures,
-                     "options": filter_options(project_id)})
+    options = dashboard.cached(f"options:{project_id}", lambda: filter_options(project_id))
+    return Response({"project": project_id, "figures": figures, "options": options})
 
 
 @extend_schema(operation_id="quality_dashboard_csv", parameters=FILTER_PARAMETERS, responses={200: OpenApiTypes.BINARY})
