@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "malformed": ["bench/bench_malformed.py", "--out", "{out}/malformed.json"],
     "export": ["bench/bench_export.py", "--out", "{out}/export.json"],
     "load": ["bench/bench_load.py", "--out", "{out}/load.json"],
+    "dashboard": ["bench/bench_dashboard.py", "--out", "{out}/dashboard.json"],
 }
 
 

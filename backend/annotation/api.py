@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import logging
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpResponse
 from django.utils.cache import get_conditional_response, patch_vary_headers
 from django_filters import rest_framework as filters
@@ -29,6 +29,10 @@ REVISION_CACHE_CONTROL = "private, max-age=86400"
 
 class MaskRevisionFilter(filters.FilterSet):
     study = filters.NumberFilter(field_name="series__study_id")
+    curated = filters.BooleanFilter(method="filter_curated", label="curated (approved) revisions only, or none of them")
+
+    def filter_curated(self, queryset: QuerySet, name: str, value: bool) -> QuerySet:
+        return queryset.filter(services.curated_q()) if value else queryset.exclude(services.curated_q())
 
     class Meta:
         model = MaskRevision
@@ -45,7 +49,9 @@ class MaskRevisionViewSet(viewsets.ReadOnlyModelViewSet):
     ordering_fields = ["created_at", "number"]
 
     def get_queryset(self) -> QuerySet:
-        return super().get_queryset().filter(project_id__in=project_ids_for(self.request.user))
+        user = self.request.user
+        blinded = Q(first_of_double_read__status="awaiting_second") & ~Q(author_id=getattr(user, "pk", None))
+        return super().get_queryset().filter(project_id__in=project_ids_for(user)).exclude(blinded)
 
     @action(detail=True, methods=["get"])
     def labelmap(self, request: Request, pk: str | None = None) -> HttpResponse:

@@ -22,3 +22,7 @@ class AnnotationConfig(AppConfig):
         from .signals import revision_created
 
         revision_created.connect(workflow.on_revision_created, dispatch_uid="annotation.open_task")
+
+        from .review import measures
+
+        revision_created.connect(measures.on_revision_created, dispatch_uid="annotation.review.measure_edit")

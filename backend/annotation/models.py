@@ -27,9 +27,16 @@ class RevisionSource(models.TextChoices):
 class RevisionStatus(models.TextChoices):
     PROPOSED = "proposed", "Proposed (awaiting correction)"
     DRAFT = "draft", "Draft"
-    SUBMITTED = "submitted", "Submitted for review"
-    ACCEPTED = "accepted", "Accepted"
+    SUBMITTED = "submitted", "Submitted for review (edited)"
+    ACCEPTED = "accepted", "Accepted unchanged, awaiting review"
+    APPROVED = "approved", "Approved (curated)"
+    RETURNED = "returned", "Returned to the annotator"
     REJECTED = "rejected", "Rejected"
+
+
+#: Revision statuses a person's closed task leaves for review.
+REVIEWABLE_STATUSES: frozenset[str] = frozenset({RevisionStatus.SUBMITTED, RevisionStatus.ACCEPTED,
+                                                 RevisionStatus.REJECTED})
 
 
 class RevisionQuerySet(models.QuerySet):
@@ -108,4 +115,8 @@ class MaskRevision(models.Model):
 
 
 # Tasks, drafts and task actions live in their own module (issue 6); imported here so Django registers them.
-from .task_models import AnnotationTask, Draft, RejectReason, TaskAction, TaskActionKind, TaskStatus  # noqa: E402,F401
+from .task_models import (  # noqa: E402,F401
+    AnnotationTask, Draft, KeptDraft, RejectReason, TaskAction, TaskActionKind, TaskStatus)
+# The review stage's models live in annotation.review (issue 20).
+from .review.models import (  # noqa: E402,F401
+    DecisionKind, DoubleRead, DoubleReadStatus, EditMeasure, ReviewDecision, ReviewPolicy)

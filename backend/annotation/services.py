@@ -15,9 +15,9 @@ import numpy as np
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import models, transaction
-from django.db.models import Max
+from django.db.models import Exists, Max, OuterRef, Q, QuerySet
 
-from imaging.models import Instance, Series
+from imaging.models import Instance, Modality, Series, XRAY_MODALITIES
 
 from . import labelmaps
 from .models import MaskRevision, RevisionImmutableError, RevisionSource, RevisionStatus
@@ -189,3 +189,41 @@ def purge_series(series: Series) -> dict[str, Any]:
             removed[label] = removed.get(label, 0) + count
     logger.info("series %s: %d mask revision(s) deleted with the series", series.pk, len(files))
     return {"files": files, "removed": removed}
+
+
+#: ``curated_revisions(modality=...)`` names: the two families and the DICOM codes of each.
+MODALITY_FAMILIES: dict[str, tuple[str, ...]] = {
+    "cxr": tuple(code for code, _ in XRAY_MODALITIES),
+    "ct": (Modality.CT.value,),
+}
+
+
+def curated_q(prefix: str = "") -> Q:
+    """The condition "curated" (approved by a reviewer, by adjudication or automatically by the project's
+    policy) on revisions, or on a relation to them when ``prefix`` is e.g. ``"revision__"``."""
+    return Q(**{f"{prefix}status": RevisionStatus.APPROVED})
+
+
+def curated_revisions(project: Any, modality: str | None = None) -> QuerySet:
+    """The curated label of every target of a project: THE selection exports and retraining use.
+
+    One revision per target: the newest approved one (a target approved, returned by a later review
+    and approved again contributes its latest approval only).
+
+    Args:
+        project: a :class:`imaging.models.Project` or its id.
+        modality: ``"cxr"`` (X-ray: DX and CR), ``"ct"``, a DICOM modality code, or ``None`` for all.
+
+    Raises:
+        ValueError: an unknown modality name.
+    """
+    project_id = getattr(project, "pk", project)
+    revisions = MaskRevision.objects.filter(curated_q(), project_id=project_id)
+    if modality is not None:
+        codes = MODALITY_FAMILIES.get(modality.lower()) or (
+            (modality.upper(),) if modality.upper() in Modality.values else None)
+        if codes is None:
+            raise ValueError(f"unknown modality {modality!r}: use cxr, ct or one of {', '.join(Modality.values)}")
+        revisions = revisions.filter(series__modality__in=codes)
+    newer = MaskRevision.objects.filter(curated_q(), target_key=OuterRef("target_key"), number__gt=OuterRef("number"))
+    return revisions.filter(~Exists(newer)).order_by("target_key")

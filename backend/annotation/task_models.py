@@ -20,6 +20,7 @@ class TaskStatus(models.TextChoices):
     OPEN = "open", "Open"
     IN_PROGRESS = "in_progress", "In progress"
     IN_REVIEW = "in_review", "In review"
+    RETURNED = "returned", "Returned for changes"
     DONE = "done", "Done"
     REJECTED = "rejected", "Rejected"
 
@@ -54,6 +55,7 @@ class AnnotationTask(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     time_spent_s = models.FloatField(default=0.0, help_text="Seconds spent by annotators, summed over actions")
+    priority = models.IntegerField(default=0, help_text="Set by the project lead; higher comes first in the queue")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -101,3 +103,24 @@ class TaskAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} of task {self.task_id} by user {self.author_id}"
+
+
+class KeptDraft(models.Model):
+    """Someone's unsubmitted draft, kept as a non-current revision because another person saved over the task.
+
+    Its author is told on their next visit (``told_at`` set then).
+    """
+
+    task = models.ForeignKey(AnnotationTask, on_delete=models.CASCADE, related_name="kept_drafts")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="kept_drafts")
+    revision = models.OneToOneField("annotation.MaskRevision", on_delete=models.CASCADE, related_name="kept_draft")
+    saved_over_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    told_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"draft of user {self.author_id} on task {self.task_id} kept as revision {self.revision_id}"

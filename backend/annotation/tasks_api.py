@@ -29,7 +29,8 @@ from imaging.serializers import InstanceSerializer
 from . import workflow
 from .labelmaps import LabelMapError
 from .services import TargetMismatchError
-from .task_models import AnnotationTask, TaskAction
+from .review.services import latest_return
+from .task_models import AnnotationTask, TaskAction, TaskStatus
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ def _domain_errors(view: Callable[..., Response | HttpResponse]) -> Callable[...
         try:
             return view(request, *args, **kwargs)
         except workflow.TaskConflictError as exc:
-            return _error(status.HTTP_409_CONFLICT, str(exc), current_revision=exc.current_revision)
+            return _error(status.HTTP_409_CONFLICT, str(exc), current_revision=exc.current_revision,
+                          saved_by_you=exc.saved_by_you)
         except workflow.WorkflowError as exc:
             return _error(exc.status, str(exc))
         except (LabelMapError, TargetMismatchError) as exc:
@@ -135,7 +137,7 @@ def _action_of(revision: Any) -> dict[str, Any]:
 
 def task_payload(task: AnnotationTask, user: Any) -> dict[str, Any]:
     """The ``TaskPayload`` JSON of docs/viewer-api.md (plus lease and permissions)."""
-    latest = workflow.latest_revision(task, details=True)
+    latest = workflow.working_revision(task, details=True)
     draft = workflow.get_draft(task, user)
     serializer = InstanceSerializer()
     instances = workflow.task_instances(task, latest)
@@ -144,7 +146,7 @@ def task_payload(task: AnnotationTask, user: Any) -> dict[str, Any]:
     return {
         "id": task.pk,
         "project": task.project_id,
-        "status": task.status,
+        "status": workflow.live_status(task),
         "modality": task.series.modality,
         "instances": [{"sop_instance_uid": i.sop_instance_uid, "url": serializer.get_wado_url(i)} for i in instances],
         "shape": list(workflow.task_shape(task)),
@@ -163,7 +165,22 @@ def task_payload(task: AnnotationTask, user: Any) -> dict[str, Any]:
         "reject_reasons": [{"code": c, "label": label} for c, label in workflow.reject_reasons()],
         # what the CT reader corrected (missing slices, gantry tilt): the annotator should know
         "series_warnings": list((latest.geometry or {}).get("warnings", [])) if latest is not None else [],
+        "returned": _returned(task),
+        "kept_drafts": [{"revision_id": k.revision_id, "revision_number": k.revision.number,
+                         "saved_over_by": k.saved_over_by.get_username() if k.saved_over_by_id else None,
+                         "at": _iso(k.created_at)} for k in workflow.untold_kept_drafts(user, task)],
     }
+
+
+def _returned(task: AnnotationTask) -> dict[str, Any] | None:
+    """The reviewer's comment while the task is returned to its annotator (shown on their page)."""
+    if task.status != TaskStatus.RETURNED:
+        return None
+    decision = latest_return(task)
+    if decision is None:
+        return None
+    return {"comment": decision.comment, "at": _iso(decision.created_at),
+            "reviewer": decision.reviewer.get_username() if decision.reviewer_id else None}
 
 
 def _saved(outcome: workflow.SaveOutcome, code: int) -> Response:
@@ -177,8 +194,8 @@ def _saved(outcome: workflow.SaveOutcome, code: int) -> Response:
 @_domain_errors
 def queue(request: Request) -> Response:
     """The caller's queue: editable tasks ordered by QC flags, then model confidence (least first)."""
-    return Response([{"id": item.task.pk, "status": item.task.status, "modality": item.modality, "flags": item.flags,
-                      "confidence": item.confidence, "claimed_by_me": item.mine}
+    return Response([{"id": item.task.pk, "status": item.status, "modality": item.modality, "flags": item.flags,
+                      "confidence": item.confidence, "claimed_by_me": item.mine, "drafts_by": item.drafts_by}
                      for item in workflow.queue_for(request.user)])
 
 

@@ -33,14 +33,14 @@ from imaging.models import Instance
 
 from . import labelmaps, services
 from .models import MaskRevision, RevisionSource, RevisionStatus
-from .task_models import AnnotationTask, Draft, RejectReason, TaskAction, TaskActionKind, TaskStatus
+from .task_models import AnnotationTask, Draft, KeptDraft, RejectReason, TaskAction, TaskActionKind, TaskStatus
 
 logger = logging.getLogger(__name__)
 
 #: Who may edit masks (claim tasks, save drafts, accept/submit/reject).
 ANNOTATE_ROLES: frozenset[str] = frozenset({Role.ANNOTATOR, Role.REVIEWER, Role.ADMIN})
-#: Task states in which the mask may still be edited.
-EDITABLE_STATUSES: frozenset[str] = frozenset({TaskStatus.OPEN, TaskStatus.IN_PROGRESS, TaskStatus.IN_REVIEW})
+#: Task states in which annotators may still edit the mask (after a submit: only once it is returned).
+EDITABLE_STATUSES: frozenset[str] = frozenset({TaskStatus.OPEN, TaskStatus.IN_PROGRESS, TaskStatus.RETURNED})
 #: Longest time an action may claim to have taken (s); larger client values are clipped.
 MAX_TIME_SPENT_S = 24 * 3600.0
 #: A client's gzip body is stored as the draft when it is at least this many times smaller than the mask.
@@ -82,9 +82,11 @@ class TaskConflictError(WorkflowError):
 
     status = 409
 
-    def __init__(self, message: str, current_revision: int | None) -> None:
+    def __init__(self, message: str, current_revision: int | None, saved_by_you: bool = False) -> None:
         super().__init__(message)
         self.current_revision = current_revision
+        #: The newer revision is the same user's (another tab or window), not someone else's.
+        self.saved_by_you = saved_by_you
 
 
 # ------------------------------------------------------------------------------ tasks
@@ -131,6 +133,23 @@ def latest_revision(task: AnnotationTask, details: bool = False) -> MaskRevision
     if details:
         revisions = revisions.select_related("author", "task_action")
     return revisions.order_by("-number").first()
+
+
+def blinded_reading(task: AnnotationTask) -> MaskRevision | None:
+    """The first reading of a double-read task still waiting for its second reader (hidden from others)."""
+    from .review.models import DoubleRead, DoubleReadStatus
+
+    pair = (DoubleRead.objects.filter(task=task, status=DoubleReadStatus.AWAITING_SECOND)
+            .select_related("first_revision__parent").first())
+    return pair.first_revision if pair is not None else None
+
+
+def working_revision(task: AnnotationTask, details: bool = False) -> MaskRevision | None:
+    """The revision annotators start from: the latest, except during a double reading's second read, where
+    it is what the first reader started from (the second reader never sees the first reading);
+    ``details`` as in :func:`latest_revision`."""
+    first = blinded_reading(task)
+    return first.parent if first is not None else latest_revision(task, details)
 
 
 def task_instances(task: AnnotationTask, latest: MaskRevision | None = None) -> list[Instance]:
@@ -215,6 +234,13 @@ def lease_is_active(task: AnnotationTask, now: dt.datetime | None = None) -> boo
     return task.claimed_by_id is not None and task.lease_expires_at is not None and task.lease_expires_at > now
 
 
+def live_status(task: AnnotationTask, now: dt.datetime | None = None) -> str:
+    """The task's status as it is now: "in progress" only while someone holds a live lease, else open."""
+    if task.status == TaskStatus.IN_PROGRESS and not lease_is_active(task, now):
+        return TaskStatus.OPEN
+    return task.status
+
+
 def _check_may_edit(task: AnnotationTask, user: Any) -> None:
     if not has_role(user, task.project_id, ANNOTATE_ROLES):
         raise TaskForbiddenError("Your role in this project does not allow editing masks; ask the project lead.")
@@ -222,6 +248,9 @@ def _check_may_edit(task: AnnotationTask, user: Any) -> None:
         raise TaskForbiddenError(f"This task is assigned to {task.assignee}; pick another one from your queue.")
     if task.status not in EDITABLE_STATUSES:
         raise TaskForbiddenError(f"This task is {task.get_status_display().lower()} and can no longer be edited.")
+    first = blinded_reading(task)
+    if first is not None and first.author_id == user.pk:
+        raise TaskForbiddenError("You read this task already; a second annotator reads it independently.")
 
 
 def _claim_locked(task: AnnotationTask, user: Any, now: dt.datetime) -> None:
@@ -255,7 +284,9 @@ def claim(task_id: int, user: Any) -> AnnotationTask:
 
 
 def release(task_id: int, user: Any) -> None:
-    """Give up the user's claim (no effect when someone else holds it)."""
+    """Give up the user's claim (no effect when someone else holds it); an unfinished task is open again."""
+    AnnotationTask.objects.filter(pk=task_id, claimed_by=user, status=TaskStatus.IN_PROGRESS).update(
+        status=TaskStatus.OPEN, claimed_by=None, lease_expires_at=None, updated_at=timezone.now())
     AnnotationTask.objects.filter(pk=task_id, claimed_by=user).update(claimed_by=None, lease_expires_at=None)
 
 
@@ -388,9 +419,15 @@ def _locked_task(task_id: int, user: Any, parent_id: int | None, now: dt.datetim
     """Lock the task row, (re)claim it, and check that ``parent_id`` is still the latest revision."""
     task = AnnotationTask.objects.select_for_update(of=("self",)).select_related("series").get(pk=task_id)
     _claim_locked(task, user, now)
-    latest = latest_revision(task)
+    latest = working_revision(task)
     latest_id = latest.pk if latest is not None else None
     if parent_id != latest_id:
+        if latest is not None and latest.author_id == user.pk:
+            at = timezone.localtime(latest.created_at).strftime("%H:%M:%S")
+            raise TaskConflictError(
+                f"You saved this task in another tab or window (revision {latest.number} at {at}). "
+                "Reload to continue from that version, or keep this tab's edit as a new revision on top of it.",
+                latest_id, saved_by_you=True)
         author = (latest.author.get_username() if latest is not None and latest.author_id else "the model")
         raise TaskConflictError(
             f"Someone saved this task in the meantime (revision {latest.number if latest else '–'} by {author}). "
@@ -466,10 +503,50 @@ def _close(task: AnnotationTask, user: Any, kind: str, revision: MaskRevision, s
     task.save(update_fields=["status", "time_spent_s", "claimed_by", "lease_expires_at", "claimed_at", "updated_at"])
     Draft.objects.filter(task=task, author=user).delete()
     logger.info("%s: %s by %s → revision %s (%.0f s)", task, kind, user, revision.pk, spent)
+    from .review.routing import route_closed  # the review side decides where the closed task goes
+
+    route_closed(task, revision, kind)
 
 
-def _store(task: AnnotationTask, user: Any, latest: MaskRevision | None, mask: np.ndarray, status: str,
-           method: str, note: str = "") -> MaskRevision:
+def keep_other_drafts(task: AnnotationTask, user: Any) -> list[KeptDraft]:
+    """Keep the other users' drafts of the task as non-current revisions before ``user`` saves over it.
+
+    Each becomes a revision with status ``draft`` (child of the revision it was drawn on) and a
+    :class:`KeptDraft` notice its author sees on their next visit; the draft row is removed.
+    Call with the task row locked, before the new revision is stored (so that it stays the latest).
+    """
+    kept = []
+    for draft in Draft.objects.filter(task=task).exclude(author=user).select_related("author", "parent_revision"):
+        mask = draft_labels(draft)
+        parent = draft.parent_revision
+        revision = services.create_revision(
+            series=task.series, instance=task.instance, labels=mask[0] if task.instance_id is not None else mask,
+            source=RevisionSource.PERSON, status=RevisionStatus.DRAFT,
+            spacing=tuple(parent.spacing) if parent is not None and parent.spacing else None,
+            geometry=_inherited_geometry(parent, mask), parent=parent, author=draft.author, method="draft",
+            note=f"unsubmitted draft kept when {user.get_username()} saved over the task")
+        kept.append(KeptDraft.objects.create(task=task, author=draft.author, revision=revision, saved_over_by=user))
+        draft.delete()
+        logger.info("kept the draft of %s on %s as %s", draft.author, task, revision)
+    return kept
+
+
+def untold_kept_drafts(user: Any, task: AnnotationTask | None = None, mark_told: bool = True) -> list[KeptDraft]:
+    """The user's drafts kept since their last visit (of one task, or all), marked as told."""
+    notices = KeptDraft.objects.filter(author=user, told_at__isnull=True).select_related("revision", "saved_over_by")
+    if task is not None:
+        notices = notices.filter(task=task)
+    notices = list(notices)
+    if mark_told and notices:
+        KeptDraft.objects.filter(pk__in=[n.pk for n in notices]).update(told_at=timezone.now())
+    return notices
+
+
+def store_person_revision(task: AnnotationTask, user: Any, latest: MaskRevision | None, mask: np.ndarray,
+                          status: str, method: str, note: str = "") -> MaskRevision:
+    """Store ``mask`` (``(D, H, W)``) as a person's revision of the task, child of ``latest``; other users'
+    drafts of the task are kept first (:func:`keep_other_drafts`)."""
+    keep_other_drafts(task, user)
     labels = mask[0] if task.instance_id is not None else mask
     return services.create_revision(
         series=task.series, instance=task.instance, labels=labels, source=RevisionSource.PERSON, status=status,
@@ -498,7 +575,7 @@ def submit(task_id: int, user: Any, parent_id: int | None, upload: MaskUpload) -
         task, latest = _locked_task(task_id, user, parent_id, now)
         mask = build_mask(upload, task_shape(task), _base_for(latest))
         spent = _time_spent(task, task.claimed_at, upload.time_spent_s, now)
-        revision = _store(task, user, latest, mask, RevisionStatus.SUBMITTED, "manual", upload.comment)
+        revision = store_person_revision(task, user, latest, mask, RevisionStatus.SUBMITTED, "manual", upload.comment)
         _close(task, user, TaskActionKind.SUBMIT, revision, spent)
     return SaveOutcome(revision, revision.created_at)
 
@@ -511,7 +588,8 @@ def accept(task_id: int, user: Any, parent_id: int | None, time_spent_s: float |
         if latest is None:
             raise MaskUploadError("This task has no mask to accept yet; draw one and submit it instead.")
         spent = _time_spent(task, task.claimed_at, time_spent_s, now)
-        revision = _store(task, user, latest, revision_volume(latest), RevisionStatus.SUBMITTED, "accepted")
+        revision = store_person_revision(task, user, latest, revision_volume(latest), RevisionStatus.ACCEPTED,
+                                         "accepted")
         _close(task, user, TaskActionKind.ACCEPT, revision, spent)
     return SaveOutcome(revision, revision.created_at)
 
@@ -530,7 +608,7 @@ def reject(task_id: int, user: Any, parent_id: int | None, reason: str, text: st
         mask = revision_volume(latest) if latest is not None else np.zeros(task_shape(task), np.uint8)
         spent = _time_spent(task, task.claimed_at, time_spent_s, now)
         note = f"rejected: {RejectReason(reason).label}" + (f": {text}" if text else "")
-        revision = _store(task, user, latest, mask, RevisionStatus.REJECTED, "rejected", note)
+        revision = store_person_revision(task, user, latest, mask, RevisionStatus.REJECTED, "rejected", note)
         _close(task, user, TaskActionKind.REJECT, revision, spent, reason, text)
     return SaveOutcome(revision, revision.created_at)
 
@@ -547,13 +625,21 @@ class QueueItem:
     flags: list[str] = field(default_factory=list)
     confidence: float | None = None
     mine: bool = False
+    #: Status as it is now (in progress only under a live lease).
+    status: str = TaskStatus.OPEN
+    #: Users with an unsubmitted draft of the task.
+    drafts_by: list[str] = field(default_factory=list)
+
+    @property
+    def status_label(self) -> str:
+        return TaskStatus(self.status).label
 
 
 def queue_for(user: Any, limit: int = 200) -> list[QueueItem]:
     """Editable tasks of the user's projects, assigned to them or unassigned, not leased by someone else.
 
-    Ordered by QC flags of the latest model proposal (most flags first), then model confidence
-    (least confident first; unknown last), then age.
+    Ordered by the lead's priority (highest first), then QC flags of the latest model proposal (most
+    flags first), then model confidence (least confident first; unknown last), then age.
     """
     from quality.models import QCFlag  # quality is downstream; read-only use for ordering and display
 
@@ -562,22 +648,29 @@ def queue_for(user: Any, limit: int = 200) -> list[QueueItem]:
     tasks = (
         AnnotationTask.objects
         .filter(project_id__in=project_ids_for(user, ANNOTATE_ROLES),
-                status__in=[TaskStatus.OPEN, TaskStatus.IN_PROGRESS])
+                status__in=[TaskStatus.OPEN, TaskStatus.IN_PROGRESS, TaskStatus.RETURNED])
         .filter(Q(assignee__isnull=True) | Q(assignee=user))
         .exclude(Q(lease_expires_at__gt=now) & ~Q(claimed_by=user) & Q(claimed_by__isnull=False))
+        .exclude(double_read__status="awaiting_second", double_read__first_revision__author=user)
         .annotate(model_revision_id=Subquery(model_rev.values("pk")[:1]),
                   flagged=Subquery(model_rev.values("qc__flagged_count")[:1]),
                   confidence=Subquery(model_rev.values("confidence")[:1]))
         .select_related("series__study__patient", "project")  # the queue page names each task's study
-        .order_by(F("flagged").desc(nulls_last=True), F("confidence").asc(nulls_last=True), "created_at", "id")[:limit]
+        .order_by("-priority", F("flagged").desc(nulls_last=True), F("confidence").asc(nulls_last=True), "created_at",
+                  "id")[:limit]
     )
     tasks = list(tasks)
     flags: dict[int, list[str]] = {}
     for revision_id, name in QCFlag.objects.filter(
             revision_id__in=[t.model_revision_id for t in tasks], flagged=True).values_list("revision_id", "name"):
         flags.setdefault(revision_id, []).append(name)
+    drafts: dict[int, list[str]] = {}
+    for task_id, username in Draft.objects.filter(task_id__in=[t.pk for t in tasks]).values_list(
+            "task_id", "author__username").order_by("author__username"):
+        drafts.setdefault(task_id, []).append(username)
     return [QueueItem(task=t, modality=t.series.modality, flags=flags.get(t.model_revision_id, []),
-                      confidence=t.confidence, mine=t.claimed_by_id == user.pk and lease_is_active(t, now))
+                      confidence=t.confidence, mine=t.claimed_by_id == user.pk and lease_is_active(t, now),
+                      status=live_status(t, now), drafts_by=drafts.get(t.pk, []))
             for t in tasks]
 
 

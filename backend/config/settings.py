@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "annotation",
     "quality",
     "exports",
+    "administration",
     "workbench",
 ]
 

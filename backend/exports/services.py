@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from accounts.models import Role
 from accounts.permissions import has_role
-from annotation.models import RevisionStatus
+from annotation.services import curated_q
 from imaging.models import Project
 
 from . import formats, manifest
@@ -43,12 +43,9 @@ ProgressCallback = Callable[[int, int], None]
 
 
 def _curated_revisions(qs: QuerySet) -> QuerySet:
-    """The curated revisions among ``qs``: submitted or accepted.
-
-    The one definition of "curated" used by exports. It switches to
-    ``annotation.services.curated_revisions`` when the review stage defines curation there.
-    """
-    return qs.filter(status__in=[RevisionStatus.SUBMITTED, RevisionStatus.ACCEPTED])
+    """The curated revisions among ``qs``: approved in review (``annotation.services.curated_q``,
+    the platform's one definition of "curated")."""
+    return qs.filter(curated_q())
 
 
 def check_may_export(user: Any, project_id: int) -> None:

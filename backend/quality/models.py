@@ -40,3 +40,17 @@ class QCFlag(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}={self.value} ({'flagged' if self.flagged else 'ok'})"
+
+
+class LungIntensity(models.Model):
+    """Lung intensity measures of a CT revision (computed once, on first request): mean HU and emphysema index."""
+
+    revision = models.OneToOneField("annotation.MaskRevision", on_delete=models.CASCADE, related_name="lung_intensity")
+    mean_hu = models.FloatField(help_text="Mean HU over the lung voxels (both lungs)")
+    emphysema_index = models.FloatField(help_text="Percent of lung voxels below the threshold (LAA%)")
+    threshold_hu = models.FloatField(default=-950.0)
+    voxels = models.PositiveBigIntegerField(help_text="Lung voxels measured")
+    computed_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"revision {self.revision_id}: {self.mean_hu:.0f} HU, LAA {self.emphysema_index:.1f} %"

@@ -11,4 +11,8 @@ urlpatterns = [
     path("logout/", views.LogoutView.as_view(), name="logout"),
     path("queue/", views.queue, name="queue"),
     path("tasks/<int:task_id>/", views.task_page, name="task-page"),
+    path("review/", views.review_queue, name="review-queue"),
+    path("projects/<int:project_id>/dashboard/", views.dashboard, name="dashboard"),
+    path("patients/<int:patient_id>/lungs/", views.patient_lungs, name="patient-lungs"),
+    path("review/tasks/<int:task_id>/", views.review_page, name="review-page"),
 ]

@@ -79,7 +79,14 @@ export interface OutcomeText {
  * What already happened to the loaded task (its latest revision's accept/submit/reject, or
  * that it is in review), or null when there is nothing to tell (e.g. a fresh model proposal).
  */
-export function describeLastOutcome(task: Pick<TaskPayload, "status" | "revision">, editable: boolean): OutcomeText | null {
+export function describeLastOutcome(task: Pick<TaskPayload, "status" | "revision" | "returned">, editable: boolean): OutcomeText | null {
+  if (task.returned) {
+    const at = new Date(task.returned.at).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+    return {
+      summary: `Returned by ${task.returned.reviewer ?? "the reviewer"} on ${at}: “${task.returned.comment}”`,
+      note: editable ? "Fix the mask and submit it again." : "",
+    };
+  }
   const rev = task.revision;
   if (!rev || (!rev.action && !Object.hasOwn(STATUS_TITLES, task.status))) return null;
   const title = STATUS_TITLES[task.status] ?? "Last outcome";
@@ -246,6 +253,10 @@ export async function mountAnnotationPage(root: HTMLElement, options: Annotation
     page.timings.imageShown = performance.now();
     page.timings.maskShown = labelmap ? performance.now() : undefined;
     if (page.restoredDraft) notify(`Draft restored (saved ${new Date(task.draft!.saved_at).toLocaleTimeString()}).`);
+    const kept = task.kept_drafts ?? [];
+    if (kept.length > 0) {
+      notify(kept.map((k) => `Your unsubmitted draft was kept as revision ${k.revision_number}: ${k.saved_over_by ?? "someone"} saved over this task.`).join(" "), "error");
+    }
   } catch (err) {
     setPhase("error");
     notify(message(err), "error");
@@ -448,12 +459,16 @@ export async function mountAnnotationPage(root: HTMLElement, options: Annotation
   const keepButton = el("button", { type: "button", "data-action": "conflict-keep" }, "Keep mine as a new revision");
   const buttons = el("div", { class: "pa-dialog-buttons" });
   buttons.append(keepButton, reloadButton);
-  layout.conflictDialog.append(el("h2", { id: "pa-conflict-title" }, "Someone else saved this task"), conflictText, buttons);
+  const conflictTitle = el("h2", { id: "pa-conflict-title" }, "Someone else saved this task");
+  layout.conflictDialog.append(conflictTitle, conflictText, buttons);
   let conflictRevision: number | null = null;
   function openConflict(err: ConflictError): void {
     conflictRevision = err.currentRevision;
-    conflictText.textContent = `${err.message} Reloading drops your unsaved edit; keeping it saves your mask on top of theirs.`;
-    notify("Save refused: someone else saved this task in the meantime.", "error");
+    const yours = err.savedByYou;
+    conflictTitle.textContent = yours ? "You saved this task in another tab" : "Someone else saved this task";
+    reloadButton.textContent = yours ? "Reload the other tab's version" : "Reload their version";
+    conflictText.textContent = `${err.message} Reloading drops this tab's unsaved edit; keeping it saves this mask on top of ${yours ? "the other tab's" : "theirs"}.`;
+    notify(yours ? "Save refused: you saved this task in another tab or window." : "Save refused: someone else saved this task in the meantime.", "error");
     if (!layout.conflictDialog.open) layout.conflictDialog.showModal();
     keepButton.focus();
   }

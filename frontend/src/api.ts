@@ -89,6 +89,10 @@ export interface TaskPayload {
   reject_reasons?: { code: string; label: string }[];
   /** What the CT reader corrected in this series (missing slices interpolated, gantry tilt de-sheared). */
   series_warnings?: string[];
+  /** While the task is returned to its annotator: the reviewer's comment. */
+  returned?: { comment: string; at: string; reviewer: string | null } | null;
+  /** The caller's unsubmitted drafts of this task that were kept as revisions because someone else saved over them. */
+  kept_drafts?: { revision_id: number; revision_number: number; saved_over_by: string | null; at: string }[];
 }
 
 export interface SaveResult {
@@ -108,7 +112,8 @@ export class ApiError extends Error {
 
 /** 409: the parent revision is no longer the latest. */
 export class ConflictError extends ApiError {
-  constructor(message: string, readonly currentRevision: number | null) {
+  /** `savedByYou`: the newer revision is the caller's own, saved from another tab or window. */
+  constructor(message: string, readonly currentRevision: number | null, readonly savedByYou = false) {
     super(message, 409);
     this.name = "ConflictError";
   }
@@ -131,14 +136,16 @@ function cookie(name: string): string | null {
 async function errorFrom(response: Response): Promise<ApiError> {
   let detail = `${response.status} ${response.statusText}`.trim();
   let currentRevision: number | null = null;
+  let savedByYou = false;
   try {
-    const body = (await response.json()) as { detail?: string; current_revision?: number | null };
+    const body = (await response.json()) as { detail?: string; current_revision?: number | null; saved_by_you?: boolean };
     if (body.detail) detail = body.detail;
     currentRevision = body.current_revision ?? null;
+    savedByYou = body.saved_by_you ?? false;
   } catch {
     // Not JSON: keep the status line.
   }
-  if (response.status === 409) return new ConflictError(detail, currentRevision);
+  if (response.status === 409) return new ConflictError(detail, currentRevision, savedByYou);
   return new ApiError(detail, response.status);
 }
 

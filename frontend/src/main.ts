@@ -8,6 +8,8 @@
 import "./style.css";
 import * as api from "./api";
 import { mountAnnotationPage } from "./annotatePage";
+import { mountReviewPage } from "./reviewPage";
+import { mountDashboard, mountFigures } from "./dashboard";
 import { Autosaver, installLeaveGuard } from "./autosave";
 import { mountViewer } from "./mount";
 import * as maskCodec from "./maskCodec";
@@ -19,6 +21,9 @@ import { createViewer, PRESETS, ViewerError } from "./viewer";
 const Pleura = {
   mountViewer,
   mountAnnotationPage,
+  mountReviewPage,
+  mountDashboard,
+  mountFigures,
   createViewer,
   Autosaver,
   installLeaveGuard,

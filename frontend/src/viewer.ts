@@ -68,6 +68,21 @@ export interface ViewerOptions {
   onProgress?: (loaded: number, total: number) => void;
   /** View only: the brush and eraser are refused, the mask cannot change (default false). */
   readOnly?: boolean;
+  /** Read-only label maps drawn over the image beside the editable mask (e.g. a proposal's outline, a difference). */
+  overlays?: OverlayOptions[];
+}
+
+/** A read-only label map shown over the image: filled, or as an outline only. */
+export interface OverlayOptions {
+  /** Name used by {@link Viewer.setOverlayVisible}. */
+  name: string;
+  labelmap: Labelmap;
+  /** RGBA (0–255) per label value; index 0 is ignored (transparent). */
+  colors: [number, number, number, number][];
+  /** Draw only the outline of each region (default false: filled). */
+  outline?: boolean;
+  /** Fill opacity 0–1 when not an outline (default 0.55). */
+  fillAlpha?: number;
 }
 
 export interface Viewer {
@@ -110,6 +125,8 @@ export interface Viewer {
   resetView(): void;
   /** Image (column, row) under a page (client) coordinate, or null off the image. */
   clientToPixel(clientX: number, clientY: number): [number, number] | null;
+  /** Show or hide an overlay given in {@link ViewerOptions.overlays}; false when there is no such overlay. */
+  setOverlayVisible(name: string, visible: boolean): boolean;
   destroy(): void;
 }
 
@@ -171,14 +188,18 @@ function checkGeometry(images: Types.IImage[]): { rows: number; columns: number 
   return { rows, columns };
 }
 
-function checkLabelmap(labelmap: Labelmap, shape: MaskShape): void {
+function checkLabelmapShape(labelmap: Labelmap, shape: MaskShape, what = "The mask"): void {
   const [d, h, w] = labelmap.shape;
   if (d !== shape[0] || h !== shape[1] || w !== shape[2]) {
-    throw new ViewerError(`The mask has shape ${d}×${h}×${w} but the images need ${shape.join("×")} (slices×rows×columns).`);
+    throw new ViewerError(`${what} has shape ${d}×${h}×${w} but the images need ${shape.join("×")} (slices×rows×columns).`);
   }
   if (labelmap.data.length !== d * h * w) {
-    throw new ViewerError(`The mask has ${labelmap.data.length} voxels; shape ${d}×${h}×${w} needs ${d * h * w}.`);
+    throw new ViewerError(`${what} has ${labelmap.data.length} voxels; shape ${d}×${h}×${w} needs ${d * h * w}.`);
   }
+}
+
+function checkLabelmap(labelmap: Labelmap, shape: MaskShape): void {
+  checkLabelmapShape(labelmap, shape);
   for (let i = 0; i < labelmap.data.length; i++) {
     if (labelmap.data[i] > 2) {
       throw new ViewerError(`The mask holds label ${labelmap.data[i]}; only 0 (background), 1 (right lung) and 2 (left lung) are allowed.`);
@@ -196,6 +217,42 @@ function autoVoiRange(pixels: ArrayLike<number>): Types.VOIRange {
   let upper = sample[Math.min(sample.length - 1, Math.floor(sample.length * 0.99))];
   if (upper <= lower) upper = lower + 1;
   return { lower, upper };
+}
+
+/** Add the read-only overlays as their own labelmap segmentations; returns overlay name → segmentation id. */
+async function addOverlays(viewportId: string, id: string, imageIds: string[], shape: MaskShape,
+  overlays: OverlayOptions[]): Promise<Map<string, string>> {
+  const ids = new Map<string, string>();
+  const sliceSize = shape[1] * shape[2];
+  for (const [index, overlay] of overlays.entries()) {
+    checkLabelmapShape(overlay.labelmap, shape, `The ${overlay.name} overlay`);
+    const overlayId = `${id}-overlay-${index}`;
+    const images = imageLoader.createAndCacheDerivedLabelmapImages(imageIds);
+    images.forEach((image, z) => {
+      image.voxelManager!.setFromScalarData(overlay.labelmap.data.subarray(z * sliceSize, (z + 1) * sliceSize));
+    });
+    const segments: Record<number, { segmentIndex: number; label: string; locked: boolean; active: boolean; cachedStats: Record<string, unknown> }> = {};
+    overlay.colors.forEach((_, value) => {
+      if (value > 0) segments[value] = { segmentIndex: value, label: `${overlay.name} ${value}`, locked: true, active: false, cachedStats: {} };
+    });
+    segmentation.addSegmentations([{
+      segmentationId: overlayId,
+      representation: { type: toolsEnums.SegmentationRepresentations.Labelmap, data: { imageIds: images.map((image) => image.imageId) } },
+      config: { label: overlay.name, segments },
+    }]);
+    const lut = overlay.colors.map((rgba, value) => (value === 0 ? [0, 0, 0, 0] : rgba)) as Types.ColorLUT;
+    await segmentation.addSegmentationRepresentations(viewportId, [
+      { segmentationId: overlayId, type: toolsEnums.SegmentationRepresentations.Labelmap, config: { colorLUTOrIndex: lut } },
+    ]);
+    const alpha = overlay.outline ? 0 : overlay.fillAlpha ?? 0.55;
+    segmentation.config.style.setStyle(
+      { type: toolsEnums.SegmentationRepresentations.Labelmap, viewportId, segmentationId: overlayId },
+      { renderFill: !overlay.outline, fillAlpha: alpha, fillAlphaInactive: alpha, renderOutline: true, outlineOpacity: 1,
+        outlineOpacityInactive: 1, outlineWidth: 2, outlineWidthInactive: 2 },
+    );
+    ids.set(overlay.name, overlayId);
+  }
+  return ids;
 }
 
 /**
@@ -262,6 +319,8 @@ export async function createViewer(element: HTMLDivElement, options: ViewerOptio
       config: { colorLUTOrIndex: labelColorLUT() as Types.ColorLUT },
     },
   ]);
+  const overlayIds = await addOverlays(viewportId, id, imageIds, shape, options.overlays ?? []);
+  segmentation.activeSegmentation.setActiveSegmentation(viewportId, segmentationId); // the brush edits the mask
   segmentation.segmentIndex.setActiveSegmentIndex(segmentationId, 1);
 
   const toolGroup = ToolGroupManager.createToolGroup(toolGroupId);
@@ -455,6 +514,13 @@ export async function createViewer(element: HTMLDivElement, options: ViewerOptio
       if (col < 0 || row < 0 || col >= columns || row >= rows) return null;
       return [Math.floor(col), Math.floor(row)];
     },
+    setOverlayVisible(name: string, visible: boolean) {
+      const overlayId = overlayIds.get(name);
+      if (!overlayId) return false;
+      segmentation.config.visibility.setSegmentationRepresentationVisibility(
+        viewportId, { segmentationId: overlayId, type: toolsEnums.SegmentationRepresentations.Labelmap }, visible);
+      return true;
+    },
     destroy() {
       if (destroyed) return;
       destroyed = true;
@@ -463,6 +529,7 @@ export async function createViewer(element: HTMLDivElement, options: ViewerOptio
       element.removeEventListener(csEnums.Events.STACK_NEW_IMAGE, onNewImage);
       ToolGroupManager.destroyToolGroup(toolGroupId);
       segmentation.removeSegmentation(segmentationId);
+      overlayIds.forEach((overlayId) => segmentation.removeSegmentation(overlayId));
       getRenderingEngine(renderingEngineId)?.destroy();
     },
   };

@@ -134,18 +134,32 @@ def close_contexts(pages: list[Any]) -> None:
 
 
 def provoke_conflict(a: Any, b: Any, target_key: str) -> tuple[Any, Any]:
-    """A submits a stroke; B, still on the old parent, paints: B's autosave gets a 409.
+    """A submits a stroke and a reviewer returns the task (a submitted task is read-only until then);
+    B, still on the old parent, paints: B's autosave gets a 409.
 
     Returns A's revision and B's conflict dialog (visible).
     """
+    from accounts.models import Membership, User
+    from annotation.review import services as review_services
+
     brush_stroke(a, [(108, 226), (148, 226)], label=2)
     a.get_by_role("button", name="Submit edits").click()
     wait_done(a)
     theirs = latest_revision(target_key)
+    reviewer, created = User.objects.get_or_create(username="conflict-reviewer")
+    if created:
+        Membership.objects.create(user=reviewer, project_id=theirs.project_id, role="reviewer")
+    review_services.return_to_annotator(_task_id(target_key), reviewer, theirs.pk, "check the base")
     brush_stroke(b, [(108, 20), (148, 20)], label=1)  # autosave after 3 s → 409
     dialog = b.get_by_test_id("conflict-dialog")
     dialog.wait_for(state="visible", timeout=60_000)
     return theirs, dialog
+
+
+def _task_id(target_key: str) -> int:
+    from annotation.models import AnnotationTask
+
+    return AnnotationTask.objects.get(target_key=target_key).pk
 
 
 def test_edit_and_submit_changes_exactly_the_stroke(page, site, artifacts: Path) -> None:
@@ -261,10 +275,10 @@ def test_reopening_a_rejected_task_tells_who_rejected_it_and_why(page, site, art
     rejected = latest_revision(xt.revision.target_key)
     assert text.startswith(f"In review: revision {rejected.number} rejected by ann on "), text
     assert str(rejected.created_at.year) in text and "(reason: Other, “lateral projection”)." in text, text
-    assert "Saving here creates a new revision on top of the work already sent to review." in text, text
-    # in review is still editable: the tools and actions stay on
-    for name in ("Brush", "Accept mask", "Submit edits", "Reject…"):
-        assert page.get_by_role("button", name=name, exact=True).is_enabled(), name
+    # in review is read-only to annotators until a reviewer returns it (issue 20)
+    assert "Saving here" not in text, text
+    assert "in review" in page.get_by_test_id("notice").inner_text() and "read-only" in page.get_by_test_id("notice").inner_text()
+    assert_page_read_only(page)
     assert page.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]") == \
         [VIEWPORT["width"], VIEWPORT["height"]]
     page.screenshot(path=str(artifacts / "annotator_reopened_rejected.png"))
@@ -327,7 +341,9 @@ def test_conflict_between_two_browser_contexts(browser, site, artifacts: Path) -
     try:
         theirs, dialog = provoke_conflict(a, b, xt.revision.target_key)
         assert theirs.parent_id == xt.revision.pk
-        assert "in the meantime" in dialog.inner_text()
+        # the same user in two contexts: the dialog names the other tab, not "someone else"
+        assert "You saved this task in another tab" in dialog.inner_text(), dialog.inner_text()
+        assert "Someone else" not in dialog.inner_text()
         b.screenshot(path=str(artifacts / "annotator_conflict.png"))
         dialog.get_by_role("button", name="Keep mine as a new revision").click()
         wait_for_js(b, "document.querySelector('[data-testid=save-state]').dataset.state === 'saved'",
@@ -394,7 +410,7 @@ def test_conflict_reload_their_version_shows_the_other_revision(browser, site) -
     try:
         theirs, dialog = provoke_conflict(a, b, xt.revision.target_key)
         with b.expect_navigation():
-            dialog.get_by_role("button", name="Reload their version").click()
+            dialog.get_by_role("button", name="Reload the other tab's version").click()
         wait_ready(b)
         assert np.array_equal(labelmap(b)[0], services.read_labels(theirs)), "the reloaded page does not show their mask"
         assert b.evaluate("window.__pleuraPage.parentRevision") == theirs.pk

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from accounts.models import Role
 from annotation import services, workflow
+from annotation.review import services as review_services
 from annotation.models import AnnotationTask, Draft, MaskRevision, RevisionStatus, TaskAction, TaskStatus
 from workflow_helpers import mask_upload, model_labels, xray_task
 
@@ -80,13 +81,16 @@ def test_draft_round_trip_then_submit_creates_a_child_revision_and_moves_to_revi
     assert not Draft.objects.filter(task=task).exists()
 
 
-def test_a_stale_parent_gets_409_with_the_current_revision(setup):
+def test_a_stale_parent_gets_409_with_the_current_revision(setup, project, make_member):
     task, revision, annotator, client = setup
     labels = model_labels(revision.shape)[None]
     first = client.post(f"/api/annotation/tasks/{task.pk}/submit", **mask_upload(labels, revision.pk)).json()
+    # submitted tasks are read-only until a reviewer returns them
+    review_services.return_to_annotator(task.pk, make_member(project, Role.REVIEWER, "rev"), first["revision_id"], "redo")
     stale = client.put(f"/api/annotation/tasks/{task.pk}/draft", **mask_upload(labels, revision.pk))
     assert stale.status_code == 409
-    assert stale.json()["current_revision"] == first["revision_id"] and "in the meantime" in stale.json()["detail"]
+    # the same user (another tab): the message says so rather than "someone"
+    assert stale.json()["current_revision"] == first["revision_id"] and "another tab" in stale.json()["detail"]
     again = client.post(f"/api/annotation/tasks/{task.pk}/submit", **mask_upload(labels, revision.pk))
     assert again.status_code == 409
     kept = client.post(f"/api/annotation/tasks/{task.pk}/submit", **mask_upload(labels, first["revision_id"]))

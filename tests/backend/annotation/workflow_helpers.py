@@ -24,7 +24,8 @@ def model_labels(shape: tuple[int, int]) -> np.ndarray:
     return labels
 
 
-def xray_task(project: Any, capture: Any, confidence: float = 0.8, seed: int = 0) -> tuple[AnnotationTask, MaskRevision]:
+def xray_task(project: Any, capture: Any, confidence: float = 0.8, seed: int = 0,
+              spacing: tuple[float, float] = (0.5, 0.5)) -> tuple[AnnotationTask, MaskRevision]:
     """Ingest a synthetic X-ray PNG and store a model proposal for it; the receiver opens its task."""
     with capture(execute=True):
         result = ingest(project, [SourceFile(f"chest-{seed}.png", xray_png(seed=seed))])
@@ -32,7 +33,7 @@ def xray_task(project: Any, capture: Any, confidence: float = 0.8, seed: int = 0
     instance = series.instances.get()
     revision = services.create_revision(
         series=series, instance=instance, labels=model_labels((series.rows, series.columns)),
-        source=RevisionSource.MODEL, status=RevisionStatus.PROPOSED, spacing=(0.5, 0.5), method="model",
+        source=RevisionSource.MODEL, status=RevisionStatus.PROPOSED, spacing=spacing, method="model",
         confidence=confidence)
     return AnnotationTask.objects.get(target_key=revision.target_key), revision
 

@@ -29,7 +29,7 @@ def two_lungs(shape: tuple[int, ...]) -> np.ndarray:
     return labels
 
 
-def add_xray(project: Any, capture: Any, seed: int = 0, status: str = RevisionStatus.SUBMITTED,
+def add_xray(project: Any, capture: Any, seed: int = 0, status: str = RevisionStatus.APPROVED,
              size: tuple[int, int] = (96, 80)) -> MaskRevision:
     """Ingest one synthetic X-ray (its own patient) and store a label revision with ``status``."""
     with capture(execute=False):  # no model proposal
@@ -40,7 +40,7 @@ def add_xray(project: Any, capture: Any, seed: int = 0, status: str = RevisionSt
         source=RevisionSource.PERSON, status=status, spacing=(0.5, 0.5), method="manual")
 
 
-def add_ct(project: Any, capture: Any, depth: int = 6, size: int = 32, status: str = RevisionStatus.SUBMITTED,
+def add_ct(project: Any, capture: Any, depth: int = 6, size: int = 32, status: str = RevisionStatus.APPROVED,
            files: list[tuple[str, bytes]] | None = None) -> MaskRevision:
     """Ingest a synthetic CT series and store a label revision on its instance grid."""
     with capture(execute=False):

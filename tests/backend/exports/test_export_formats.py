@@ -201,5 +201,5 @@ def test_manifest_and_dataset_hash_are_reproducible(project, django_capture_on_c
     from annotation.services import create_revision
 
     create_revision(series=first.series, instance=first.instance, labels=np.zeros(tuple(first.shape), np.uint8) + 1,
-                    source="person", status="submitted", spacing=(0.5, 0.5))
+                    source="person", status="approved", spacing=(0.5, 0.5))
     assert _export(project, "png")[1].dataset_hash != result.dataset_hash

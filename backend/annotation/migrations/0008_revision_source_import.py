@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotation', '0003_tasks_drafts'),
+        ('annotation', '0007_double_reading'),
     ]
 
     operations = [

@@ -1,0 +1,8 @@
+"""The administration tests build tasks with the annotation tests' helpers (workflow_helpers)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "annotation"))
