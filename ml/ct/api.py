@@ -108,11 +108,11 @@ def evaluate(model: str, manifest: Path, split: str, out_dir: Path) -> dict[str,
     return summary
 
 
-def segment_file(model: str, input_path: Path) -> tuple[CTResult, Any]:
-    """Read a CT (DICOM folder or volume file) and segment it; returns ``(result, meta)``."""
+def segment_file(model: str, input_path: Path) -> tuple[CTResult, Any, np.ndarray]:
+    """Read a CT (DICOM folder or volume file) and segment it; returns ``(result, meta, volume_hu)``."""
     volume, meta = read_ct(input_path)
     _, segment = _segmenter(model)
-    return segment(volume, meta.spacing_dhw, meta.direction), meta
+    return segment(volume, meta.spacing_dhw, meta.direction), meta, volume
 
 
 def predict(model: str, input_path: Path, output_path: Path) -> dict[str, Any]:
@@ -130,14 +130,14 @@ def predict(model: str, input_path: Path, output_path: Path) -> dict[str, Any]:
     output_path = Path(output_path)
     if output_path.is_dir() or output_path.suffix == "":
         output_path = output_path / "lungs.nii.gz"
-    result, meta = segment_file(model, Path(input_path))
+    result, meta, volume = segment_file(model, Path(input_path))
     write_mask(result.labels, meta, output_path)
     return {
         **result.volumes,
         "method": result.method,
         "confidence": round(result.confidence, 4),
         "mask": str(output_path),
-        "warnings": [*meta.warnings, *coverage_warnings(result.labels)],
+        "warnings": [*meta.warnings, *coverage_warnings(result.labels, volume, meta.spacing_dhw)],  # issue 24
     }
 
 

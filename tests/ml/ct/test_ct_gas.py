@@ -117,3 +117,22 @@ def test_no_gas_bubble_below_the_bases_in_the_real_masks(shared_data: Path, pred
         components, count = ndimage.label(stray, structure=np.ones((3, 3, 3), dtype=bool))
         largest = int(np.bincount(components.ravel())[1:].max()) if count else 0
         assert largest * float(np.prod(meta.spacing_dhw)) / 1000.0 < 1.0
+
+
+def test_coverage_warning_says_overestimated_for_gas_and_underestimated_only_for_cut_lung(phantom: Phantom) -> None:
+    from ml.ct.quantify import coverage_warnings
+
+    ph, gas = add_gas_below_base(phantom, 35.0, 4.0)
+    assert gas[0].any(), "the bubble reaches the scan's first slice"
+    with_gas = ph.labels.copy()
+    with_gas[gas] = 2  # the stomach taken for the left lung
+    warnings = coverage_warnings(with_gas, ph.volume_hu, ph.spacing)
+    assert any("left lung holds" in w and "overestimated" in w for w in warnings)
+    assert not any("underestimated" in w for w in warnings), "gas at the first slice is not lung cut by the scan"
+    assert coverage_warnings(ph.labels, ph.volume_hu, ph.spacing) == []
+
+    lowest = int(np.nonzero(ph.labels)[0].min())
+    cut = ph.labels[lowest + 3:]  # a scan starting above the bases: both lungs cut
+    warnings = coverage_warnings(cut, ph.volume_hu[lowest + 3:], ph.spacing)
+    assert len(warnings) == 2 and all("first slice" in w and "underestimated" in w for w in warnings)
+    assert coverage_warnings(cut) == warnings, "without HU the cut is still reported"
