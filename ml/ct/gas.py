@@ -70,7 +70,7 @@ class GasRules:
     min_voxels: int = 27
     min_capped: float = 0.5
     max_lung_contact: float = 0.5
-    contact_alone: float = 0.25
+    contact_alone: float = 0.1
     rim_mm: float = 2.0
     shell_mm: float = 6.0
     search_mm: float = 40.0
