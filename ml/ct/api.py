@@ -158,7 +158,9 @@ def bench(model: str = "ct", out_path: Path | None = None, input_path: Path | No
     """End-to-end CT benchmark: file in → mask file and volumes out.
 
     Writes a synthetic 512×512×300 NIfTI (unless ``input_path`` is given), then times reading,
-    segmenting, quantifying and writing the mask with ``threads`` torch threads.
+    segmenting, quantifying and writing the mask with ``threads`` torch threads. Without
+    ``input_path`` it also times a real DICOM series from ``../shared/data`` in a child process
+    (``real_series``, see :mod:`ml.ct.bench_real`).
 
     Args:
         model: model name (see module docstring).
@@ -205,6 +207,10 @@ def bench(model: str = "ct", out_path: Path | None = None, input_path: Path | No
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
         "volumes": result.volumes,
     }
+    if input_path is None:  # issue 24: a real DICOM series end to end, beside the synthetic volume
+        from ml.ct.bench_real import bench_real_series
+
+        report["real_series"] = bench_real_series(model, threads)
     if out_path:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(out_path), report)
