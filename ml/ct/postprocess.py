@@ -517,8 +517,9 @@ def postprocess_lungs(
     # issue 24: gas under a diaphragm dome (stomach, colon, free air) is never lung, whatever its size
     from ml.ct.gas import remove_subdiaphragmatic_gas  # noqa: PLC0415 (ml.ct.gas imports this module)
 
-    parts, gas = remove_subdiaphragmatic_gas(parts, volume_hu, spacing)
+    _, gas = remove_subdiaphragmatic_gas(parts, volume_hu, spacing)  # found on the lungs before any cut
     parts, _ = split_off_gas_below_bases(parts, spacing)
+    parts = np.where(gas, 0, parts)
     labels = assign_sides(parts, direction, offset=tuple(s.start for s in box), full_width=out.shape[2])
     out[box] = np.where(gas, 0, fill_lung_holes(labels))  # issue 24: holes filled per slice stay without the gas
     return out
