@@ -4,8 +4,7 @@ For each CT volume (the manifest's cases and every DICOM series under ``dicom/``
 segments the lungs; the report gives each lung's volume, its gas (voxels below −950 HU) and the
 part of that gas :mod:`ml.ct.gas` finds below the diaphragm, and whether the field of view
 shows gas below the lung bases at all (stomach, colon: a gas pocket of at least 1 mL inside the
-body, below the bases, outside the lungs). Labelled cases also get the gas
-inside their reference masks.
+body, below the bases). Labelled cases also get the gas inside their reference masks.
 
     python -m ml.ct.gas_report --data ../shared/data/ct --out runs/ct_gas/report.json
 """
@@ -33,7 +32,7 @@ logger = logging.getLogger(__name__)
 def gas_below_bases_in_view_ml(
     volume_hu: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, float], min_ml: float = 1.0
 ) -> float:
-    """Gas below the lung bases inside the body, outside the lungs, in pockets of ``min_ml`` or more.
+    """Gas below the lung bases inside the body, in pockets of ``min_ml`` or more.
 
     A field of view that includes the stomach or the colon flexures shows such pockets whatever
     the segmentation did with them; lung voxels are counted too, so a mask that took the gas in
