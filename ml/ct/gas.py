@@ -13,10 +13,11 @@ here from anatomy the volume shows, not from its size:
   wall, fluid, liver, spleen), where a bulla or a cluster of emphysema is surrounded by lung.
 
 The position and the connection must hold, and the dome must show unless the shell is almost
-free of lung (a diaphragm thinner than a voxel). A costophrenic recess is parenchyma (about −850 HU), not a pocket below
-−950 HU; an emphysematous base or a basal bulla has aerated lung above it and around it.
-Arrays are canonical ``(D, H, W)`` (D toward superior, see :mod:`ml.ct.io`), spacing ``(D, H, W)``
-mm, labels 1 = right lung, 2 = left lung.
+free of lung (a diaphragm thinner than a voxel). A costophrenic recess is parenchyma (about
+−850 HU), not a pocket below −950 HU; an emphysematous base or a basal bulla has aerated lung
+above it and around it. Arrays are canonical ``(D, H, W)`` (D toward superior, see
+:mod:`ml.ct.io`), spacing ``(D, H, W)`` mm; the two lungs are labelled 1 and 2 (right and left,
+or the two components before sides are assigned).
 """
 
 from __future__ import annotations
