@@ -174,6 +174,11 @@ def bench(model: str = "ct", out_path: Path | None = None, input_path: Path | No
         start and imports before the benchmark began), as a command-line run would see.
     """
     startup_s = _process_age_s()  # interpreter start and imports, as in a `python -m ml predict` run
+    real_series = None
+    if input_path is None:  # issue 24: a real DICOM series end to end, first (no torch threads spinning here yet)
+        from ml.ct.bench_real import bench_real_series
+
+        real_series = bench_real_series(model, threads)
     torch.set_num_threads(threads)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)  # reading and writing stay on the same cores
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,10 +212,8 @@ def bench(model: str = "ct", out_path: Path | None = None, input_path: Path | No
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
         "volumes": result.volumes,
     }
-    if input_path is None:  # issue 24: a real DICOM series end to end, beside the synthetic volume
-        from ml.ct.bench_real import bench_real_series
-
-        report["real_series"] = bench_real_series(model, threads)
+    if real_series is not None:
+        report["real_series"] = real_series
     if out_path:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(out_path), report)

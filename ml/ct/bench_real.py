@@ -61,4 +61,19 @@ def bench_real_series(model: str, threads: int, series: Path | None = None) -> d
 def _bench_in_child(model: str, series: str, threads: int) -> dict[str, Any]:
     from ml.ct.api import bench
 
-    return bench(model, None, input_path=Path(series), threads=threads)
+    report = bench(model, None, input_path=Path(series), threads=threads)
+    own_peak = _peak_of_this_address_space_mb()
+    if own_peak is not None:  # ru_maxrss carries the parent's peak over fork and exec; VmHWM does not
+        report["peak_rss_mb"] = own_peak
+    return report
+
+
+def _peak_of_this_address_space_mb() -> float | None:
+    """``VmHWM`` of ``/proc/self/status`` in MB (Linux), or ``None`` where unavailable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024.0, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
