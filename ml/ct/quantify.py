@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
-from ml.ct.gas import find_gas_pockets
+from ml.ct.gas import GAS_HU, find_gas_pockets
 
 EMPHYSEMA_THRESHOLD_HU = -950.0
 
@@ -93,7 +93,7 @@ def coverage_warnings(
     """
     gas = beside_gas = np.zeros(labels.shape, dtype=bool)
     if volume_hu is not None and spacing is not None:  # issue 24: gas below the base makes an overestimate
-        gas = find_gas_pockets(labels, volume_hu, spacing)[1]
+        gas = _gas_at_model_resolution(labels, volume_hu, spacing)
         beside_gas = ndimage.binary_dilation(gas, structure=np.ones((3, 3, 3), dtype=bool)) if gas.any() else gas
     voxel_ml = float(np.prod(spacing)) / 1000.0 if spacing is not None else 0.0
     warnings = []
@@ -114,3 +114,24 @@ def coverage_warnings(
             warnings.append(f"the {name} lung reaches the {' and '.join(ends)} slice of the scan: the scan may "
                             f"not cover the whole lung, and its volume may be underestimated")
     return warnings
+
+
+def _gas_at_model_resolution(
+    labels: np.ndarray, volume_hu: np.ndarray, spacing: tuple[float, float, float], grid_mm: float = 2.0
+) -> np.ndarray:
+    """Subdiaphragmatic gas (:func:`ml.ct.gas.find_gas_pockets`) judged on every k-th row and column.
+
+    The in-plane step k brings the voxels to about ``grid_mm`` (the model grid's size, where the
+    rules were set), and keeps the warning cheap on 0.7 mm scans; the result is spread back to
+    the input grid and kept to its lung voxels.
+
+    Returns:
+        ``(D, H, W)`` boolean on the grid of ``labels``.
+    """
+    step = max(1, int(grid_mm // min(float(spacing[1]), float(spacing[2]))))
+    if step == 1:
+        return find_gas_pockets(labels, volume_hu, spacing)[1]
+    coarse = (slice(None), slice(None, None, step), slice(None, None, step))
+    found = find_gas_pockets(labels[coarse], volume_hu[coarse], (spacing[0], spacing[1] * step, spacing[2] * step))[1]
+    spread = np.repeat(np.repeat(found, step, axis=1), step, axis=2)[:, : labels.shape[1], : labels.shape[2]]
+    return spread & (labels > 0) & (volume_hu < GAS_HU)

@@ -139,3 +139,16 @@ def test_coverage_warning_says_overestimated_for_gas_and_underestimated_only_for
     warnings = coverage_warnings(cut, ph.volume_hu[lowest + 3:], ph.spacing)
     assert len(warnings) == 2 and all("first slice" in w and "underestimated" in w for w in warnings)
     assert coverage_warnings(cut) == warnings, "without HU the cut is still reported"
+
+
+def test_coverage_warning_on_a_fine_grid_judges_the_gas_at_about_2_mm() -> None:
+    from ml.ct.quantify import coverage_warnings
+
+    fine = make_phantom(shape=(48, 192, 192), spacing=(4.0, 0.9, 0.9))  # every 2nd row and column is judged
+    ph, gas = add_gas_below_base(fine, 15.0, 4.0)
+    with_gas = ph.labels.copy()
+    with_gas[gas] = 2
+    warnings = coverage_warnings(with_gas, ph.volume_hu, ph.spacing)
+    gas_ml = float(gas.sum()) * float(np.prod(ph.spacing)) / 1000.0
+    held = [w for w in warnings if "left lung holds" in w and "overestimated" in w]
+    assert len(held) == 1 and float(held[0].split(" holds ")[1].split(" mL")[0]) == pytest.approx(gas_ml, rel=0.1)
