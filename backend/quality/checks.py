@@ -71,7 +71,7 @@ class Flag:
 
     Attributes:
         name: check name (``components``, ``lung_size``, ``side_ratio``, ``border``, ``empty_side``,
-            ``slice_discontinuity``, ``confidence``).
+            ``slice_discontinuity``, ``gas_below_base``, ``side_plausibility``, ``confidence``).
         value: the measured value (unit in ``unit``); ``None`` when it cannot be measured.
         flagged: the value is outside the plausible range.
         unit: unit of ``value``.
@@ -251,6 +251,100 @@ def model_confidence(confidence: float | None, entropy: float | None, limits: Th
     return Flag("confidence", value, bool(reasons), "score", message, {"entropy": entropy, "confidence": confidence})
 
 
+GAS_HU = -950.0
+"""Gas below this HU: the emphysema threshold, so a gas pocket is what the emphysema index counts."""
+
+
+def _gas_below_base(lung: np.ndarray, volume_hu: np.ndarray, min_voxels: int) -> np.ndarray:
+    """Voxels of 26-connected gas pockets (< ``GAS_HU``) of one lung lying mostly below its base.
+
+    The base is the lowest non-gas voxel of the lung in each (H, W) column; D is assumed to run
+    toward superior (canonical and axial instance order), so "below" is a lower slice index.
+    """
+    aerated = lung & (volume_hu >= GAS_HU)
+    gas = lung & (volume_hu < GAS_HU)
+    if not aerated.any() or not gas.any():
+        return np.zeros(lung.shape, dtype=bool)
+    columns = aerated.any(axis=0)
+    base = np.where(columns, np.argmax(aerated, axis=0), lung.shape[0])  # no aerated lung: all of it is below
+    below = np.arange(lung.shape[0])[:, None, None] < base[None]
+    pockets, count = ndimage.label(gas, structure=np.ones((3, 3, 3), dtype=bool))
+    sizes = np.bincount(pockets.ravel(), minlength=count + 1)
+    under = np.bincount(pockets[below & gas], minlength=count + 1)
+    keep = (sizes >= min_voxels) & (under >= 0.5 * sizes)
+    keep[0] = False
+    return keep[pockets]
+
+
+def gas_below_base(labels: np.ndarray, volume_hu: np.ndarray, spacing: tuple[float, ...],
+                   min_ml: float = 2.0) -> Flag:
+    """Gas pockets (< −950 HU, at least ``min_ml`` each) inside a lung mask below that lung's base.
+
+    Gas under a diaphragm dome (stomach, colon, free air) taken for lung inflates the lung's
+    volume and its emphysema index; a person should look.
+
+    Args:
+        labels: ``(D, H, W)`` label map, D toward superior.
+        volume_hu: ``(D, H, W)`` HU on the same grid.
+        spacing: ``(D, H, W)`` mm.
+        min_ml: smallest pocket counted, in mL.
+    """
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    per_side = {}
+    for name, value in (("right", RIGHT), ("left", LEFT)):
+        pockets = _gas_below_base(labels == value, volume_hu, max(1, int(np.ceil(min_ml / voxel_ml))))
+        per_side[name] = round(float(np.count_nonzero(pockets)) * voxel_ml, 1)
+    total = sum(per_side.values())
+    message = (f"gas below the lung base inside the mask: right {per_side['right']} mL, left {per_side['left']} mL"
+               " (stomach or bowel taken for lung: volume and emphysema index overestimated)"
+               if total else "no gas pocket below a lung base")
+    return Flag("gas_below_base", total, total > 0, "mL", message, {"per_side_ml": per_side})
+
+
+def side_plausibility(labels: np.ndarray, volume_hu: np.ndarray, spacing: tuple[float, ...],
+                      max_ratio: float = 1.35, max_emphysema_ratio: float = 3.0,
+                      min_emphysema_gap: float = 0.02) -> Flag:
+    """A lung's volume or emphysema index implausible against the other side's.
+
+    Flagged when one lung's volume exceeds ``max_ratio`` times the other's and the volume shows
+    no reason (the smaller lung is not denser by 100 HU or more: collapse, consolidation or an
+    effusion pressing on it), or when one lung's emphysema index (fraction < −950 HU) exceeds
+    ``max_emphysema_ratio`` times the other's by at least ``min_emphysema_gap`` and half or more
+    of its low-attenuation voxels lie in gas pockets below its base (not emphysema spread
+    through the lung, which would explain it).
+
+    Args:
+        labels: ``(D, H, W)`` label map, D toward superior.
+        volume_hu: ``(D, H, W)`` HU on the same grid.
+        spacing: ``(D, H, W)`` mm.
+    """
+    lungs = {name: labels == value for name, value in (("right", RIGHT), ("left", LEFT))}
+    counts = {name: int(np.count_nonzero(m)) for name, m in lungs.items()}
+    if min(counts.values()) == 0:
+        return Flag("side_plausibility", None, False, "ratio", "a lung is missing: see empty_side")
+    mean_hu = {name: float(volume_hu[m].mean()) for name, m in lungs.items()}
+    low = {name: int(np.count_nonzero(m & (volume_hu < GAS_HU))) for name, m in lungs.items()}
+    index = {name: low[name] / counts[name] for name in lungs}
+    big, small = sorted(lungs, key=lambda n: -counts[n])
+    ratio = counts[big] / counts[small]
+    reasons: list[str] = []
+    if ratio > max_ratio and mean_hu[small] < mean_hu[big] + 100.0:
+        reasons.append(f"{big} lung {ratio:.2f}x the {small} lung's volume, and the {small} lung is not denser "
+                       f"({mean_hu[small]:.0f} vs {mean_hu[big]:.0f} HU)")
+    high, other = sorted(lungs, key=lambda n: -index[n])
+    if index[high] > max_emphysema_ratio * index[other] and index[high] - index[other] >= min_emphysema_gap:
+        min_voxels = max(1, int(np.ceil(2000.0 / float(np.prod(spacing)))))  # pockets of 2 mL or more
+        in_pockets = int(np.count_nonzero(_gas_below_base(lungs[high], volume_hu, min_voxels)))
+        if in_pockets >= 0.5 * low[high]:
+            reasons.append(f"{high} emphysema index {index[high]:.3f} vs {index[other]:.3f}, "
+                           f"{in_pockets / low[high]:.0%} of it in gas below the base")
+    detail = {"volume_ratio": round(ratio, 3), "mean_hu": {k: round(v, 1) for k, v in mean_hu.items()},
+              "emphysema_index": {k: round(v, 4) for k, v in index.items()}}
+    message = "; ".join(reasons) or f"volume ratio {ratio:.2f}; emphysema index right {index['right']:.3f}, " \
+                                    f"left {index['left']:.3f}"
+    return Flag("side_plausibility", round(ratio, 3), bool(reasons), "ratio", message, detail)
+
+
 def evaluate(
     labels: np.ndarray,
     modality: str,
@@ -259,6 +353,7 @@ def evaluate(
     entropy: float | None = None,
     thresholds: Thresholds | None = None,
     measured: np.ndarray | None = None,
+    volume_hu: np.ndarray | None = None,
 ) -> list[Flag]:
     """Run every check that applies to ``modality`` (``"cxr"`` or ``"ct"``).
 
@@ -273,6 +368,8 @@ def evaluate(
             ``labels`` is not on one (a CT series with missing instances or a gantry tilt,
             :func:`annotation.labelmaps.to_regular_grid`); ``labels`` when ``None``. The other checks
             keep ``labels``, so that slice numbers in their messages are the viewer's.
+        volume_hu: CT only, ``(D, H, W)`` HU on the grid of ``labels`` (D toward superior); adds
+            :func:`gas_below_base` and :func:`side_plausibility` (they need ``spacing``).
 
     Returns:
         The flags, in a fixed order.
@@ -287,6 +384,10 @@ def evaluate(
              border_contact(labels, limits), empty_side(labels)]
     if modality == "ct":
         flags.append(slice_discontinuity(labels, limits))
+        if volume_hu is not None and spacing is not None:  # issue 24: gas below a base, implausible sides
+            if volume_hu.shape != labels.shape:
+                raise QCInputError(f"CT volume {volume_hu.shape} is not on the label map's grid {labels.shape}")
+            flags += [gas_below_base(labels, volume_hu, spacing), side_plausibility(labels, volume_hu, spacing)]
     flags.append(model_confidence(confidence, entropy, limits))
     return flags
 

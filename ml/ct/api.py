@@ -107,11 +107,11 @@ def evaluate(model: str, manifest: Path, split: str, out_dir: Path) -> dict[str,
     return summary
 
 
-def segment_file(model: str, input_path: Path) -> tuple[CTResult, Any]:
-    """Read a CT (DICOM folder or volume file) and segment it; returns ``(result, meta)``."""
+def segment_file(model: str, input_path: Path) -> tuple[CTResult, Any, np.ndarray]:
+    """Read a CT (DICOM folder or volume file) and segment it; returns ``(result, meta, volume_hu)``."""
     volume, meta = read_ct(input_path)
     _, segment = _segmenter(model)
-    return segment(volume, meta.spacing_dhw, meta.direction), meta
+    return segment(volume, meta.spacing_dhw, meta.direction), meta, volume
 
 
 def predict(model: str, input_path: Path, output_path: Path) -> dict[str, Any]:
@@ -129,14 +129,14 @@ def predict(model: str, input_path: Path, output_path: Path) -> dict[str, Any]:
     output_path = Path(output_path)
     if output_path.is_dir() or output_path.suffix == "":
         output_path = output_path / "lungs.nii.gz"
-    result, meta = segment_file(model, Path(input_path))
+    result, meta, volume = segment_file(model, Path(input_path))
     write_mask(result.labels, meta, output_path)
     return {
         **result.volumes,
         "method": result.method,
         "confidence": round(result.confidence, 4),
         "mask": str(output_path),
-        "warnings": [*meta.warnings, *coverage_warnings(result.labels)],
+        "warnings": [*meta.warnings, *coverage_warnings(result.labels, volume, meta.spacing_dhw)],  # issue 24
     }
 
 
@@ -157,7 +157,9 @@ def bench(model: str = "ct", out_path: Path | None = None, input_path: Path | No
     """End-to-end CT benchmark: file in → mask file and volumes out.
 
     Writes a synthetic 512×512×300 NIfTI (unless ``input_path`` is given), then times reading,
-    segmenting, quantifying and writing the mask with ``threads`` torch threads.
+    segmenting, quantifying and writing the mask with ``threads`` torch threads. Without
+    ``input_path`` it also times a real DICOM series from ``../shared/data`` in a child process
+    (``real_series``, see :mod:`ml.ct.bench_real`).
 
     Args:
         model: model name (see module docstring).
@@ -171,6 +173,11 @@ def bench(model: str = "ct", out_path: Path | None = None, input_path: Path | No
         start and imports before the benchmark began), as a command-line run would see.
     """
     startup_s = _process_age_s()  # interpreter start and imports, as in a `python -m ml predict` run
+    real_series = None
+    if input_path is None:  # issue 24: a real DICOM series end to end, first (no torch threads spinning here yet)
+        from ml.ct.bench_real import bench_real_series
+
+        real_series = bench_real_series(model, threads)
     torch.set_num_threads(threads)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)  # reading and writing stay on the same cores
     with tempfile.TemporaryDirectory() as tmp:
@@ -204,6 +211,8 @@ def bench(model: str = "ct", out_path: Path | None = None, input_path: Path | No
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
         "volumes": result.volumes,
     }
+    if real_series is not None:
+        report["real_series"] = real_series
     if out_path:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(out_path), report)

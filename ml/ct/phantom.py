@@ -99,3 +99,55 @@ def make_phantom(
         volume_right_ml=float((labels == 1).sum()) * voxel_ml,
         volume_left_ml=float((labels == 2).sum()) * voxel_ml,
     )
+
+
+def add_gas_below_base(
+    phantom: Phantom,
+    radius_mm: float,
+    diaphragm_mm: float = 4.0,
+    side: int = 2,
+    rise_mm: float | None = None,
+    seed: int = 1,
+) -> tuple[Phantom, np.ndarray]:
+    """Put a gas bubble (stomach fundus, colon flexure) under one lung's diaphragm dome.
+
+    The bubble (−1000 HU) is a sphere centred under the lung's base; it pushes the dome up into
+    the lung by ``rise_mm`` (default: half its radius), and a diaphragm of soft tissue
+    ``diaphragm_mm`` thick (0: gas touches the lung) separates it from the lung. The lung voxels
+    the dome takes become soft tissue; the lung around the dome reaches lower (a costophrenic
+    recess). The truth labels lose the dome.
+
+    Args:
+        phantom: a phantom from :func:`make_phantom`.
+        radius_mm: bubble radius in mm.
+        diaphragm_mm: soft tissue between gas and lung in mm.
+        side: 1 under the right lung, 2 under the left.
+        rise_mm: how far the bubble's top rises above the lung's lowest point, in mm.
+        seed: noise seed for the bubble.
+
+    Returns:
+        ``(phantom with the bubble, (D, H, W) boolean mask of the gas)``.
+    """
+    spacing = phantom.spacing
+    lung = phantom.labels == side
+    zs, ys, xs = np.nonzero(lung)
+    rise = 0.5 * radius_mm if rise_mm is None else rise_mm
+    base_mm = float(zs.min()) * spacing[0]
+    centre = (base_mm + rise - radius_mm, float(ys.mean()) * spacing[1], float(xs.mean()) * spacing[2])
+    shape = phantom.labels.shape
+    grid = tuple((np.arange(n, dtype=np.float32) * s).reshape([-1 if a == i else 1 for a in range(3)])
+                 for i, (n, s) in enumerate(zip(shape, spacing)))
+    distance = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, centre)))
+    gas = distance <= radius_mm
+    dome = (distance <= radius_mm + diaphragm_mm) & ~gas
+    volume = phantom.volume_hu.astype(np.float32)
+    labels = phantom.labels.copy()
+    labels[gas | dome] = 0
+    volume[dome] = 40.0
+    rng = np.random.default_rng(seed)
+    volume[gas] = -1000.0 + rng.normal(0.0, 20.0, size=int(gas.sum()))
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    out = Phantom(volume_hu=np.clip(volume, -1024, 3071).astype(np.int16), labels=labels, spacing=spacing,
+                  volume_right_ml=float((labels == 1).sum()) * voxel_ml,
+                  volume_left_ml=float((labels == 2).sum()) * voxel_ml)
+    return out, gas

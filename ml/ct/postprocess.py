@@ -518,9 +518,14 @@ def postprocess_lungs(
         inside = body[box] if body is not None else body_mask(volume_hu)
         parts = join_large_fragments(parts, lung, spacing, keep_fragments_ml, body=inside)
     parts = merge_fragments(parts, candidates & ~airway)
+    # issue 24: gas under a diaphragm dome (stomach, colon, free air) is never lung, whatever its size
+    from ml.ct.gas import remove_subdiaphragmatic_gas  # noqa: PLC0415 (ml.ct.gas imports this module)
+
+    _, gas = remove_subdiaphragmatic_gas(parts, volume_hu, spacing)  # found on the lungs before any cut
     parts, _ = split_off_gas_below_bases(parts, spacing)
+    parts = np.where(gas, 0, parts)
     labels = assign_sides(parts, direction, offset=tuple(s.start for s in box), full_width=out.shape[2])
-    out[box] = fill_lung_holes(labels)
+    out[box] = np.where(gas, 0, fill_lung_holes(labels))  # issue 24: holes filled per slice stay without the gas
     return out
 
 
