@@ -29,6 +29,7 @@ class RevisionStatus(models.TextChoices):
     SUBMITTED = "submitted", "Submitted for review"
     ACCEPTED = "accepted", "Accepted"
     REJECTED = "rejected", "Rejected"
+    SIDE = "side", "Side proposal (comparison only)"
 
 
 class RevisionQuerySet(models.QuerySet):
@@ -82,6 +83,9 @@ class MaskRevision(models.Model):
     entropy = models.FloatField(null=True, blank=True, help_text="Mean normalised predictive entropy in [0, 1]")
 
     objects = RevisionQuerySet.as_manager()
+
+    #: Statuses that never become a task's current revision (model output stored for comparison).
+    SIDE_STATUSES = frozenset({RevisionStatus.SIDE})
 
     #: Fields a stored revision may still change (review moves the status on).
     MUTABLE_FIELDS = frozenset({"status"})

@@ -122,8 +122,8 @@ def tasks_for(user: Any) -> QuerySet:
 
 
 def latest_revision(task: AnnotationTask) -> MaskRevision | None:
-    """The newest revision of the task's target, or ``None``."""
-    return MaskRevision.objects.filter(target_key=task.target_key).order_by("-number").first()
+    """The task's current revision (the newest that is not a side proposal), or ``None``."""
+    return services.current_revision(task.target_key)
 
 
 def task_instances(task: AnnotationTask, latest: MaskRevision | None = None) -> list[Instance]:
@@ -481,7 +481,8 @@ def queue_for(user: Any, limit: int = 200) -> list[QueueItem]:
     from quality.models import QCFlag  # quality is downstream; read-only use for ordering and display
 
     now = timezone.now()
-    model_rev = MaskRevision.objects.filter(target_key=OuterRef("target_key"), source=RevisionSource.MODEL).order_by("-number")
+    model_rev = (MaskRevision.objects.filter(target_key=OuterRef("target_key"), source=RevisionSource.MODEL)
+                 .exclude(status__in=MaskRevision.SIDE_STATUSES).order_by("-number"))
     tasks = (
         AnnotationTask.objects
         .filter(project_id__in=project_ids_for(user, ANNOTATE_ROLES),
