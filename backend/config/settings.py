@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "modeling",
     "annotation",
     "quality",
+    "retraining",
     "workbench",
 ]
 

@@ -1,0 +1,100 @@
+"""Dataset versions (immutable snapshots of curated labels) and the frozen patient-level split.
+
+A :class:`DatasetVersion` is identified by the sha256 of its content (which revision of which
+target, the label map's checksum, the split): the same curated labels give the same version, so a
+snapshot taken twice is one version and nothing downstream runs twice for it. Its rows
+(:class:`DatasetItem`) are written once, in the transaction that creates the version.
+
+:class:`SplitAssignment` freezes each patient's split per project and modality: once a patient is
+in ``test`` they stay there in every later version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+
+
+class ImmutableError(Exception):
+    """An attempt to change a stored dataset version or one of its items."""
+
+
+class Split(models.TextChoices):
+    TRAIN = "train", "Train"
+    VAL = "val", "Validation"
+    TEST = "test", "Test (frozen)"
+
+
+class SplitAssignment(models.Model):
+    """The split of one patient in a project and modality; never changed once written."""
+
+    project = models.ForeignKey("imaging.Project", on_delete=models.CASCADE, related_name="split_assignments")
+    modality = models.CharField(max_length=8)
+    patient = models.ForeignKey("imaging.Patient", on_delete=models.CASCADE, related_name="split_assignments")
+    split = models.CharField(max_length=5, choices=Split.choices)
+    rule = models.CharField(max_length=100, help_text="The seeded rule that assigned it")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "modality", "patient"], name="one_split_per_patient")]
+
+    def __str__(self) -> str:
+        return f"patient {self.patient_id} → {self.split} ({self.modality})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise ImmutableError(f"split assignment {self.pk} is frozen")
+        super().save(*args, **kwargs)
+
+
+class DatasetVersion(models.Model):
+    """A content-hashed snapshot of the curated revisions of a project and modality."""
+
+    project = models.ForeignKey("imaging.Project", on_delete=models.CASCADE, related_name="dataset_versions")
+    modality = models.CharField(max_length=8, help_text="'cxr' or 'ct' (model modality)")
+    sha256 = models.CharField(max_length=64, help_text="sha256 of the sorted item lines (see datasets.content_hash)")
+    number = models.PositiveIntegerField(help_text="1, 2, ... per project and modality")
+    counts = models.JSONField(default=dict, help_text="Targets per split, e.g. {'train': 10, 'val': 2, 'test': 3}")
+    folder = models.CharField(max_length=500, blank=True, help_text="Exported manifest + files (absolute path)")
+    manifest = models.CharField(max_length=500, blank=True, help_text="Manifest CSV in the format ml reads")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project_id", "modality", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "modality", "sha256"], name="one_version_per_content"),
+            models.UniqueConstraint(fields=["project", "modality", "number"], name="unique_dataset_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"dataset v{self.number} of project {self.project_id} ({self.modality}, {self.sha256[:12]})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding and set(kwargs.get("update_fields") or ["*"]) - {"folder", "manifest"}:
+            raise ImmutableError(f"dataset version {self.pk} is immutable (only its export paths are set once)")
+        super().save(*args, **kwargs)
+
+
+class DatasetItem(models.Model):
+    """One target of a dataset version: the curated revision used, its patient and split."""
+
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="items")
+    revision = models.ForeignKey("annotation.MaskRevision", on_delete=models.PROTECT, related_name="dataset_items")
+    target_key = models.CharField(max_length=40)
+    patient = models.ForeignKey("imaging.Patient", on_delete=models.PROTECT, related_name="dataset_items")
+    split = models.CharField(max_length=5, choices=Split.choices)
+    label_sha256 = models.CharField(max_length=64)
+    case = models.CharField(max_length=80, help_text="Case name in the manifest")
+
+    class Meta:
+        ordering = ["dataset_version_id", "target_key"]
+        constraints = [models.UniqueConstraint(fields=["dataset_version", "target_key"], name="one_item_per_target")]
+
+    def __str__(self) -> str:
+        return f"{self.target_key} r{self.revision_id} ({self.split})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise ImmutableError(f"dataset item {self.pk} is immutable")
+        super().save(*args, **kwargs)
