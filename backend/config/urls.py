@@ -57,6 +57,7 @@ urlpatterns = [
     path("api/", include("annotation.urls")),
     path("api/annotation/", include("annotation.task_urls")),
     path("api/", include("quality.urls")),
+    path("api/retraining/", include("retraining.urls")),
     path("api/me/", me, name="me"),
     path("api/auth/", include("rest_framework.urls")),
     path("api/auth/token/", obtain_auth_token, name="api-token"),

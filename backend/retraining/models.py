@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db import models
 
 
@@ -98,3 +99,27 @@ class DatasetItem(models.Model):
         if not self._state.adding:
             raise ImmutableError(f"dataset item {self.pk} is immutable")
         super().save(*args, **kwargs)
+
+
+class ChampionChange(models.Model):
+    """One swap of a modality's champion (gate, manual promotion or roll-back); the audit log holds the same."""
+
+    class Kind(models.TextChoices):
+        GATE = "gate", "Promoted by the gate"
+        MANUAL = "manual", "Promoted by hand"
+        ROLLBACK = "rollback", "Rolled back"
+
+    modality = models.CharField(max_length=8)
+    previous = models.ForeignKey("modeling.ModelVersion", null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="+")
+    champion = models.ForeignKey("modeling.ModelVersion", on_delete=models.PROTECT, related_name="champion_changes")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.modality}: {self.previous_id} → {self.champion_id} ({self.kind})"
