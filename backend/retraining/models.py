@@ -123,3 +123,60 @@ class ChampionChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.modality}: {self.previous_id} → {self.champion_id} ({self.kind})"
+
+
+class EvalSet(models.TextChoices):
+    PROJECT_TEST = "project_test", "Project's frozen test split"
+    REFERENCE = "reference", "Fixed reference set"
+
+
+class Evaluation(models.Model):
+    """Scores of one model version on one test set of one dataset version; history, never overwritten.
+
+    ``dataset_version`` is empty for the reference set (the same fixed files for every version).
+    """
+
+    model_version = models.ForeignKey("modeling.ModelVersion", on_delete=models.PROTECT, related_name="evaluations")
+    dataset_version = models.ForeignKey(DatasetVersion, null=True, blank=True, on_delete=models.PROTECT,
+                                        related_name="evaluations")
+    test_set = models.CharField(max_length=20, choices=EvalSet.choices)
+    source = models.CharField(max_length=500, help_text="Manifest and split that were scored")
+    summary = models.JSONField(help_text="ml evaluate summary.json: mean / median / p05 Dice with 95 % CI, HD95, ...")
+    case_dice = models.JSONField(help_text="{case: Dice}, what the gate pairs")
+    n_cases = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["model_version", "dataset_version", "test_set"],
+                                    name="one_evaluation_per_model_dataset_set"),
+            models.UniqueConstraint(fields=["model_version", "test_set"], condition=models.Q(dataset_version=None),
+                                    name="one_reference_evaluation_per_model"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_version_id} on {self.test_set} of {self.dataset_version_id}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise ImmutableError(f"evaluation {self.pk} is history and cannot be overwritten")
+        super().save(*args, **kwargs)
+
+
+class PromotionDecision(models.Model):
+    """The gate's verdict on one candidate against the champion on one dataset version (kept for the record)."""
+
+    candidate = models.ForeignKey("modeling.ModelVersion", on_delete=models.PROTECT, related_name="gate_decisions")
+    champion = models.ForeignKey("modeling.ModelVersion", on_delete=models.PROTECT, related_name="+")
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="gate_decisions")
+    promoted = models.BooleanField()
+    reason = models.TextField()
+    stats = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.candidate_id} vs {self.champion_id}: {'promoted' if self.promoted else 'kept as candidate'}"

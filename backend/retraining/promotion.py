@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 
@@ -21,7 +22,9 @@ from modeling import services as modeling_services
 from modeling.models import ModelStatus, ModelVersion
 
 from .datasets import dicom_modalities
-from .models import ChampionChange
+from .evaluations import evaluate_on_dataset, evaluate_on_reference
+from .gate import DEFAULT_MARGIN, GateRule, decide
+from .models import ChampionChange, DatasetVersion, PromotionDecision
 
 logger = logging.getLogger(__name__)
 
@@ -77,3 +80,30 @@ def propose_for_unedited(version: ModelVersion) -> int:
         count += 1
     logger.info("champion %s proposes for %d unedited series", version.name, count)
     return count
+
+
+def judge(candidate: ModelVersion, dataset: DatasetVersion, rule: GateRule | None = None) -> PromotionDecision:
+    """Score candidate and champion (project test split + reference set), apply the gate, swap when it passes.
+
+    The decision is stored either way; a refused candidate stays a candidate with the reason.
+
+    Raises:
+        modeling.services.NoChampionError: the modality has no champion to compare with.
+        GateError: the two models were scored on different cases.
+    """
+    champion = modeling_services.champion(candidate.modality)
+    if champion.pk == candidate.pk:
+        raise PromotionError(f"model {candidate.name} is already the champion")
+    rule = rule or GateRule(margin=float(getattr(settings, "PLEURA_GATE_REFERENCE_MARGIN", DEFAULT_MARGIN)))
+    project = (evaluate_on_dataset(candidate, dataset), evaluate_on_dataset(champion, dataset))
+    reference = (evaluate_on_reference(candidate), evaluate_on_reference(champion))
+    ref_scores = (reference[0].case_dice, reference[1].case_dice) if all(reference) else (None, None)
+    verdict = decide(project[0].case_dice, project[1].case_dice, *ref_scores, rule=rule)
+    with transaction.atomic():
+        decision = PromotionDecision.objects.create(candidate=candidate, champion=champion, dataset_version=dataset,
+                                                    promoted=verdict.promote, reason=verdict.reason, stats=verdict.stats)
+        if verdict.promote:
+            swap_champion(candidate, None, ChampionChange.Kind.GATE, verdict.reason)
+    logger.info("gate on %s vs %s (%s): %s — %s", candidate.name, champion.name, dataset,
+                "promoted" if verdict.promote else "kept as candidate", verdict.reason)
+    return decision
