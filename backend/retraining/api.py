@@ -13,11 +13,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.models import Membership, Role
-from modeling.models import ModelVersion
+from accounts.permissions import has_role, project_ids_for
+from imaging.models import Project
+from modeling import training
+from modeling.models import ModelVersion, TrainingRun
 
-from . import promotion
+from . import datasets, jobs, promotion
 from .models import ChampionChange
-from .serializers import ChampionChangeSerializer, PromoteSerializer, RollbackSerializer
+from .serializers import (ChampionChangeSerializer, PromoteSerializer, RollbackSerializer, StartTrainingSerializer,
+                          TrainingRunSerializer)
 
 logger = logging.getLogger(__name__)
 
@@ -65,3 +69,42 @@ class ChampionViewSet(viewsets.ReadOnlyModelViewSet):
         except promotion.PromotionError as exc:
             raise ValidationError({"detail": str(exc)}) from exc
         return Response(ChampionChangeSerializer(change).data, status=status.HTTP_201_CREATED)
+
+
+class TrainingRunViewSet(viewsets.ReadOnlyModelViewSet):
+    """Training runs of the user's projects with live progress; ML engineers start and cancel them."""
+
+    queryset = TrainingRun.objects.select_related("init_from")
+    serializer_class = TrainingRunSerializer
+    permission_classes = [IsAuthenticated]
+    filterset_fields = ["project", "modality", "status"]
+
+    def get_queryset(self) -> Any:
+        return super().get_queryset().filter(project_id__in=project_ids_for(self.request.user))
+
+    def create(self, request: Request) -> Response:
+        """Snapshot the project's curated labels and queue a run on that dataset version."""
+        body = StartTrainingSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        if not has_role(request.user, data["project"], {Role.ML_ENGINEER}):
+            raise PermissionDenied("only the project's ML engineers may start training")
+        project = Project.objects.get(pk=data["project"])
+        try:
+            dataset, _ = datasets.snapshot(project, data["modality"])
+            run = jobs.start_training(project, dataset, from_scratch=data["from_scratch"], seed=data["seed"])
+        except (datasets.DatasetError, training.TrainingError) as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
+        return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        """Stop a queued or running run."""
+        run = self.get_object()
+        if not has_role(request.user, run.project_id, {Role.ML_ENGINEER}):
+            raise PermissionDenied("only the project's ML engineers may cancel training")
+        try:
+            run = training.request_cancel(run)
+        except training.TrainingError as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
+        return Response(TrainingRunSerializer(run).data)

@@ -37,3 +37,28 @@ def curate_again(revision: MaskRevision, shift: int, status: str = RevisionStatu
     return annotation_services.create_revision(
         series=revision.series, instance=revision.instance, labels=lung_labels(tuple(revision.shape), shift),
         source=RevisionSource.PERSON, status=status, method="manual", parent=revision)
+
+
+#: Config overrides that keep a training run to seconds on CPU (tiny model, 1 epoch).
+TINY_TRAINING = {"train": {"epochs": 1, "batch_size": 2, "val_batch_size": 2, "max_minutes": None, "num_threads": 1,
+                           "amp": False, "warmup_epochs": 0, "log_every": 1, "early_stopping_patience": 0},
+                 "data": {"val_max_cases": 10}}
+
+
+def curated_dataset(project: Project, minimum: int = 1, limit: int = 30) -> list[MaskRevision]:
+    """Curated X-rays, one patient each, until train, val and test each hold ``minimum`` patients."""
+    from django.conf import settings
+
+    from retraining.datasets import seeded_split, split_rule
+
+    seed_rule, test, val = split_rule()
+    revisions: list[MaskRevision] = []
+    counts = {"train": 0, "val": 0, "test": 0}
+    for seed in range(limit):
+        revision = curated_xray(project, seed)
+        patient = revision.series.study.patient
+        counts[seeded_split(seed_rule, test, val, project.pk, "cxr", patient.pseudonym)] += 1
+        revisions.append(revision)
+        if min(counts.values()) >= minimum:
+            return revisions
+    raise RuntimeError(f"no split with {minimum} patient(s) each after {limit} images ({counts}, {settings})")
