@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served from our static files: no CDN needed
+    "django_celery_beat",  # schedules in the database (retraining checks), editable in the admin
     "accounts",
     "imaging",
     "modeling",
@@ -235,6 +236,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Redis redelivers an unacknowledged message (worker killed mid-task) after this many seconds;
 # keep it above the longest task (a CT proposal) or a slow job runs twice (harmless, wasted work).
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": _env_int("PLEURA_BROKER_VISIBILITY_TIMEOUT", 3600)}

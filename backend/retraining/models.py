@@ -180,3 +180,22 @@ class PromotionDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.candidate_id} vs {self.champion_id}: {'promoted' if self.promoted else 'kept as candidate'}"
+
+
+class RetrainingPolicy(models.Model):
+    """When a project's modality is retrained: a nightly check (a django-celery-beat task) and after N new curated labels."""
+
+    project = models.ForeignKey("imaging.Project", on_delete=models.CASCADE, related_name="retraining_policies")
+    modality = models.CharField(max_length=8)
+    enabled = models.BooleanField(default=True)
+    min_new_labels = models.PositiveIntegerField(default=50, help_text="Curated labels since the last run that trigger a check")
+    nightly_task = models.OneToOneField("django_celery_beat.PeriodicTask", null=True, blank=True,
+                                        on_delete=models.SET_NULL, related_name="+")
+    last_check_at = models.DateTimeField(null=True, blank=True)
+    last_outcome = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "modality"], name="one_policy_per_project_modality")]
+
+    def __str__(self) -> str:
+        return f"retraining of project {self.project_id} ({self.modality})"

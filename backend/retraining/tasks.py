@@ -42,3 +42,11 @@ def sweep_stale_runs() -> dict[str, Any]:
     for run in resumed:
         jobs.enqueue(run)
     return {"resumed": [run.pk for run in resumed]}
+
+
+@shared_task(name="retraining.tasks.check_project")
+def check_project(project_id: int, modality: str, reason: str = "nightly") -> str:
+    """Nightly (beat) or label-triggered check: start a run when the curated labels form a new dataset version."""
+    from . import schedules
+
+    return schedules.check_project(project_id, modality, reason)
