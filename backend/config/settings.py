@@ -237,6 +237,21 @@ CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# Retraining (docs/retraining.md): dataset splits, schedules, training runs, promotion gate.
+PLEURA_RETRAIN_TEST_FRACTION = float(os.environ.get("PLEURA_RETRAIN_TEST_FRACTION", "0.2"))
+PLEURA_RETRAIN_VAL_FRACTION = float(os.environ.get("PLEURA_RETRAIN_VAL_FRACTION", "0.1"))
+PLEURA_RETRAIN_SPLIT_SEED = _env_int("PLEURA_RETRAIN_SPLIT_SEED", 21)
+PLEURA_RETRAIN_MIN_NEW_LABELS = _env_int("PLEURA_RETRAIN_MIN_NEW_LABELS", 50)
+PLEURA_RETRAIN_NIGHTLY_HOUR = _env_int("PLEURA_RETRAIN_NIGHTLY_HOUR", 2)
+PLEURA_DATASETS_DIR = os.environ.get("PLEURA_DATASETS_DIR") or None  # default <PLEURA_DATA_DIR>/datasets
+PLEURA_TRAIN_OVERRIDES = json.loads(os.environ.get("PLEURA_TRAIN_OVERRIDES") or "{}")
+PLEURA_TRAIN_POLL_S = float(os.environ.get("PLEURA_TRAIN_POLL_S", "2"))
+PLEURA_TRAIN_HEARTBEAT_TIMEOUT_S = float(os.environ.get("PLEURA_TRAIN_HEARTBEAT_TIMEOUT_S", "600"))
+PLEURA_TRAIN_MAX_ATTEMPTS = _env_int("PLEURA_TRAIN_MAX_ATTEMPTS", 2)
+PLEURA_GATE_REFERENCE_MARGIN = float(os.environ.get("PLEURA_GATE_REFERENCE_MARGIN", "0.002"))
+_REFERENCE_SETS = os.environ.get("PLEURA_REFERENCE_SETS")
+PLEURA_REFERENCE_SETS = json.loads(_REFERENCE_SETS) if _REFERENCE_SETS else None  # None: the shipped data's test split
 # Redis redelivers an unacknowledged message (worker killed mid-task) after this many seconds;
 # keep it above the longest task (a CT proposal) or a slow job runs twice (harmless, wasted work).
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": _env_int("PLEURA_BROKER_VISIBILITY_TIMEOUT", 3600)}

@@ -148,6 +148,11 @@ def _claim(run_id: int) -> TrainingRun | None:
         if run is None or run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
             logger.info("training run %s is %s: nothing to do", run_id, getattr(run, "status", "gone"))
             return None
+        timeout = float(getattr(settings, "PLEURA_TRAIN_HEARTBEAT_TIMEOUT_S", 600))
+        if run.status == RunStatus.RUNNING and run.heartbeat_at and \
+                run.heartbeat_at > timezone.now() - timezone.timedelta(seconds=timeout):
+            logger.info("training run %s is running on %s (fresh heartbeat): not started twice", run.name, run.worker)
+            return None
         run.status, run.attempts, run.worker = RunStatus.RUNNING, run.attempts + 1, f"{socket.gethostname()}:{os.getpid()}"
         run.started_at, run.heartbeat_at = run.started_at or timezone.now(), timezone.now()
         run.save(update_fields=["status", "attempts", "worker", "started_at", "heartbeat_at"])
