@@ -32,12 +32,20 @@ def _rerun(client: Any, version: ModelVersion, series: Series, capture: Any) -> 
     return MaskRevision.objects.get(proposal_job_id=response.json()[0]["id"])
 
 
-def test_rerun_on_a_curated_target_is_a_side_proposal(project, tiny_cxr_version, make_member, client_for,
-                                                      django_capture_on_commit_callbacks):
+@pytest.fixture
+def proposed(project, tiny_cxr_version, django_capture_on_commit_callbacks) -> tuple[Series, MaskRevision, ModelVersion]:
+    """An ingested X-ray with the champion's proposal, and a second model version to re-run with."""
     with django_capture_on_commit_callbacks(execute=True):
         result = ingest(project, [SourceFile("chest.png", xray_png())])
     series = Series.objects.get(pk=result.series[0].pk)
-    proposal = MaskRevision.objects.get(series=series)
+    other = ModelVersion.objects.create(name="tiny-cxr-rerun", modality="cxr", sha256=tiny_cxr_version.sha256,
+                                        weights_file=tiny_cxr_version.weights_file)
+    return series, MaskRevision.objects.get(series=series), other
+
+
+def test_rerun_on_a_curated_target_is_a_side_proposal(project, proposed, make_member, client_for,
+                                                      django_capture_on_commit_callbacks):
+    series, proposal, other = proposed
     task = AnnotationTask.objects.get(target_key=proposal.target_key)
     annotator = client_for(make_member(project, Role.ANNOTATOR))
     engineer = client_for(make_member(project, Role.ML_ENGINEER))
@@ -48,8 +56,6 @@ def test_rerun_on_a_curated_target_is_a_side_proposal(project, tiny_cxr_version,
     assert done.status_code == 201, done.content
     human = MaskRevision.objects.get(pk=done.json()["revision_id"])
 
-    other = ModelVersion.objects.create(name="tiny-cxr-rerun", modality="cxr", sha256=tiny_cxr_version.sha256,
-                                        weights_file=tiny_cxr_version.weights_file)
     side = _rerun(engineer, other, series, django_capture_on_commit_callbacks)
     assert (side.source, side.status, side.model_version) == (RevisionSource.MODEL, RevisionStatus.SIDE, other)
     assert side.parent_id == human.pk and side.number == human.number + 1
@@ -67,14 +73,9 @@ def test_rerun_on_a_curated_target_is_a_side_proposal(project, tiny_cxr_version,
     assert MaskRevision.objects.get(pk=again.json()["revision_id"]).parent_id == human.pk
 
 
-def test_rerun_on_an_untouched_target_becomes_current(project, tiny_cxr_version, make_member, client_for,
+def test_rerun_on_an_untouched_target_becomes_current(project, proposed, make_member, client_for,
                                                        django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=True):
-        result = ingest(project, [SourceFile("chest.png", xray_png())])
-    series = Series.objects.get(pk=result.series[0].pk)
-    first = MaskRevision.objects.get(series=series)
-    other = ModelVersion.objects.create(name="tiny-cxr-rerun", modality="cxr", sha256=tiny_cxr_version.sha256,
-                                        weights_file=tiny_cxr_version.weights_file)
+    series, first, other = proposed
     engineer = client_for(make_member(project, Role.ML_ENGINEER))
     second = _rerun(engineer, other, series, django_capture_on_commit_callbacks)
     assert second.status == RevisionStatus.PROPOSED and second.parent_id == first.pk
