@@ -15,10 +15,13 @@ from django.db import transaction
 
 from imaging.models import Project
 from modeling import training
+from modeling.evaluation import EvaluationError
 from modeling.models import ModelVersion, TrainingRun
+from modeling.services import NoChampionError
 
+from .gate import GateError
 from .models import DatasetVersion, PromotionDecision
-from .promotion import judge
+from .promotion import PromotionError, judge
 
 logger = logging.getLogger(__name__)
 
@@ -64,4 +67,8 @@ def after_training(run_id: int, candidate: ModelVersion) -> PromotionDecision | 
     if candidate.status == "champion":  # the first model of a modality with no champion yet
         logger.info("candidate %s became champion as the modality's first model", candidate.name)
         return None
-    return judge(candidate, dataset)
+    try:
+        return judge(candidate, dataset)
+    except (EvaluationError, GateError, NoChampionError, PromotionError) as exc:
+        logger.error("training run %s: candidate %s kept without a gate decision: %s", run.name, candidate.name, exc)
+        return None

@@ -105,8 +105,12 @@ def _check(project: Project, modality: str) -> str:
 def new_curated_since_last_run(project: Project, modality: str) -> int:
     """Curated labels stored since the project's last training run of ``modality`` (all when there was none)."""
     last = TrainingRun.objects.filter(project=project, modality=modality).order_by("-created_at").first()
-    revisions = datasets.curated_revisions(project, modality)
-    return sum(1 for r in revisions if last is None or r.created_at > last.created_at)
+    curated = MaskRevision.objects.filter(project=project, source=RevisionSource.PERSON,
+                                          status__in=datasets.CURATED_STATUSES,
+                                          series__modality__in=datasets.dicom_modalities(modality))
+    if last is not None:
+        curated = curated.filter(created_at__gt=last.created_at)
+    return curated.values("target_key").distinct().count()
 
 
 def on_revision_created(sender: Any, revision: MaskRevision, **kwargs: Any) -> None:

@@ -10,7 +10,7 @@ import pytest
 from annotation.models import RevisionStatus
 from imaging.models import Patient
 from retraining import datasets
-from retraining.models import DatasetItem, DatasetVersion, ImmutableError, Split, SplitAssignment
+from retraining.models import DatasetItem, ImmutableError, Split, SplitAssignment
 from retraining_helpers import curate_again, curated_xray
 
 pytestmark = pytest.mark.django_db
