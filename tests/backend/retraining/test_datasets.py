@@ -92,3 +92,28 @@ def test_manifest_is_read_by_ml_without_django(project, settings):
         assert np.array_equal(labels, read_labels(item.revision))
         assert load_image(case.image_path).shape == labels.shape
     assert {r.pk for r in revisions} == {i.revision_id for i in by_case.values()}
+
+
+def test_ct_dataset_is_exported_on_the_ct_grid_ml_reads(project, django_capture_on_commit_callbacks):
+    from annotation import services as annotation_services
+    from annotation.models import RevisionSource
+    from imaging.models import Series
+    from imaging.services import ingest
+    from imaging.sources import SourceFile
+    from ml.ct.data import read_manifest
+    from ml.ct.io import read_ct, read_label
+    from proposal_helpers import ct_series_files
+
+    result = ingest(project, [SourceFile(name, data) for name, data in ct_series_files(depth=12, size=48)])
+    series = Series.objects.get(pk=result.series[0].pk)
+    labels = np.zeros((series.num_instances, series.rows, series.columns), np.uint8)
+    labels[3:9, 10:30, 8:22], labels[3:9, 10:30, 26:40] = 1, 2
+    revision = annotation_services.create_revision(series=series, instance=None, labels=labels,
+                                                   source=RevisionSource.PERSON, status=RevisionStatus.SUBMITTED)
+    version, _ = datasets.snapshot(project, "ct")
+    (case,) = read_manifest(Path(version.manifest))
+    volume, meta = read_ct(case.ct)
+    exported = read_label(case.labels, meta)
+    assert exported.shape == volume.shape and case.split in {"train", "val", "test"}
+    assert {int(v) for v in np.unique(exported)} == {0, 1, 2}
+    assert int((exported == 1).sum()) == int((labels == 1).sum()) and revision.pk == version.items.get().revision_id
