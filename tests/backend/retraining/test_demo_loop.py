@@ -7,7 +7,7 @@ import json
 import pytest
 from django.core.management import call_command
 
-pytestmark = [pytest.mark.realdata, pytest.mark.django_db, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.realdata, pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 
 
 def test_demo_loop_runs_rounds_through_the_gate(shared_data, settings, tmp_path):
