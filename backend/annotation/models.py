@@ -32,6 +32,7 @@ class RevisionStatus(models.TextChoices):
     APPROVED = "approved", "Approved (curated)"
     RETURNED = "returned", "Returned to the annotator"
     REJECTED = "rejected", "Rejected"
+    SIDE = "side", "Side proposal (comparison only)"
 
 
 #: Revision statuses a person's closed task leaves for review.
@@ -90,6 +91,9 @@ class MaskRevision(models.Model):
     entropy = models.FloatField(null=True, blank=True, help_text="Mean normalised predictive entropy in [0, 1]")
 
     objects = RevisionQuerySet.as_manager()
+
+    #: Statuses that never become a task's current revision (model output stored for comparison).
+    SIDE_STATUSES = frozenset({RevisionStatus.SIDE})
 
     #: Fields a stored revision may still change (review moves the status on).
     MUTABLE_FIELDS = frozenset({"status"})

@@ -92,7 +92,7 @@ def create_revision(
             Series.objects.select_for_update().filter(pk=series.pk).first()  # serialises numbering per series
             latest = MaskRevision.objects.filter(target_key=key).aggregate(n=Max("number"))["n"] or 0
             if parent is None and latest:
-                parent = MaskRevision.objects.get(target_key=key, number=latest)
+                parent = current_revision(key)
             number = latest + 1
             name = default_storage.save(
                 f"masks/{series.project_id}/{key.replace(':', '-')}/r{number}-{digest[:16]}.{fmt}", ContentFile(data))
@@ -113,20 +113,43 @@ def create_revision(
     return revision
 
 
+def current_revision(key: str) -> MaskRevision | None:
+    """The target's current revision: its newest one that is not a side proposal, or ``None``."""
+    return (MaskRevision.objects.filter(target_key=key).exclude(status__in=MaskRevision.SIDE_STATUSES)
+            .order_by("-number").first())
+
+
+def has_human_revision(key: str) -> bool:
+    """Whether a person has stored a revision of the target (accepted, edited, submitted, rejected)."""
+    return MaskRevision.objects.filter(target_key=key, source=RevisionSource.PERSON).exists()
+
+
 def record_proposal(job: Any, proposal: Any) -> MaskRevision:
-    """Store a model proposal (a :class:`modeling.inference.Proposal`) once per proposal job."""
+    """Store a model proposal (a :class:`modeling.inference.Proposal`) once per proposal job.
+
+    On a target nobody has edited the proposal becomes the task's current revision. On a target with
+    a person's revision it is stored as a *side* proposal (status ``side``): kept for comparison,
+    its parent the current revision, and it never becomes current nor changes a person's revision.
+    """
     existing = MaskRevision.objects.filter(proposal_job=job).first()
     if existing is not None:
         return existing
     note = ""
     if proposal.method != "model":
         note = f"{proposal.method} fallback: {proposal.fallback_reason}"
-    return create_revision(
-        series=job.series, instance=job.instance, labels=proposal.labels, source=RevisionSource.MODEL,
-        status=RevisionStatus.PROPOSED, spacing=proposal.spacing, geometry=proposal.geometry,
-        model_version=job.model_version, proposal_job=job, method=proposal.method, note=note,
-        confidence=proposal.confidence, entropy=proposal.entropy,
-    )
+    key = target_key(job.series, job.instance)
+    with transaction.atomic():
+        Series.objects.select_for_update().filter(pk=job.series_id).first()  # a concurrent submit waits for us
+        side = has_human_revision(key)
+        parent = current_revision(key) if side else None
+        if side:
+            logger.info("%s has a person's revision: proposal of job %s stored as a side proposal", key, job.pk)
+        return create_revision(
+            series=job.series, instance=job.instance, labels=proposal.labels, source=RevisionSource.MODEL,
+            status=RevisionStatus.SIDE if side else RevisionStatus.PROPOSED, spacing=proposal.spacing,
+            geometry=proposal.geometry, parent=parent, model_version=job.model_version, proposal_job=job,
+            method=proposal.method, note=note, confidence=proposal.confidence, entropy=proposal.entropy,
+        )
 
 
 def read_labels(revision: MaskRevision) -> np.ndarray:

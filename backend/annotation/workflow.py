@@ -128,8 +128,9 @@ def tasks_for(user: Any) -> QuerySet:
 
 
 def latest_revision(task: AnnotationTask, details: bool = False) -> MaskRevision | None:
-    """The newest revision of the task's target, or ``None``; ``details`` joins its author and task action."""
-    revisions = MaskRevision.objects.filter(target_key=task.target_key)
+    """The task's current revision (the newest that is not a side proposal), or ``None``; ``details``
+    joins its author and task action (same rule as :func:`annotation.services.current_revision`)."""
+    revisions = MaskRevision.objects.filter(target_key=task.target_key).exclude(status__in=MaskRevision.SIDE_STATUSES)
     if details:
         revisions = revisions.select_related("author", "task_action")
     return revisions.order_by("-number").first()
@@ -644,7 +645,8 @@ def queue_for(user: Any, limit: int = 200) -> list[QueueItem]:
     from quality.models import QCFlag  # quality is downstream; read-only use for ordering and display
 
     now = timezone.now()
-    model_rev = MaskRevision.objects.filter(target_key=OuterRef("target_key"), source=RevisionSource.MODEL).order_by("-number")
+    model_rev = (MaskRevision.objects.filter(target_key=OuterRef("target_key"), source=RevisionSource.MODEL)
+                 .exclude(status__in=MaskRevision.SIDE_STATUSES).order_by("-number"))
     tasks = (
         AnnotationTask.objects
         .filter(project_id__in=project_ids_for(user, ANNOTATE_ROLES),

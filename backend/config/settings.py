@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "quality",
     "exports",
     "administration",
+    "retraining",
     "workbench",
 ]
 
@@ -290,6 +291,21 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = PLEURA_BROKER_TIMEOUT_S  # result backend (same Redis)
 CELERY_REDIS_SOCKET_TIMEOUT = PLEURA_BROKER_SOCKET_TIMEOUT_S
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": CELERY_TASK_PUBLISH_RETRY_POLICY}
+
+# Retraining (docs/retraining.md): dataset splits, schedules, training runs, promotion gate.
+PLEURA_RETRAIN_TEST_FRACTION = float(os.environ.get("PLEURA_RETRAIN_TEST_FRACTION", "0.2"))
+PLEURA_RETRAIN_VAL_FRACTION = float(os.environ.get("PLEURA_RETRAIN_VAL_FRACTION", "0.1"))
+PLEURA_RETRAIN_SPLIT_SEED = _env_int("PLEURA_RETRAIN_SPLIT_SEED", 21)
+PLEURA_RETRAIN_MIN_NEW_LABELS = _env_int("PLEURA_RETRAIN_MIN_NEW_LABELS", 50)
+PLEURA_RETRAIN_NIGHTLY_HOUR = _env_int("PLEURA_RETRAIN_NIGHTLY_HOUR", 2)
+PLEURA_DATASETS_DIR = os.environ.get("PLEURA_DATASETS_DIR") or None  # default <PLEURA_DATA_DIR>/datasets
+PLEURA_TRAIN_OVERRIDES = json.loads(os.environ.get("PLEURA_TRAIN_OVERRIDES") or "{}")
+PLEURA_TRAIN_POLL_S = float(os.environ.get("PLEURA_TRAIN_POLL_S", "2"))
+PLEURA_TRAIN_HEARTBEAT_TIMEOUT_S = float(os.environ.get("PLEURA_TRAIN_HEARTBEAT_TIMEOUT_S", "600"))
+PLEURA_TRAIN_MAX_ATTEMPTS = _env_int("PLEURA_TRAIN_MAX_ATTEMPTS", 2)
+PLEURA_GATE_REFERENCE_MARGIN = float(os.environ.get("PLEURA_GATE_REFERENCE_MARGIN", "0.002"))
+_REFERENCE_SETS = os.environ.get("PLEURA_REFERENCE_SETS")
+PLEURA_REFERENCE_SETS = json.loads(_REFERENCE_SETS) if _REFERENCE_SETS else None  # None: the shipped data's test split
 # Redis redelivers an unacknowledged message (worker killed mid-task) after this many seconds;
 # the job sweep below requeues such a job within minutes, so this is only a last resort.
 CELERY_BROKER_TRANSPORT_OPTIONS = {

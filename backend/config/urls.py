@@ -63,6 +63,7 @@ urlpatterns = [
     path("api/review/", include("annotation.review.urls")),
     path("api/", include("quality.urls")),
     path("api/", include("exports.urls")),
+    path("api/retraining/", include("retraining.urls")),
     path("api/me/", me, name="me"),
     path("api/auth/", include("rest_framework.urls")),
     path("api/auth/token/", ObtainAuthTokenView.as_view(), name="api-token"),

@@ -27,8 +27,24 @@ class ModelStatus(models.TextChoices):
     RETIRED = "retired", "Retired"
 
 
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+#: Statuses of a run that holds its project and modality (at most one such run at a time).
+ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
 class TrainingRun(models.Model):
-    """A training run that produced weights (filled by the retraining jobs; shipped weights have none)."""
+    """A training run that produced weights (filled by the retraining jobs; shipped weights have none).
+
+    Run by :mod:`modeling.training` on an exported dataset manifest; ``dataset_version_id`` is a plain
+    id of ``retraining.DatasetVersion`` (retraining sits downstream of modeling).
+    """
 
     name = models.CharField(max_length=100, unique=True)
     modality = models.CharField(max_length=8, choices=ModelModality.choices)
@@ -37,9 +53,33 @@ class TrainingRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    project = models.ForeignKey("imaging.Project", null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="training_runs")
+    dataset_version_id = models.BigIntegerField(null=True, blank=True)
+    dataset_sha256 = models.CharField(max_length=64, blank=True)
+    manifest = models.CharField(max_length=500, blank=True)
+    init_from = models.ForeignKey("ModelVersion", null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="fine_tuned_runs", help_text="Empty: trained from scratch")
+    seed = models.IntegerField(default=42)
+    code_version = models.CharField(max_length=100, blank=True, help_text="git describe of the code that trained")
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    progress = models.JSONField(default=list, blank=True, help_text="One row per epoch: losses, val Dice, lr")
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    celery_task_id = models.CharField(max_length=50, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "modality"], condition=models.Q(status__in=["queued", "running"]),
+                                    name="one_active_run_per_project_modality"),
+            models.UniqueConstraint(fields=["project", "modality", "dataset_sha256"],
+                                    condition=models.Q(status__in=["queued", "running", "succeeded"]),
+                                    name="one_run_per_dataset_version"),
+        ]
 
     def __str__(self) -> str:
         return self.name

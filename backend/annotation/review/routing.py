@@ -13,6 +13,7 @@ from typing import Any
 
 from ..models import MaskRevision, RevisionSource, RevisionStatus
 from ..task_models import AnnotationTask, TaskActionKind, TaskStatus
+from ..signals import revision_curated
 from .models import APPROVING_KINDS, DecisionKind, DoubleRead, DoubleReadStatus, ReviewDecision, ReviewPolicy
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ def decide(task: AnnotationTask, reviewed: MaskRevision, kind: str, reviewer: An
         if curated.status != RevisionStatus.APPROVED:
             curated.status = RevisionStatus.APPROVED
             curated.save(update_fields=["status"])
+        revision_curated.send(sender=ReviewDecision, revision=curated)
         task.status = TaskStatus.DONE
     elif kind == DecisionKind.RETURN:
         reviewed.status = RevisionStatus.RETURNED
