@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ml.ct.inference import CTPredictor
     from ml.ct.io import CTReadError, read_ct, to_source_slices
     from ml.cxr.inference import CXRPredictor
+    from ml.metrics import ShapeMismatchError, dice, hd95, missing_structure_distance
     from ml.registry import ModelCard, RegistryError, list_cards, resolve
 
 LABELS: dict[str, str] = {"0": "background", "1": "right_lung", "2": "left_lung"}
@@ -50,13 +51,17 @@ _LAZY: dict[str, tuple[str, str]] = {
     "CTReadError": ("ml.ct.io", "CTReadError"),
     "to_source_slices": ("ml.ct.io", "to_source_slices"),
     "segment_classical": ("ml.ct.classical", "segment_classical"),
+    "dice": ("ml.metrics", "dice"),
+    "hd95": ("ml.metrics", "hd95"),
+    "missing_structure_distance": ("ml.metrics", "missing_structure_distance"),
+    "ShapeMismatchError": ("ml.metrics", "ShapeMismatchError"),
 }
 """Public names re-exported from the modules that define them, imported on first access."""
 
 __all__ = [
-    "CLASSICAL", "CTReadError", "LABELS", "ModelCard", "RegistryError", "evaluate", "list_cards",
-    "load_predictor", "modality_of", "predict", "read_ct", "resolve", "segment_classical",
-    "to_source_slices", "train",
+    "CLASSICAL", "CTReadError", "LABELS", "ModelCard", "RegistryError", "ShapeMismatchError", "dice",
+    "evaluate", "hd95", "list_cards", "load_predictor", "missing_structure_distance", "modality_of",
+    "predict", "read_ct", "resolve", "segment_classical", "to_source_slices", "train",
 ]
 
 

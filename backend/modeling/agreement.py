@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ml import metrics
+from ml import ShapeMismatchError, dice, hd95, missing_structure_distance
 
 RIGHT, LEFT = 1, 2
 
@@ -71,21 +71,21 @@ def compare(a: np.ndarray, b: np.ndarray, spacing: tuple[float, ...] | None = No
         spacing: mm per array axis, or ``None`` (distances in pixels then).
 
     Raises:
-        ml.metrics.ShapeMismatchError: shapes or spacing do not fit.
+        ml.ShapeMismatchError: shapes or spacing do not fit.
     """
     if np.shape(a) != np.shape(b):
-        raise metrics.ShapeMismatchError(f"label maps of shapes {np.shape(a)} and {np.shape(b)} cannot be compared")
+        raise ShapeMismatchError(f"label maps of shapes {np.shape(a)} and {np.shape(b)} cannot be compared")
     shape = tuple(np.shape(a))
     total = int(np.prod(shape))
     a, b = _crop_to_lungs(np.asarray(a), np.asarray(b))
     scores = {}
     for name, value in (("right", RIGHT), ("left", LEFT)):
         pa, pb = a == value, b == value
-        scores[f"dice_{name}"] = metrics.dice(pb, pa)
+        scores[f"dice_{name}"] = dice(pb, pa)
         if pa.any() != pb.any():  # a lung missing on one side: charged the whole array's diagonal
-            scores[f"hd95_{name}"] = metrics.missing_structure_distance(shape, spacing)
+            scores[f"hd95_{name}"] = missing_structure_distance(shape, spacing)
         else:
-            scores[f"hd95_{name}"] = metrics.hd95(pb, pa, spacing)
+            scores[f"hd95_{name}"] = hd95(pb, pa, spacing)
     lung_a, lung_b = a > 0, b > 0
     return Agreement(  # counts do not depend on the crop (outside it both maps are background)
         **scores, unit="px" if spacing is None else "mm",

@@ -10,6 +10,7 @@ from annotation import services
 from annotation.models import AnnotationTask, EditMeasure, MaskRevision, ReviewDecision, RevisionStatus, TaskStatus
 from annotation.review import routing
 from annotation.review.models import ReviewPolicy
+from annotation.signals import revision_curated
 from workflow_helpers import mask_upload, model_labels, xray_task
 
 pytestmark = pytest.mark.django_db
@@ -63,8 +64,18 @@ def test_submit_return_with_comment_fix_resubmit_approve_makes_it_curated(projec
     second = _submit(ann, task, first.pk, _edited(proposal, rows=slice(2, 8)))
     assert ann.get(f"/api/annotation/tasks/{task.pk}/").json()["returned"] is None
     assert rev.post(f"/api/review/tasks/{task.pk}/approve", {"revision": first.pk}, format="json").status_code == 409
-    approved = rev.post(f"/api/review/tasks/{task.pk}/approve", {"revision": second.pk}, format="json")
+    announced: list[int] = []
+
+    def _listener(sender, revision, **kwargs):
+        announced.append(revision.pk)
+
+    revision_curated.connect(_listener, dispatch_uid="test-review-curated")
+    try:
+        approved = rev.post(f"/api/review/tasks/{task.pk}/approve", {"revision": second.pk}, format="json")
+    finally:
+        revision_curated.disconnect(dispatch_uid="test-review-curated")
     assert approved.status_code == 201 and approved.json()["curated_revision"] == second.pk
+    assert announced == [second.pk]  # downstream (retraining's label trigger) hears of the approval
     task.refresh_from_db()
     second.refresh_from_db()
     assert task.status == TaskStatus.DONE and second.status == RevisionStatus.APPROVED

@@ -67,7 +67,11 @@ def test_rerun_on_a_curated_target_is_a_side_proposal(project, proposed, make_me
     payload = annotator.get(f"/api/annotation/tasks/{task.pk}/").json()
     assert payload["revision"]["id"] == human.pk  # the person's revision stays current
 
-    # editing goes on from the person's revision: the side proposal is not a newer parent (no 409)
+    # once a reviewer returns the task, editing goes on from the person's revision: the side
+    # proposal is not a newer parent (no 409)
+    from annotation.review import services as review_services
+
+    review_services.return_to_annotator(task.pk, make_member(project, Role.REVIEWER), human.pk, "fix the base")
     again = annotator.post(f"/api/annotation/tasks/{task.pk}/submit", **mask_upload(edited, human.pk))
     assert again.status_code == 201, again.content
     assert MaskRevision.objects.get(pk=again.json()["revision_id"]).parent_id == human.pk

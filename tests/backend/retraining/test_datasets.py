@@ -31,7 +31,7 @@ def test_snapshot_selects_curated_revisions_and_is_content_hashed(project, setti
     draftish = curated_xray(project, 2)
     curate_again(draftish, shift=1, status=RevisionStatus.REJECTED)  # rejected after submission: dropped
     curated_xray(project, 3)
-    curated_xray(project, 4, status=RevisionStatus.ACCEPTED)  # accepted, not yet approved: not curated
+    curated_xray(project, 9, status=RevisionStatus.ACCEPTED)  # accepted, not yet approved: not curated
 
     version, created = datasets.snapshot(project, "cxr")
     assert created and version.number == 1 and len(version.sha256) == 64

@@ -7,6 +7,7 @@ import json
 import pytest
 from django_celery_beat.models import PeriodicTask
 
+from annotation.signals import revision_curated
 from modeling.models import RunStatus, TrainingRun
 from retraining import schedules
 from retraining.models import RetrainingPolicy
@@ -51,13 +52,20 @@ def test_the_check_starts_one_run_per_dataset_version(project, tiny_cxr_version,
     assert RetrainingPolicy.objects.get(project=project, modality="cxr").last_outcome.startswith("nightly: started")
 
 
+def _approved(project, seed):
+    """A curated label announced as review's decision does (``annotation.signals.revision_curated``)."""
+    revision = curated_xray(project, seed)
+    revision_curated.send(sender=None, revision=revision)
+    return revision
+
+
 def test_n_new_curated_labels_trigger_a_check(project, django_capture_on_commit_callbacks):
     RetrainingPolicy.objects.filter(project=project, modality="cxr").update(min_new_labels=3)
     with django_capture_on_commit_callbacks(execute=True):
-        curated_xray(project, 0)
-        curated_xray(project, 1)
+        _approved(project, 0)
+        _approved(project, 1)
     assert RetrainingPolicy.objects.get(project=project, modality="cxr").last_check_at is None
     with django_capture_on_commit_callbacks(execute=True):
-        curated_xray(project, 2)
+        _approved(project, 2)
     policy = RetrainingPolicy.objects.get(project=project, modality="cxr")
     assert policy.last_check_at is not None and policy.last_outcome.startswith("new labels: ")
