@@ -14,7 +14,7 @@ import pytest
 import numpy as np
 
 from annotator_support import log_in, make_user, xray_png_bytes
-from viewer_support import ARTIFACTS
+from viewer_support import ARTIFACTS, wait_for_js
 
 pytestmark = [pytest.mark.e2e]
 
@@ -63,7 +63,7 @@ def test_an_ml_engineer_exports_from_the_page(site: Any, browser: Any) -> None:
         page.get_by_label("Format").select_option("coco")
         page.get_by_label("Modality").select_option("CT")
         page.locator("#export-submit").click()
-        page.wait_for_function("document.getElementById('message').textContent.includes('matches no case')")
+        wait_for_js(page, "document.getElementById('message').textContent.includes('matches no case')")
         assert page.locator("#message").get_attribute("class") == "errors"
         page.get_by_label("Modality").select_option("xray")
         page.locator("#export-submit").click()

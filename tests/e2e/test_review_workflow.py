@@ -16,7 +16,7 @@ from PIL import Image
 
 from annotator_support import READY_TIMEOUT_MS, brush_stroke, log_in, make_user, make_xray_task, open_task, settle
 from test_annotator_workflow import site, wait_done  # noqa: F401  (the live-server fixture and its wait)
-from viewer_support import VIEWPORT
+from viewer_support import VIEWPORT, wait_for_js
 
 pytestmark = [pytest.mark.e2e]
 
@@ -28,8 +28,8 @@ def open_review(page: Any, base_url: str, task_id: int) -> None:
     """Open the review page from the review queue and wait until image, mask and overlays are shown."""
     page.goto(f"{base_url}/review/")
     page.locator(f"tr[data-task='{task_id}']").get_by_role("link", name=f"Review task {task_id}").click()
-    page.wait_for_function(
-        "document.querySelector('#review')?.dataset.pageState && document.querySelector('#review').dataset.pageState !== 'loading'",
+    wait_for_js(
+        page, "document.querySelector('#review')?.dataset.pageState && document.querySelector('#review').dataset.pageState !== 'loading'",
         timeout=READY_TIMEOUT_MS)
     state = page.evaluate("document.querySelector('#review').dataset.pageState")
     assert state == "ready", f"{state}: {page.get_by_test_id('notice').inner_text()} {page.console_messages[-5:]}"
@@ -38,13 +38,13 @@ def open_review(page: Any, base_url: str, task_id: int) -> None:
 
 
 def wait_review_done(page: Any) -> None:
-    page.wait_for_function("document.querySelector('#review').dataset.pageState === 'done'", timeout=60_000)
+    wait_for_js(page, "document.querySelector('#review').dataset.pageState === 'done'", timeout=60_000)
 
 
 def dashboard_tables(page: Any, base_url: str, project_id: int) -> dict[str, dict[str, list[str]]]:
     """Open the dashboard, wait until every chart is drawn, and read its tables (first column → the rest)."""
     page.goto(f"{base_url}/projects/{project_id}/dashboard/")
-    page.wait_for_function("document.querySelector('#dashboard')?.dataset.state === 'ready'", timeout=READY_TIMEOUT_MS)
+    wait_for_js(page, "document.querySelector('#dashboard')?.dataset.state === 'ready'", timeout=READY_TIMEOUT_MS)
     assert page.locator("#dashboard canvas").count() >= 8, "charts were not drawn"
     tables = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('[data-figure]')].map((s) => [
         s.dataset.figure,
@@ -109,7 +109,7 @@ def test_return_with_comment_fix_resubmit_approve(browser, site, artifacts: Path
     row = ann.locator(f"tr[data-task='{xt.task.pk}']")
     assert "Returned for changes" in row.inner_text()
     row.get_by_role("link").click()
-    ann.wait_for_function("document.querySelector('#annotate').dataset.pageState === 'ready'", timeout=READY_TIMEOUT_MS)
+    wait_for_js(ann, "document.querySelector('#annotate').dataset.pageState === 'ready'", timeout=READY_TIMEOUT_MS)
     ann.evaluate("async () => { window.__pleuraPage = await window.pleuraPage; }")
     outcome = ann.get_by_test_id("outcome").inner_text()
     assert "Returned by rev" in outcome and "extend it down to the diaphragm" in outcome, outcome

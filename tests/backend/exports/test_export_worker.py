@@ -50,7 +50,7 @@ def export_worker(tmp_path: Path) -> Any:
     log = tmp_path / "worker.log"
     env = {**os.environ, "DATABASE_URL": _database_url(), "REDIS_URL": settings.REDIS_URL,
            "PLEURA_DATA_DIR": str(tmp_path), "PLEURA_CELERY_EAGER": "0",
-           "PYTHONPATH": os.pathsep.join([str(BACKEND_DIR), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(BACKEND_DIR), str(BACKEND_DIR.parent), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "celery", "-A", "config", "worker", "-l", "info", "--pool", "solo", "-Q", queue,
                "-n", f"{queue}@%h", "--without-heartbeat", "--without-gossip", "--without-mingle"]
     with log.open("w") as handle:
