@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.e2e]
 
 @pytest.fixture
 def site(transactional_db: Any, live_server: Any, settings: Any, tmp_path: Path, browser: Any) -> Any:
-    """A live server with one project holding two X-rays with submitted labels, exports run in-process."""
+    """A live server with one project holding two X-rays with curated (approved) labels, exports run in-process."""
     from annotation.models import RevisionSource, RevisionStatus
     from annotation.services import create_revision
     from config.celery import app as celery_app
@@ -45,7 +45,7 @@ def site(transactional_db: Any, live_server: Any, settings: Any, tmp_path: Path,
             labels = np.zeros((series.rows, series.columns), np.uint8)
             labels[10:30, 10:30], labels[10:30, 50:70] = 1, 2
             create_revision(series=series, instance=series.instances.get(), labels=labels,
-                            source=RevisionSource.PERSON, status=RevisionStatus.SUBMITTED)
+                            source=RevisionSource.PERSON, status=RevisionStatus.APPROVED)
     finally:
         connect_ingest_hook()
     make_user(project, "engineer", role="ml_engineer")
