@@ -79,7 +79,7 @@ def annotate(project: Project, image: Path, labels: Path, annotator: User, revie
     workflow.submit(task.pk, annotator, latest.pk if latest else None, upload)
     task.refresh_from_db()
     if task.status == TaskStatus.IN_REVIEW:  # a project reviewing a fraction may have approved it already
-        review_services.approve(task.pk, reviewer, None)
+        review_services.approve(task.pk, reviewer, workflow.latest_revision(task).pk)
 
 
 def _train(project: Project, dataset: datasets.DatasetVersion, from_scratch: bool = False) -> ModelVersion:
