@@ -4,7 +4,7 @@ Runs the real path of an export job (:func:`exports.services.run_export`: select
 temporary file, saved through the storage API) in a forked child process per export, so that each
 export's wall time and peak resident memory (``ru_maxrss`` of that child, which includes the
 interpreter, Django and numpy it inherits) are its own. The data are ingested first through
-``imaging.services.ingest`` (no model proposals: labels are stored as submitted revisions).
+``imaging.services.ingest`` (no model proposals: labels are stored as curated (approved) revisions).
 
 X-rays: real 256×256 chest X-rays and their lung labels from ``../shared/data/cxr/covidqu`` scaled
 to ``--size`` (default 1024×1024; labels nearest-neighbour), or synthetic ones when the data are
@@ -79,7 +79,7 @@ def xray_pair(index: int, size: int, stems: list[str]) -> tuple[np.ndarray, np.n
 
 
 def ingest_xrays(project: Any, count: int, size: int) -> float:
-    """Ingest ``count`` X-rays (each its own patient) with a submitted label revision, 50 per upload; seconds."""
+    """Ingest ``count`` X-rays (each its own patient) with a curated (approved) label revision, 50 per upload; seconds."""
     from PIL import Image
 
     from annotation.services import create_revision
@@ -101,7 +101,7 @@ def ingest_xrays(project: Any, count: int, size: int) -> float:
         result = ingest(project, files)
         for series, label in zip(result.series, labels):
             create_revision(series=series, instance=series.instances.get(), labels=label,
-                            source="person", status="submitted", spacing=(0.5, 0.5), method="manual")
+                            source="person", status="approved", spacing=(0.5, 0.5), method="manual")
     return time.perf_counter() - started
 
 
@@ -123,7 +123,7 @@ def chest_ct(depth: int, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ingest_ct(project: Any, depth: int) -> float:
-    """Ingest a ``depth``×512×512 CT (NIfTI → DICOM series) and store its labels as a submitted revision."""
+    """Ingest a ``depth``×512×512 CT (NIfTI → DICOM series) and store its labels as a curated (approved) revision."""
     import nibabel as nib
 
     from annotation.services import create_revision
@@ -138,7 +138,7 @@ def ingest_ct(project: Any, depth: int) -> float:
     (series,) = ingest(project, [SourceFile("bench_ct.nii.gz", data)]).series
     instances = pixels.ordered_instances(series)
     geometry = pixels.series_geometry(series, instances)
-    create_revision(series=series, instance=None, labels=labels, source="person", status="submitted",
+    create_revision(series=series, instance=None, labels=labels, source="person", status="approved",
                     spacing=tuple(reversed(geometry["spacing_xyz"])), geometry=geometry, method="manual")
     return time.perf_counter() - started
 
