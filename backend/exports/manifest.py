@@ -17,6 +17,7 @@ from collections import defaultdict
 from typing import Any
 
 from annotation.models import AnnotationTask, MaskRevision, TaskAction
+from annotation.review.models import ReviewDecision
 from quality.models import QCFlag
 
 from .selection import Case
@@ -84,6 +85,14 @@ def _instance_hashes(cases: list[Case]) -> dict[int, tuple[str, int, str | None]
     return {sid: (d.hexdigest(), counts[sid], None) for sid, d in digests.items()}
 
 
+def _reviews(revision_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The review decision that curated each revision: ``{"by": username or "system", "decision", "at"}``."""
+    decisions = (ReviewDecision.objects.filter(result_revision_id__in=revision_ids)
+                 .order_by("created_at", "pk").values("result_revision_id", "kind", "reviewer__username", "created_at"))
+    return {d["result_revision_id"]: {"by": d["reviewer__username"] or "system", "decision": d["kind"],
+                                      "at": d["created_at"].isoformat()} for d in decisions}
+
+
 def provenance(cases: list[Case]) -> list[dict[str, Any]]:
     """Per-case provenance (see module docstring), in the order of ``cases``; a few bulk queries."""
     chains, actions = _chains(cases)
@@ -94,6 +103,7 @@ def provenance(cases: list[Case]) -> list[dict[str, Any]]:
             "revision_id", "name", "value", "unit", "flagged"):
         flags[flag["revision_id"]][flag["name"]] = {"value": flag["value"], "unit": flag["unit"], "flagged": flag["flagged"]}
     series_hashes = _instance_hashes(cases)
+    reviews = _reviews([c.revision.pk for c in cases])
     out = []
     for case in cases:
         revision = case.revision
@@ -115,7 +125,7 @@ def provenance(cases: list[Case]) -> list[dict[str, Any]]:
             "chain": chain,
             "proposed_by": next((c["model_version"] for c in chain if c["source"] == "model"), None),
             "annotators": sorted({c["author"] for c in chain if c["author"]}),
-            "reviewer": None,  # the review stage records no reviewer yet; filled when it does
+            "reviewer": reviews.get(revision.pk),
             "time_spent_s": task["time_spent_s"] if task else None,
             "qc": {"flagged": sorted(n for n, f in flags[revision.pk].items() if f["flagged"]),
                    "flags": flags[revision.pk]},

@@ -203,3 +203,29 @@ def test_manifest_and_dataset_hash_are_reproducible(project, django_capture_on_c
     create_revision(series=first.series, instance=first.instance, labels=np.zeros(tuple(first.shape), np.uint8) + 1,
                     source="person", status="approved", spacing=(0.5, 0.5))
     assert _export(project, "png")[1].dataset_hash != result.dataset_hash
+
+
+def test_manifest_names_the_reviewer_who_curated_the_label(project, make_member, django_capture_on_commit_callbacks):
+    """A label submitted by an annotator and approved in review carries its reviewer in the manifest."""
+    from accounts.models import Role
+    from annotation import workflow
+    from annotation.review import services as review_services
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "annotation"))
+    from workflow_helpers import model_labels, xray_task  # the annotation tests' task helpers
+
+    annotator, reviewer = make_member(project, Role.ANNOTATOR, "ann"), make_member(project, Role.REVIEWER, "rev")
+    task, proposal = xray_task(project, django_capture_on_commit_callbacks)
+    labels = model_labels(tuple(proposal.shape[-2:]))
+    labels[0:4, 0:4] = 2  # an edit, so the submission is a person's revision
+    workflow.claim(task.pk, annotator)
+    upload = workflow.MaskUpload(shape=(1, *labels.shape), data=labels.tobytes())
+    submitted = workflow.submit(task.pk, annotator, proposal.pk, upload)
+    revision_id = submitted.revision.pk
+    review_services.approve(task.pk, reviewer, revision_id)
+    archive, _ = _export(project, "png")
+    (case,) = json.loads(archive.read("manifest.json"))["cases"]
+    assert case["label"]["revision_id"] == revision_id and case["label"]["status"] == "approved"
+    assert case["reviewer"]["by"] == "rev" and case["reviewer"]["decision"] == "approve"
+    assert "ann" in case["annotators"]
