@@ -248,6 +248,19 @@ def _algorithm_type(case: Case) -> str:
     return "SEMIAUTOMATIC" if case.revision.parent_id is not None else "MANUAL"
 
 
+def _proposing_model(revision: Any) -> Any:
+    """The model version that proposed the revision's lineage (itself or its nearest model ancestor), or ``None``."""
+    rows = type(revision)._base_manager
+    model_id, parent_id = revision.model_version_id, revision.parent_id
+    for _ in range(10_000):  # a lineage is a chain; bounded in case of a corrupt loop
+        if model_id is not None or parent_id is None:
+            break
+        model_id, parent_id = rows.filter(pk=parent_id).values_list("model_version_id", "parent_id").first() or (None, None)
+    if model_id is None:
+        return None
+    return type(revision)._meta.get_field("model_version").related_model._base_manager.filter(pk=model_id).first()
+
+
 def seg_dataset(case: Case, datasets: list[Any], labels: np.ndarray, secret: str) -> hd.seg.Segmentation:
     """A DICOM SEG (BINARY, one segment per lung) over the de-identified source images.
 
@@ -259,8 +272,9 @@ def seg_dataset(case: Case, datasets: list[Any], labels: np.ndarray, secret: str
     revision = case.revision
     algorithm = _algorithm_type(case)
     identification = None
-    if algorithm == "AUTOMATIC":
-        name = revision.model_version.name if revision.model_version else (revision.method or "model")
+    if algorithm != "MANUAL":  # DICOM requires the algorithm for AUTOMATIC and SEMIAUTOMATIC segments
+        model = _proposing_model(revision)
+        name = model.name if model is not None else (revision.method or "model")
         identification = hd.AlgorithmIdentificationSequence(
             name=name, version="1", family=Code("123110", "DCM", "Artificial Intelligence"))
     descriptions = [

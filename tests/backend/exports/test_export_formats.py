@@ -229,3 +229,24 @@ def test_manifest_names_the_reviewer_who_curated_the_label(project, make_member,
     assert case["label"]["revision_id"] == revision_id and case["label"]["status"] == "approved"
     assert case["reviewer"]["by"] == "rev" and case["reviewer"]["decision"] == "approve"
     assert "ann" in case["annotators"]
+
+
+@pytest.mark.django_db(transaction=True)  # committed rows: the export's reader threads use their own connections
+def test_seg_of_an_edited_model_proposal_names_the_proposing_model(project, django_capture_on_commit_callbacks):
+    """A person's edit of a proposal is SEMIAUTOMATIC: the SEG names the model that proposed it."""
+    from annotation.services import create_revision
+    from modeling.models import ModelVersion
+
+    model = ModelVersion.objects.filter(modality="cxr").first()
+    if model is None:
+        pytest.skip("no X-ray model version registered in the test database")
+    edited = add_xray(project, django_capture_on_commit_callbacks, seed=3)
+    proposal = create_revision(series=edited.series, instance=edited.instance, labels=read_labels(edited),
+                               source="model", status="proposed", spacing=(0.5, 0.5), method="model", model_version=model)
+    final = create_revision(series=edited.series, instance=edited.instance, labels=read_labels(edited),
+                            source="person", status="approved", spacing=(0.5, 0.5), method="manual", parent=proposal)
+    archive, _ = _export(project, "seg", modality="xray")
+    seg = hd.seg.segread(io.BytesIO(archive.read(f"seg/xr_{final.instance_id:06d}.dcm")))
+    segment = seg.SegmentSequence[0]
+    assert segment.SegmentAlgorithmType == "SEMIAUTOMATIC"
+    assert segment.SegmentAlgorithmName == model.name
