@@ -7,7 +7,7 @@ import pytest
 from modeling.models import ModelStatus, ModelVersion
 from retraining import datasets, evaluations, promotion
 from retraining.models import Evaluation, ImmutableError, PromotionDecision, EvalSet
-from retraining_helpers import curated_xray
+from retraining_helpers import curated_dataset
 
 pytestmark = pytest.mark.django_db
 
@@ -15,8 +15,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def dataset(project, settings):
     settings.PLEURA_RETRAIN_TEST_FRACTION, settings.PLEURA_RETRAIN_VAL_FRACTION = 0.5, 0.3
-    for seed in range(6):
-        curated_xray(project, seed)
+    curated_dataset(project)  # patients until train, val and test each hold one (the split is seeded per pseudonym)
     version, _ = datasets.snapshot(project, "cxr")
     assert version.counts["test"] >= 1
     settings.PLEURA_REFERENCE_SETS = {"cxr": {"manifest": version.manifest, "split": "val"}}
