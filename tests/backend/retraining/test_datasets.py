@@ -11,7 +11,7 @@ from annotation.models import RevisionStatus
 from imaging.models import Patient
 from retraining import datasets
 from retraining.models import DatasetItem, ImmutableError, Split, SplitAssignment
-from retraining_helpers import curate_again, curated_xray
+from retraining_helpers import curate_again, curated_dataset, curated_xray
 
 pytestmark = pytest.mark.django_db
 
@@ -53,14 +53,13 @@ def test_snapshot_selects_curated_revisions_and_is_content_hashed(project, setti
 
 def test_test_split_is_frozen_once_assigned(project, settings):
     settings.PLEURA_RETRAIN_TEST_FRACTION, settings.PLEURA_RETRAIN_VAL_FRACTION = 0.4, 0.2
-    for seed in range(6):
-        curated_xray(project, seed)
+    first_patients = len(curated_dataset(project))  # until every split holds a patient (seeded per pseudonym)
     first, _ = datasets.snapshot(project, "cxr")
     before = dict(SplitAssignment.objects.values_list("patient_id", "split"))
     assert Split.TEST in before.values()
     # the rule changes (nothing would be in test any more) and new patients arrive: old ones keep their split
     settings.PLEURA_RETRAIN_TEST_FRACTION = 0.0
-    for seed in range(6, 9):
+    for seed in range(first_patients, first_patients + 3):
         curated_xray(project, seed)
     second, created = datasets.snapshot(project, "cxr")
     assert created
